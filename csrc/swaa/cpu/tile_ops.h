@@ -1,0 +1,76 @@
+// Row-major tile operations shared by the CPU forward and backward passes.
+#pragma once
+#include <cblas.h>  // OpenBLAS from the scipy-openblas32 wheel (symbols prefixed scipy_)
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../mask.h"
+
+namespace swaa::cpu {
+
+// The kernels parallelise over tiles themselves; each BLAS call must stay on its caller's thread.
+inline void use_single_threaded_blas() {
+  static const bool done = (scipy_openblas_set_num_threads(1), true);
+  (void)done;
+}
+
+// Row-major tile products through BLAS; `ld*` are row strides in elements.
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 float beta, float* c, int64_t ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+                 double alpha, const double* a, int64_t lda, const double* b, int64_t ldb,
+                 double beta, double* c, int64_t ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C[M][N] = alpha * A[M][K] . B[N][K]^T + beta * C
+template <typename T>
+inline void gemm_abt(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                     const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  gemm(CblasNoTrans, CblasTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C[M][N] = alpha * A[M][K] . B[K][N] + beta * C
+template <typename T>
+inline void gemm_ab(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                    const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  gemm(CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C[M][N] = alpha * A[K][M]^T . B[K][N] + beta * C
+template <typename T>
+inline void gemm_atb(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                     const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  gemm(CblasTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// s[r][c] <- -inf where query row m0 + r may not see key n0 + c.
+template <typename T>
+inline void apply_mask(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n0, int64_t cols,
+                       T* s, int64_t lds) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      if (!rule.visible(m0 + r, n0 + c)) s[r * lds + c] = neg_inf;
+    }
+  }
+}
+
+// Scores of one tile, masked when the tile straddles an edge of the rule:
+// s <- scale * q . k^T, then -inf where not visible.
+template <typename T>
+inline void masked_scores(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n0, int64_t cols,
+                          int64_t head_dim, T scale, const T* q, int64_t ldq, const T* k,
+                          int64_t ldk, T* s, int64_t lds) {
+  gemm_abt<T>(rows, cols, head_dim, scale, q, ldq, k, ldk, T(0), s, lds);
+  if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
+    apply_mask(rule, m0, rows, n0, cols, s, lds);
+  }
+}
+
+}  // namespace swaa::cpu

@@ -1,0 +1,107 @@
+// The one visibility rule (DESIGN.md §2) and the block ranges derived from it.
+// Every kernel (CPU, CUDA forward/backward/decode, emulated) calls this header; the Python
+// reference (swaa_ext/reference.py) mirrors `visible` line for line.
+//
+//   query row i of Lq, key column j of Lk, bottom-right aligned: p = i + (Lk - Lq)
+//   visible(i, j) = j <= p && (p - j < window || j < sinks || p >= full_from)
+//
+// `window` counts keys including the query itself (HF convention). "No window" is encoded by the
+// torch boundary as window = Lk (then p - j < window always holds), so kernels have no special case.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SWAA_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define SWAA_HOST_DEVICE inline
+#endif
+
+namespace swaa {
+
+SWAA_HOST_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+SWAA_HOST_DEVICE int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+SWAA_HOST_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Half-open range [begin, end) of block indices (or of rows/keys).
+struct Range {
+  int64_t begin;
+  int64_t end;
+  SWAA_HOST_DEVICE bool empty() const { return end <= begin; }
+};
+
+// Two disjoint, ordered ranges: visiting `first` then `second` touches each block once.
+struct TwoRanges {
+  Range first;
+  Range second;
+};
+
+// The rule for one batch row (full_from may differ per row).
+struct MaskRule {
+  int64_t window;     // >= 1; window >= Lk means full causal attention
+  int64_t sinks;      // >= 0; keys [0, sinks) are always visible (causality permitting)
+  int64_t full_from;  // queries at absolute position >= full_from see every earlier key
+  int64_t offset;     // Lk - Lq: absolute position of query row 0
+
+  SWAA_HOST_DEVICE bool visible(int64_t i, int64_t j) const {
+    const int64_t p = i + offset;
+    return j <= p && (p - j < window || j < sinks || p >= full_from);
+  }
+
+  // True when every (row, key) pair of the tile rows [m0, m1) x keys [n0, n1) is visible, so
+  // the tile can skip masking. Conservative: false only costs the mask evaluation.
+  SWAA_HOST_DEVICE bool tile_fully_visible(int64_t m0, int64_t m1, int64_t n0, int64_t n1) const {
+    const int64_t p_min = m0 + offset;
+    const int64_t p_max = m1 - 1 + offset;
+    const bool causal_ok = n1 - 1 <= p_min;
+    const bool window_ok = p_max - n0 < window || n1 <= sinks || p_min >= full_from;
+    return causal_ok && window_ok;
+  }
+};
+
+// Merge two ordered intervals of absolute indices into block ranges of size `block`, clipped to
+// [0, n_blocks). The second range starts where the first ends when rounding makes them overlap.
+SWAA_HOST_DEVICE TwoRanges to_block_ranges(Range a, Range b, int64_t block, int64_t n_blocks) {
+  TwoRanges r;
+  r.first = {max64(a.begin, 0) / block, min64(ceil_div(a.end, block), n_blocks)};
+  if (r.first.empty()) r.first = {0, 0};
+  r.second = {max64(b.begin, 0) / block, min64(ceil_div(b.end, block), n_blocks)};
+  if (!r.first.empty()) r.second.begin = max64(r.second.begin, r.first.end);
+  if (r.second.empty()) r.second = {r.first.end, r.first.end};
+  return r;
+}
+
+// Key blocks that query rows [m0, m1) must visit: the sink blocks, then the window blocks.
+// Rows at or past full_from need every key up to the diagonal, so the range becomes one interval.
+SWAA_HOST_DEVICE TwoRanges key_blocks(const MaskRule& rule, int64_t m0, int64_t m1,
+                                      int64_t block_n, int64_t lk) {
+  const int64_t n_blocks = ceil_div(lk, block_n);
+  const int64_t p_min = m0 + rule.offset;
+  const int64_t p_max = m1 - 1 + rule.offset;
+  if (m1 <= m0) return {{0, 0}, {0, 0}};
+  if (p_max >= rule.full_from) return to_block_ranges({0, p_max + 1}, {0, 0}, block_n, n_blocks);
+  const Range window = {max64(p_min - rule.window + 1, 0), p_max + 1};
+  const Range sinks = {0, min64(rule.sinks, window.begin)};
+  if (sinks.empty()) return to_block_ranges(window, {0, 0}, block_n, n_blocks);
+  return to_block_ranges(sinks, window, block_n, n_blocks);
+}
+
+// Query blocks (of `block_m` rows) that see at least one key of [n0, n1), for the backward pass:
+// the rows whose window reaches the block, then the rows at or past full_from. A block holding
+// sinks is seen by every later row.
+SWAA_HOST_DEVICE TwoRanges query_blocks(const MaskRule& rule, int64_t n0, int64_t n1,
+                                        int64_t block_m, int64_t lq) {
+  const int64_t n_blocks = ceil_div(lq, block_m);
+  const int64_t lk = lq + rule.offset;
+  if (n1 <= n0) return {{0, 0}, {0, 0}};
+  // Absolute query positions p, converted to rows by subtracting the offset.
+  const int64_t window_end = n0 < rule.sinks ? lk : min64(n1 - 1 + rule.window, lk);
+  const Range window = {n0 - rule.offset, window_end - rule.offset};
+  const Range full = {max64(n0, rule.full_from) - rule.offset, lk - rule.offset};
+  if (full.begin <= window.end) {
+    const Range merged = {window.begin, max64(window.end, full.end)};
+    return to_block_ranges(merged, {0, 0}, block_m, n_blocks);
+  }
+  return to_block_ranges(window, full, block_m, n_blocks);
+}
+
+}  // namespace swaa

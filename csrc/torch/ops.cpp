@@ -1,0 +1,22 @@
+// The op schemas, in one place (extension-cpp style). Each device registers its kernels in its
+// own file; autograd and fake (meta) implementations live in swaa_ext/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// `import swaa_ext._C` loads this library, which runs the registrations below.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(swaa_ext, m) {
+  // Returns (out, lse). window None = full causal; full_from: (B,) int64 absolute positions.
+  m.def(
+      "fwd(Tensor q, Tensor k, Tensor v, int? window, int sinks, Tensor? full_from, float scale)"
+      " -> (Tensor, Tensor)");
+  // Returns (dq, dk, dv). grad_lse is None unless the caller used the LSE.
+  m.def(
+      "bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
+      " Tensor lse, int? window, int sinks, Tensor? full_from, float scale)"
+      " -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,65 @@
+"""Builds swaa_ext._C: the CPU kernels always, the CUDA kernels when nvcc and a CUDA build of
+torch are present (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST,
+default "8.0;9.0" (sm_80-style kernels that also run on sm_86/sm_89/sm_90)."""
+
+import glob
+import os
+
+import scipy_openblas32
+import torch
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "8.0;9.0"
+
+
+def sources(*patterns: str) -> list[str]:
+    return sorted(f for p in patterns for f in glob.glob(os.path.join("csrc", p), recursive=True))
+
+
+def want_cuda() -> bool:
+    if os.environ.get("SWAA_BUILD_CUDA", "1") == "0":
+        return False
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def extensions():
+    # BLAS for the CPU tiles: torch keeps its own MKL symbols private, so link OpenBLAS from the
+    # scipy-openblas32 wheel (prefixed symbols, no clash with numpy's copy) and find it by rpath.
+    blas = dict(
+        include_dirs=[scipy_openblas32.get_include_dir()],
+        library_dirs=[scipy_openblas32.get_lib_dir()],
+        libraries=[scipy_openblas32.get_library()],
+        runtime_library_dirs=[scipy_openblas32.get_lib_dir()],
+    )
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    cpp_sources = sources("torch/*.cpp", "swaa/cpu/*.cpp")
+    cuda_sources = sources("torch/*.cu", "swaa/cuda/**/*.cu")
+    if want_cuda() and cuda_sources:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
+        return [
+            cpp_extension.CUDAExtension(
+                "swaa_ext._C",
+                cpp_sources + cuda_sources,
+                extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+                extra_link_args=["-fopenmp"],
+                **blas,
+            )
+        ]
+    return [
+        cpp_extension.CppExtension(
+            "swaa_ext._C",
+            cpp_sources,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
+            **blas,
+        )
+    ]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
