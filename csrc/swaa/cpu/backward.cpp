@@ -3,8 +3,6 @@
 //   pass 2, per (batch, kv head, key block):      dV = P^T . dO, dK = scale * dS^T . Q over the
 //           query blocks of every query head of the group that see the key block
 // with dS = P * (dP - delta), dP = dO . V^T and delta = rowsum(dO * O) - dLSE.
-#include <ATen/Parallel.h>
-
 #include <vector>
 
 #include "kernels.h"
@@ -136,12 +134,15 @@ void grad_key_block(const AttentionBackwardParams& p, int64_t b, int64_t hk, int
 template <typename T, typename Fn>
 void parallel_over_blocks(const AttentionBackwardParams& p, int64_t heads, int64_t blocks,
                           Fn fn) {
-  at::parallel_for(0, p.batch * heads * blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t items = p.batch * heads * blocks;
+#pragma omp parallel
+  {
     BackwardScratch<T> scratch(p.head_dim);
-    for (int64_t item = begin; item < end; ++item) {
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < items; ++item) {
       fn(p, item / (heads * blocks), (item / blocks) % heads, item % blocks, scratch);
     }
-  });
+  }
 }
 
 }  // namespace

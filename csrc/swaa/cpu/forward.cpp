@@ -1,7 +1,6 @@
 // CPU forward: tiled online softmax over the sink and window key blocks only.
-// One work item = (batch, query head, block of kBlockM query rows); items run in parallel.
-#include <ATen/Parallel.h>
-
+// One work item = (batch, query head, block of kBlockM query rows); OpenMP runs items in
+// parallel (torch.set_num_threads sets the same OpenMP runtime's thread count).
 #include <vector>
 
 #include "kernels.h"
@@ -97,15 +96,18 @@ void forward(const AttentionParams& p) {
   use_single_threaded_blas();
   const int64_t q_blocks = ceil_div(p.len_q, kBlockM);
   const int64_t items = p.batch * p.heads_q * q_blocks;
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+  // Dynamic schedule: blocks at or past full_from cost more than window blocks.
+#pragma omp parallel
+  {
     ForwardScratch<T> scratch(p.head_dim);
-    for (int64_t item = begin; item < end; ++item) {
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < items; ++item) {
       const int64_t block = item % q_blocks;
       const int64_t h = (item / q_blocks) % p.heads_q;
       const int64_t b = item / (q_blocks * p.heads_q);
       forward_query_block<T>(p, b, h, block, scratch);
     }
-  });
+  }
 }
 
 template void forward<float>(const AttentionParams&);
