@@ -12,7 +12,7 @@ export CUDA_HOME
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv build test demo bench clean
+.PHONY: venv build ctest test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,11 +29,18 @@ venv: $(VENV)/.installed
 build: venv
 	flock build.lock $(PY) setup.py --quiet build_ext --inplace
 
-test: build
+# The C++ kernel library and its unit tests, without Python (CMake + ctest).
+ctest: venv
+	cmake -S . -B build-cmake -G Ninja -DOPENBLAS_ROOT=$$($(PY) -c \
+		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake
+	ctest --test-dir build-cmake --output-on-failure
+
+test: build ctest
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build
 	$(PY) -m swaa_ext.demo
 
 clean:
-	rm -rf build swaa_ext/*.so
+	rm -rf build build-cmake swaa_ext/*.so

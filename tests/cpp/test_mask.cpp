@@ -1,0 +1,95 @@
+// Exhaustive check of mask.h: the block ranges the kernels visit must cover every visible
+// (query, key) pair, visit each block at most once, and `tile_fully_visible` must never claim a
+// tile that holds a hidden pair.
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "swaa/mask.h"
+
+using namespace swaa;
+
+static int failures = 0;
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      if (++failures <= 20) {                              \
+        std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+        std::fprintf(stderr, __VA_ARGS__);                 \
+        std::fprintf(stderr, "\n");                        \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+static std::vector<int> visit_counts(const TwoRanges& r, int64_t n_blocks) {
+  std::vector<int> counts(n_blocks, 0);
+  for (const Range& range : {r.first, r.second}) {
+    for (int64_t b = range.begin; b < range.end; ++b) {
+      if (b >= 0 && b < n_blocks) counts[b]++;
+    }
+  }
+  return counts;
+}
+
+static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, int64_t full_from,
+                       int64_t bm, int64_t bn) {
+  const MaskRule rule{window, sinks, full_from, lk - lq};
+  const int64_t mblocks = ceil_div(lq, bm), nblocks = ceil_div(lk, bn);
+  for (int64_t mb = 0; mb < mblocks; ++mb) {
+    const int64_t m0 = mb * bm, m1 = min64(m0 + bm, lq);
+    const std::vector<int> counts = visit_counts(key_blocks(rule, m0, m1, bn, lk), nblocks);
+    for (int64_t nb = 0; nb < nblocks; ++nb) {
+      const int64_t n0 = nb * bn, n1 = min64(n0 + bn, lk);
+      bool any = false, all = true;
+      for (int64_t i = m0; i < m1; ++i)
+        for (int64_t j = n0; j < n1; ++j) {
+          any |= rule.visible(i, j);
+          all &= rule.visible(i, j);
+        }
+      EXPECT(counts[nb] <= 1, "key block %lld visited %d times (lq=%lld lk=%lld w=%lld s=%lld ff=%lld)",
+             (long long)nb, counts[nb], (long long)lq, (long long)lk, (long long)window,
+             (long long)sinks, (long long)full_from);
+      EXPECT(!any || counts[nb] == 1, "visible key block %lld of query block %lld skipped "
+             "(lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)nb, (long long)mb,
+             (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
+      EXPECT(!rule.tile_fully_visible(m0, m1, n0, n1) || all,
+             "tile (%lld, %lld) claimed fully visible", (long long)mb, (long long)nb);
+    }
+  }
+  // Backward: query blocks that see each key block.
+  for (int64_t nb = 0; nb < nblocks; ++nb) {
+    const int64_t n0 = nb * bn, n1 = min64(n0 + bn, lk);
+    const std::vector<int> counts = visit_counts(query_blocks(rule, n0, n1, bm, lq), mblocks);
+    for (int64_t mb = 0; mb < mblocks; ++mb) {
+      const int64_t m0 = mb * bm, m1 = min64(m0 + bm, lq);
+      bool any = false;
+      for (int64_t i = m0; i < m1; ++i)
+        for (int64_t j = n0; j < n1; ++j) any |= rule.visible(i, j);
+      EXPECT(counts[mb] <= 1, "query block %lld visited %d times", (long long)mb, counts[mb]);
+      EXPECT(!any || counts[mb] == 1, "query block %lld seeing key block %lld skipped "
+             "(lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)mb, (long long)nb,
+             (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
+    }
+  }
+}
+
+int main() {
+  int64_t cases = 0;
+  for (int64_t lk : {1, 2, 7, 16, 33, 64, 100}) {
+    for (int64_t lq : {int64_t(1), lk / 2 + 1, lk}) {
+      if (lq > lk) continue;
+      for (int64_t window : {int64_t(1), int64_t(2), int64_t(5), int64_t(16), lk}) {
+        for (int64_t sinks : {0, 1, 3, 8, 20}) {
+          for (int64_t ff : {int64_t(0), int64_t(5), lk / 2, lk - 1, lk}) {
+            for (auto [bm, bn] : {std::pair<int64_t, int64_t>{4, 4}, {8, 4}, {4, 16}, {16, 16}}) {
+              check_case(lq, lk, window, sinks, ff, bm, bn);
+              ++cases;
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("%lld cases, %d failures\n", (long long)cases, failures);
+  return failures == 0 ? 0 : 1;
+}
