@@ -8,9 +8,7 @@ from transformers import DynamicCache
 import swaa_ext
 from swaa_ext import SWAAConfig
 from swaa_ext.hf import SWAACache, cache_memory
-from hf_models import random_ids, tiny_model
-from test_hf_adapt import left_padded, logits
-from test_hf_generate import generate
+from hf_models import generate, left_padded, logits, random_ids, tiny_model
 
 WINDOW_ONLY = SWAAConfig(window=5, sinks=2, full_attention_layers=[1])
 

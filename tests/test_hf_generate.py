@@ -8,17 +8,9 @@ import torch
 
 import swaa_ext
 from swaa_ext import SWAAConfig
-from hf_models import ARCHITECTURES, random_ids, tiny_model
-from test_hf_adapt import left_padded, logits
+from hf_models import ARCHITECTURES, generate, left_padded, logits, random_ids, tiny_model
 
 RECIPE = SWAAConfig(window=5, sinks=2, full_attention_layers=[1], fa_decode=True)
-
-
-def generate(model, ids, new_tokens=6, **kwargs):
-    out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         do_sample=False, output_logits=True, return_dict_in_generate=True,
-                         pad_token_id=0, **kwargs)
-    return out.sequences, torch.stack(out.logits, dim=1)  # (B, L), (B, new, V)
 
 
 @pytest.mark.parametrize("fa_decode", [True, False])

@@ -29,9 +29,10 @@ def chat_ids(tokenizer, question: str) -> torch.Tensor:
 
 
 def greedy(model, ids, tokenizer, new_tokens=10):
+    # An explicit mask: inferring one from pad ids would punch holes at the template's <|im_end|>.
     with torch.no_grad():
-        return model.generate(ids, max_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=tokenizer.eos_token_id)
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                              do_sample=False, pad_token_id=tokenizer.eos_token_id)
 
 
 def test_covering_window_generates_exactly_like_the_unadapted_model(smollm2):

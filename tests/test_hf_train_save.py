@@ -7,8 +7,7 @@ import transformers
 
 import swaa_ext
 from swaa_ext import SWAAConfig
-from hf_models import random_ids, tiny_model
-from test_hf_adapt import left_padded, logits
+from hf_models import left_padded, logits, random_ids, tiny_model
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3_moe"])

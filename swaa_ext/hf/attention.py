@@ -5,8 +5,11 @@ Per layer it reads `module.config.swaa` (written by `adapt`) and `module.layer_i
 run causal attention, the others sink + sliding window. With `fa_decode`, queries at or after the
 prompt boundary attend to everything. The boundary is an absolute position in the padded sequence
 (int or (B,) tensor): the forward kwarg `swaa_full_from`, else the enclosing `prompt_boundary(...)`
-context (which the adapted `generate` opens with the prompt length), else never. Padded rows run one by one on their unpadded slice, so a row's sinks are its
-first real tokens and it computes exactly what it would alone.
+context (which the adapted `generate` opens with the prompt length), else never.
+
+Padding: without any, the whole batch is one kernel call. With left padding, rows run one by one on
+their unpadded slice (the kernel's sinks are per call, not per row), so a row's sinks are its first
+real tokens and it computes exactly what it would alone.
 """
 
 from __future__ import annotations

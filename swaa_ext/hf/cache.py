@@ -29,11 +29,8 @@ class SinkWindowLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
         self.cumulative_length += key_states.shape[-2]
-        keys = torch.cat([self.keys, key_states], dim=-2)  # (B, H, kept + new, D)
-        values = torch.cat([self.values, value_states], dim=-2)
+        keys, values = super().update(key_states, value_states, *args, **kwargs)  # kept + new
         self.keys, self.values = self._keep(keys), self._keep(values)
         return keys, values
 
