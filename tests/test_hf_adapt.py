@@ -145,3 +145,14 @@ def test_pattern_layers_follow_depth_and_full_layers_ignore_the_window():
                                                           full_attention_layers=[0, 1, 2, 3]))
     torch.testing.assert_close(logits(every, ids), logits(tiny_model("llama"), ids),
                                atol=2e-5, rtol=1e-5)
+
+
+def test_bfloat16_model_runs_and_stays_close_to_unadapted():
+    model = tiny_model("qwen3").to(torch.bfloat16)
+    ids, mask = left_padded([21, 15])
+    expected = logits(model, ids, attention_mask=mask).float()
+    swaa_ext.adapt(model, SWAAConfig(window=32, sinks=2))
+    got = logits(model, ids, attention_mask=mask)
+    assert got.dtype == torch.bfloat16
+    real = mask.bool()
+    torch.testing.assert_close(got.float()[real], expected[real], atol=5e-2, rtol=2e-2)
