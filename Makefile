@@ -53,6 +53,7 @@ ctest: venv
 
 test: build ctest
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-hf-tf457
 
 demo: build
 	$(PY) -m swaa_ext.demo
