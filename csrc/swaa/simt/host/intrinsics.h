@@ -222,7 +222,9 @@ SWAA_SIMT_LDMATRIX(ldmatrix_x2_trans, 2, Ldmatrix2T)
 SWAA_SIMT_LDMATRIX(ldmatrix_x4_trans, 4, Ldmatrix4T)
 #undef SWAA_SIMT_LDMATRIX
 
-// Queued per thread; Default/Random/RaceCheck copy at cp.async.wait_group, WarpSerial at issue.
+// Queued per thread and copied at cp.async.wait_group (Default, Random: catches reads before the
+// wait), or copied at issue (WarpSerial: catches overwrites of a buffer others still read;
+// RaceCheck: attributes the write to the barrier interval of its issue, where it may land).
 inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
                         std::source_location loc = std::source_location::current()) {
   host::Emulator& e = *host::tls_emulator;
@@ -233,7 +235,7 @@ inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
                std::to_string(f.id) + " passed an address that is not 16-byte aligned");
   }
   const host::CpAsyncCopy copy{smem_dst, gmem_src, pred};
-  if (e.mode == Mode::WarpSerial) {
+  if (e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck) {
     host::execute_copy(copy);
   } else {
     f.uncommitted.push_back(copy);

@@ -9,8 +9,9 @@
 //   Random     a seeded random runnable thread at every switch;
 //   WarpSerial the lowest-numbered warp that can run goes on until all its threads wait;
 //              cp.async copies happen at issue (catches write-after-read on pipelined buffers);
-//   RaceCheck  round-robin, and shared-memory writes stay private to their thread until the next
-//              barrier (__syncwarp for its warp); conflicting accesses are reported (race_check.h).
+//   RaceCheck  round-robin; cp.async copies at issue; shared-memory writes stay private to their
+//              thread until the next barrier (__syncwarp for its warp); conflicting accesses are
+//              reported (race_check.h).
 #pragma once
 #include <dlfcn.h>
 #include <cxxabi.h>
