@@ -12,7 +12,7 @@ export CUDA_HOME
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv build ctest test demo bench clean
+.PHONY: venv build ctest ctest-asan simt-device-check test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,19 @@ ctest: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake
 	ctest --test-dir build-cmake --output-on-failure
 
+# The SIMT layer's tests again under AddressSanitizer, plus its planted out-of-bounds cp.async.
+ctest-asan: venv
+	cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
+		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake-asan --target \
+		test_simt_intrinsics test_simt_planted_bugs test_simt_asan_cp_async_oob
+	ctest --test-dir build-cmake-asan -L simt --output-on-failure
+
+# simt.h's device mode compiles for sm_80 and sm_90 (nothing can run here).
+simt-device-check:
+	for arch in 80 90; do $(CUDA_HOME)/bin/nvcc -std=c++20 -arch=sm_$$arch -c \
+		tests/cpp/simt/device_compile_check.cu -o /dev/null || exit 1; done
+
 test: build ctest
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -43,4 +56,4 @@ demo: build
 	$(PY) -m swaa_ext.demo
 
 clean:
-	rm -rf build build-cmake swaa_ext/*.so
+	rm -rf build build-cmake build-cmake-asan swaa_ext/*.so

@@ -223,8 +223,9 @@ SWAA_SIMT_LDMATRIX(ldmatrix_x4_trans, 4, Ldmatrix4T)
 #undef SWAA_SIMT_LDMATRIX
 
 // Queued per thread and copied at cp.async.wait_group (Default, Random: catches reads before the
-// wait), or copied at issue (WarpSerial: catches overwrites of a buffer others still read;
-// RaceCheck: attributes the write to the barrier interval of its issue, where it may land).
+// wait), or copied at issue (WarpSerial: catches overwrites of a buffer others still read).
+// RaceCheck copies at issue and counts the bytes as written again at the wait, so a conflicting
+// access in the barrier interval of either end is reported.
 inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
                         std::source_location loc = std::source_location::current()) {
   host::Emulator& e = *host::tls_emulator;
@@ -234,12 +235,19 @@ inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
     host::fail(host::to_string(host::make_site("cp_async_16", loc)) + ": thread " +
                std::to_string(f.id) + " passed an address that is not 16-byte aligned");
   }
-  const host::CpAsyncCopy copy{smem_dst, gmem_src, pred};
+#if SWAA_SIMT_ASAN
+  if (pred) {  // read the source now too, so ASan's report points at this call, not the wait
+    alignas(16) unsigned char probe[16];
+    std::memcpy(probe, gmem_src, 16);
+    asm volatile("" : : "r"(probe) : "memory");
+  }
+#endif
+  host::CpAsyncCopy copy{smem_dst, gmem_src, pred, false};
   if (e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck) {
     host::execute_copy(copy);
-  } else {
-    f.uncommitted.push_back(copy);
+    copy.done = true;
   }
+  f.uncommitted.push_back(copy);
 }
 
 inline void cp_async_commit() {
@@ -251,10 +259,14 @@ inline void cp_async_commit() {
 template <int N>
 void cp_async_wait() {
   static_assert(N >= 0);
+  host::Emulator& e = *host::tls_emulator;
   host::Fiber& f = host::current_fiber();
   size_t completed = 0;
   while (f.groups.size() - completed > size_t(N)) {
-    for (const auto& copy : f.groups[completed]) host::execute_copy(copy);
+    for (const auto& copy : f.groups[completed]) {
+      if (!copy.done) host::execute_copy(copy);
+      if (e.race) e.race->note_async_write(copy.dst, 16, f);
+    }
     ++completed;
   }
   f.groups.erase(f.groups.begin(), f.groups.begin() + completed);

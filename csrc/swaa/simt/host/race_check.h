@@ -8,7 +8,8 @@
 // data without a barrier reads stale bytes (wrong results, like a real race). Reads through the
 // layer's ldmatrix are tracked exactly. Reported: two threads writing one byte in one interval,
 // an ldmatrix read of a byte another thread wrote in the interval (read-after-write), and a
-// write to a byte another thread read by ldmatrix in the interval (write-after-read). Atomics are
+// write to a byte another thread read by ldmatrix in the interval (write-after-read). A cp.async
+// counts as a write both where it is issued and where its wait_group completes it. Atomics are
 // visible at once. Static __shared__ arrays are not tracked (the layer cannot see where they are).
 #pragma once
 #include <algorithm>
@@ -64,11 +65,19 @@ class RaceChecker {
     for (uint32_t o = offset; o < offset + n; ++o) {
       const int32_t w = writer_[o];
       if (conflicts(w, reader)) {
-        report("read-after-write", o, w, reader.id, to_string(site));
+        report("read-after-write", o, "written by " + who(w),
+               "read by " + who(reader.id) + " with " + to_string(site));
       }
       int32_t& r = reader_[o];
       r = (r == kNone || r == int32_t(reader.id)) ? int32_t(reader.id) : kManyReaders;
     }
+  }
+
+  // A cp.async completing at cp.async.wait_group: its bytes count as written in this interval too.
+  void note_async_write(const void* p, size_t n, const Fiber& f) {
+    if (!contains(p, n)) return;
+    const auto offset = uint32_t(static_cast<const uint8_t*>(p) - base_);
+    for (uint32_t o = offset; o < offset + n; ++o) note_write(o, f);
   }
 
   // Atomics are visible to every thread at once.
@@ -120,16 +129,16 @@ class RaceChecker {
 
   void note_write(uint32_t o, const Fiber& f) {
     const int32_t w = writer_[o];
-    if (conflicts(w, f)) report("write-write", o, w, f.id, between(f));
+    if (conflicts(w, f)) report("write-write", o, "written by " + who(w), "by " + between(f));
     const int32_t r = reader_[o];
     if (r == kManyReaders || (r >= 0 && r != int32_t(f.id))) {
-      report("write-after-read", o, r, f.id, between(f));
+      report("write-after-read", o, "read by " + who(r), "written by " + between(f));
     }
     writer_[o] = int32_t(f.id);
   }
 
   static std::string between(const Fiber& f) {
-    return "written between " + to_string(f.resumed_at) + " and " + to_string(f.site);
+    return who(int32_t(f.id)) + " between " + to_string(f.resumed_at) + " and " + to_string(f.site);
   }
 
   static std::string who(int32_t code) {
@@ -138,17 +147,16 @@ class RaceChecker {
     return "warp " + std::to_string(-3 - code);
   }
 
-  void report(const char* kind, uint32_t offset, int32_t other, unsigned thread,
-              const std::string& detail) {
+  void report(const char* kind, uint32_t offset, const std::string& first,
+              const std::string& second) {
     ++conflicts_;
-    // One line per (kind, thread pair) is enough to find the bug.
-    const std::string key = std::string(kind) + who(other) + std::to_string(thread);
+    // One line per (kind, first access) is enough to find the bug.
+    const std::string key = std::string(kind) + first;
     if (reports_.size() >= 8 || std::find(keys_.begin(), keys_.end(), key) != keys_.end()) return;
     keys_.push_back(key);
     reports_.push_back(std::string(kind) + " race on dynamic shared memory byte " +
-                       std::to_string(offset) + ": " + who(other) + " and thread " +
-                       std::to_string(thread) + " (warp " + std::to_string(thread / 32) +
-                       ") with no barrier between (" + detail + ")");
+                       std::to_string(offset) + ", no barrier between: " + first + ", then " +
+                       second);
   }
 
   uint8_t* base_;

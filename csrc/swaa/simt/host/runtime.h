@@ -39,15 +39,18 @@ struct Site {
   const char* what = "";  // e.g. "__syncthreads()"
   const char* file = "";
   unsigned line = 0;
+  const char* function = "";  // the (device) function holding the call
   bool operator==(const Site& o) const {
     return line == o.line && std::strcmp(file, o.file) == 0 && std::strcmp(what, o.what) == 0;
   }
 };
 inline Site make_site(const char* what, const std::source_location& loc) {
-  return {what, loc.file_name(), static_cast<unsigned>(loc.line())};
+  return {what, loc.file_name(), static_cast<unsigned>(loc.line()), loc.function_name()};
 }
 inline std::string to_string(const Site& s) {
-  return std::string(s.what) + " at " + s.file + ":" + std::to_string(s.line);
+  if (s.line == 0) return s.what;  // kernel entry / exit
+  return std::string(s.what) + " at " + s.file + ":" + std::to_string(s.line) + " (in " +
+         s.function + ")";
 }
 
 enum class FiberState : uint8_t { Runnable, AtBarrier, AtWarp, Done };
@@ -69,6 +72,7 @@ struct CpAsyncCopy {
   void* dst;
   const void* src;
   bool pred;
+  bool done;  // already copied at issue (WarpSerial, RaceCheck)
 };
 
 struct Fiber {
@@ -166,24 +170,22 @@ inline std::string describe_threads(const std::vector<unsigned>& ids) {
   return out;
 }
 
+// The kernel's symbol when the dynamic symbol table has it (else ""; sites name their functions).
 inline std::string kernel_name(void (*kernel)()) {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(kernel), &info) && info.dli_sname) {
-    int status = 0;
-    char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-    std::string name = status == 0 && demangled ? demangled : info.dli_sname;
-    std::free(demangled);
-    return name;
-  }
-  std::ostringstream s;
-  s << "kernel@" << reinterpret_cast<void*>(kernel);
-  return s.str();
+  if (!dladdr(reinterpret_cast<void*>(kernel), &info) || !info.dli_sname) return "";
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled ? demangled : info.dli_sname;
+  std::free(demangled);
+  return name;
 }
 
 inline std::string where(const Emulator& e) {
   std::ostringstream s;
-  s << "swaa::simt: " << kernel_name(e.kernel) << ", block (" << e.block_idx.x << ","
-    << e.block_idx.y << "," << e.block_idx.z << ")";
+  s << "swaa::simt: ";
+  if (const std::string name = kernel_name(e.kernel); !name.empty()) s << name << ", ";
+  s << "block (" << e.block_idx.x << "," << e.block_idx.y << "," << e.block_idx.z << ")";
   return s.str();
 }
 

@@ -23,9 +23,13 @@ inline void execute_copy(const CpAsyncCopy& c) {
 
 inline void drain_cp_async(Fiber& f) {
   for (auto& group : f.groups) {
-    for (auto& c : group) execute_copy(c);
+    for (auto& c : group) {
+      if (!c.done) execute_copy(c);
+    }
   }
-  for (auto& c : f.uncommitted) execute_copy(c);
+  for (auto& c : f.uncommitted) {
+    if (!c.done) execute_copy(c);
+  }
   f.groups.clear();
   f.uncommitted.clear();
 }
@@ -291,7 +295,7 @@ inline void run_grid(void (*invoke)(void (*)(), void*), void (*kernel)(), void* 
   if (e.active) throw std::logic_error("swaa::simt: launch from inside a kernel");
   e.kernel = kernel;
   const auto invalid = [&](const std::string& what) {
-    throw std::invalid_argument("swaa::simt: " + kernel_name(kernel) + ": " + what);
+    throw std::invalid_argument("swaa::simt::launch " + kernel_name(kernel) + ": " + what);
   };
   if (block.y != 1 || block.z != 1 || block.x == 0 || block.x % 32 != 0 || block.x > 1024) {
     invalid("blocks must be 1-D with a multiple of 32 threads (at most 1024)");
