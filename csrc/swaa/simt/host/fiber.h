@@ -1,5 +1,6 @@
 // Host mode: fibers = a stack (mmap'ed, guard page below) + a saved context, switched cooperatively.
-// x86-64 uses a tiny assembly switch (callee-saved registers, MXCSR, x87 control word); other
+// x86-64 uses a tiny assembly switch (callee-saved registers only: fibers never change the MXCSR
+// or x87 control word, which they inherit from the thread that runs the emulator); other
 // targets (or -DSWAA_SIMT_UCONTEXT) fall back to ucontext. Under AddressSanitizer every switch is
 // announced with __sanitizer_{start,finish}_switch_fiber so ASan knows which stack is live.
 #pragma once
@@ -27,7 +28,6 @@
 #if defined(SWAA_SIMT_UCONTEXT)
 #include <ucontext.h>
 #else
-#include <xmmintrin.h>
 extern "C" void swaa_simt_switch(void** save_sp, void* load_sp);
 extern "C" void swaa_simt_trampoline();
 // One copy per binary (COMDAT group), hidden so two extensions never interpose each other's.
@@ -47,14 +47,8 @@ swaa_simt_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -133,17 +127,15 @@ inline void context_init(Context& ctx, Stack& stack, FiberEntry entry, void* arg
   makecontext(&ctx.uc, reinterpret_cast<void (*)()>(ucontext_entry), 4, unsigned(a >> 32),
               unsigned(a), unsigned(f >> 32), unsigned(f));
 #else
-  // Frame popped by swaa_simt_switch: [mxcsr, fpu cw][r15][r14][r13][r12][rbx][rbp][return address].
+  // Frame popped by swaa_simt_switch: [r15][r14][r13][r12][rbx][rbp][return address]; after the
+  // ret, rsp = top, 16-byte aligned as the trampoline's call instruction needs.
   auto top = reinterpret_cast<uintptr_t>(stack.bottom() + stack.size()) & ~uintptr_t(15);
-  auto* frame = reinterpret_cast<uint64_t*>(top) - 8;
-  uint16_t fpu_cw;
-  asm volatile("fnstcw %0" : "=m"(fpu_cw));
-  frame[0] = uint64_t(_mm_getcsr()) | (uint64_t(fpu_cw) << 32);
-  frame[1] = frame[2] = 0;                                // r15, r14
-  frame[3] = reinterpret_cast<uint64_t>(entry);           // r13: called by the trampoline
-  frame[4] = reinterpret_cast<uint64_t>(arg);             // r12: its argument
-  frame[5] = frame[6] = 0;                                // rbx, rbp (0 ends frame-pointer walks)
-  frame[7] = reinterpret_cast<uint64_t>(&swaa_simt_trampoline);
+  auto* frame = reinterpret_cast<uint64_t*>(top) - 7;
+  frame[0] = frame[1] = 0;                                // r15, r14
+  frame[2] = reinterpret_cast<uint64_t>(entry);           // r13: called by the trampoline
+  frame[3] = reinterpret_cast<uint64_t>(arg);             // r12: its argument
+  frame[4] = frame[5] = 0;                                // rbx, rbp (0 ends frame-pointer walks)
+  frame[6] = reinterpret_cast<uint64_t>(&swaa_simt_trampoline);
   ctx.sp = frame;
 #endif
 }

@@ -41,21 +41,20 @@ class RaceChecker {
     for (auto [offset, value] : f.private_writes) base_[offset] = value;
   }
 
-  // Collects the fiber's writes since the last commit and hides them from everyone else.
+  // Collects the fiber's writes since the last commit and hides them from everyone else. This scan
+  // runs at every switch, so it skips equal 256-byte blocks with one memcmp each.
   void after_run(Fiber& f) {
     f.private_writes.clear();
-    size_t i = 0;
-    while (i < bytes_) {
-      if (i + 8 <= bytes_ && std::memcmp(base_ + i, committed_.data() + i, 8) == 0) {
-        i += 8;
-        continue;
-      }
-      if (base_[i] != committed_[i]) {
+    constexpr size_t kBlock = 256;
+    for (size_t begin = 0; begin < bytes_; begin += kBlock) {
+      const size_t n = std::min(kBlock, bytes_ - begin);
+      if (std::memcmp(base_ + begin, committed_.data() + begin, n) == 0) continue;
+      for (size_t i = begin; i < begin + n; ++i) {
+        if (base_[i] == committed_[i]) continue;
         f.private_writes.emplace_back(uint32_t(i), base_[i]);
         note_write(uint32_t(i), f);
         base_[i] = committed_[i];
       }
-      ++i;
     }
   }
 

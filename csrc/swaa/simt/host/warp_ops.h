@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "race_check.h"
 #include "runtime.h"
@@ -24,7 +25,16 @@ struct MmaOperands {
   const float* c;     // 4 floats
 };
 
-inline float f16_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+// cuda_fp16.h's host conversion is bit-twiddling per call; an mma converts 384 operands.
+inline const std::vector<float>& f16_to_float_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t b = 0; b < 65536; ++b) t[b] = __half2float(__ushort_as_half(uint16_t(b)));
+    return t;
+  }();
+  return table;
+}
+inline float f16_bits_to_float(uint16_t bits) { return f16_to_float_table()[bits]; }
 inline float bf16_bits_to_float(uint16_t bits) {
   const uint32_t u = uint32_t(bits) << 16;
   float f;
