@@ -26,7 +26,7 @@
 //   // returns cudaSuccess or throws std::runtime_error with diagnostics (file:line, block, thread).
 //   cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes,
 //                      cudaStream_t stream, Args&&... args);
-//   // Host mode only (per OS thread):
+//   // Host mode only (process-wide, read at the start of each launch):
 //   enum class Mode { Default, Random, WarpSerial, RaceCheck };
 //   void set_mode(Mode mode, uint64_t seed = 0);  Mode mode();
 //   }

@@ -2,6 +2,8 @@
 // a cp.async pipeline missing either of its two barriers, a missing barrier between plain shared
 // stores and loads, two threads writing one word, an early return before a barrier (deadlock),
 // divergent barriers and warp collectives. The bug-free versions must pass in every mode.
+#include <thread>
+
 #include "simt_test.h"
 
 using swaa::simt::launch;
@@ -147,15 +149,19 @@ __global__ void write_write_kernel(int* out) {
   out[threadIdx.x] = s[threadIdx.x / 2];
 }
 
+// The mode is set here and the launch runs on another OS thread, as OpenMP workers would.
 static void check_write_write() {
   std::vector<int> out(32);
   swaa::simt::set_mode(Mode::RaceCheck);
   std::string error;
-  try {
-    launch(write_write_kernel, dim3(1), dim3(32), 64, nullptr, out.data());
-  } catch (const std::runtime_error& e) {
-    error = e.what();
-  }
+  std::thread worker([&] {
+    try {
+      launch(write_write_kernel, dim3(1), dim3(32), 64, nullptr, out.data());
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  });
+  worker.join();
   swaa::simt::set_mode(Mode::Default);
   EXPECT(contains(error, "write-write race") &&
              contains(error, "written by thread 0 (warp 0), then by thread 1 (warp 0)"),

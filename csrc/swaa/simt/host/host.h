@@ -50,12 +50,12 @@ cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_
   return cudaSuccess;
 }
 
-// Per OS thread. The seed drives Mode::Random; every launch restarts from it (reproducible).
+// Process-wide; read at the start of each launch. The seed drives Mode::Random; every launch
+// restarts from it, so a run is reproducible.
 inline void set_mode(Mode m, uint64_t seed = 0) {
-  host::Emulator& e = host::emulator();
-  e.mode = m;
-  e.seed = seed;
+  host::global_seed = seed;
+  host::global_mode = m;
 }
-inline Mode mode() { return host::emulator().mode; }
+inline Mode mode() { return host::global_mode.load(); }
 
 }  // namespace swaa::simt

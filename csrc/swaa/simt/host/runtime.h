@@ -1,8 +1,8 @@
 // Host mode core: the per-OS-thread emulator, the block scheduler, barriers and the generic warp
 // collective (arrive; the last lane of the mask computes every lane's result; all continue).
 //
-// One OS thread runs one launch at a time; all emulator state is thread_local, so OpenMP threads
-// may emulate different launches concurrently. Blocks run one after another; inside a block the
+// One OS thread runs one launch at a time; all emulator state but the mode is thread_local, so
+// OpenMP threads may emulate different launches concurrently. Blocks run one after another; inside a block the
 // fibers (one per CUDA thread) switch only at barriers, warp collectives and block end, and the
 // Mode decides which runnable fiber goes next:
 //   Default    round-robin over threads; cp.async copies happen at cp.async.wait_group;
@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <cxxabi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -102,8 +103,13 @@ struct WarpCollective {
 class RaceChecker;
 
 // Everything about the launch and the block being run on this OS thread.
+// The mode is process-wide, so a mode set from Python reaches the OpenMP threads that emulate;
+// each launch takes a snapshot of it.
+inline std::atomic<Mode> global_mode{Mode::Default};
+inline std::atomic<uint64_t> global_seed{0};
+
 struct Emulator {
-  Mode mode = Mode::Default;
+  Mode mode = Mode::Default;  // this launch's snapshot of global_mode / global_seed
   uint64_t seed = 0;
   std::mt19937_64 rng;
   std::vector<std::unique_ptr<Fiber>> pool;  // fibers (and their stacks) reused across launches
@@ -162,9 +168,12 @@ inline std::string describe_threads(const std::vector<unsigned>& ids) {
   for (size_t i = 0; i < ids.size();) {
     size_t j = i;
     while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
-    if (!out.empty()) out += ",";
+    if (!out.empty()) out += ',';
     out += std::to_string(ids[i]);
-    if (j > i) out += "-" + std::to_string(ids[j]);
+    if (j > i) {
+      out += '-';
+      out += std::to_string(ids[j]);
+    }
     i = j + 1;
   }
   return out;

@@ -311,6 +311,8 @@ inline void run_grid(void (*invoke)(void (*)(), void*), void (*kernel)(), void* 
   e.grid_dim = grid;
   e.block_dim = block;
   e.nthreads = block.x;
+  e.mode = global_mode.load();
+  e.seed = global_seed.load();
   e.rng.seed(e.seed);
   if (smem_bytes > 0) {  // exactly the requested size, so ASan sees overruns
     scope.smem.reset(static_cast<char*>(::operator new(smem_bytes, std::align_val_t(128))));
