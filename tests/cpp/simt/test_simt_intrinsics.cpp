@@ -117,7 +117,7 @@ static void check_ldmatrix(const char* mode) {
 // ---- shuffles and votes -------------------------------------------------------------------------
 struct ShuffleOut {
   int idx, idx_w8, xor_, xor_w4, xor_past_w4, down, down_w16, up, up_w8;
-  float fl;
+  float fl, h2_lo, h2_hi, bf2_lo;
   double dbl;
   unsigned ballot;
   int any, all, none;
@@ -139,6 +139,9 @@ __global__ void shuffle_kernel(ShuffleOut* out) {
   o.up_w8 = __shfl_up_sync(full, v, 3, 8);
   o.fl = __shfl_xor_sync(full, float(t) + 0.5f, 1);
   o.dbl = __shfl_sync(full, double(t) * 1e-300, 31);
+  const __half2 h2 = __shfl_xor_sync(full, __floats2half2_rn(float(t), -float(t)), 3);
+  o.h2_lo = __low2float(h2), o.h2_hi = __high2float(h2);
+  o.bf2_lo = __low2float(__shfl_sync(full, __floats2bfloat162_rn(float(t), 0.f), 9));
   o.ballot = __ballot_sync(full, t % 3 == 0);
   o.any = __any_sync(full, t == 40);
   o.all = __all_sync(full, t < 1000);
@@ -171,6 +174,9 @@ static void check_shuffles(const char* mode) {
            mode, t);
     EXPECT(o.fl == float(base + (lane ^ 1)) + 0.5f, "[%s] float shfl t=%d", mode, t);
     EXPECT(o.dbl == double(base + 31) * 1e-300, "[%s] double shfl t=%d", mode, t);
+    EXPECT(o.h2_lo == float(base + (lane ^ 3)) && o.h2_hi == -float(base + (lane ^ 3)),
+           "[%s] __half2 shfl t=%d", mode, t);
+    EXPECT(o.bf2_lo == float(base + 9), "[%s] bfloat162 shfl t=%d", mode, t);
     unsigned want_ballot = 0;
     for (int l = 0; l < 32; ++l) want_ballot |= unsigned((base + l) % 3 == 0) << l;
     EXPECT(o.ballot == want_ballot, "[%s] ballot t=%d: %08x want %08x", mode, t, o.ballot,
