@@ -90,6 +90,9 @@ static void check_pipeline() {
   // to read; race-check reports it whatever the order.
   const Outcome serial = run_pipeline<true, false>(Mode::WarpSerial, 0);
   EXPECT(serial.error.empty() && !serial.correct, "WAR bug: warp-serial gave the right answer");
+  int war_wrong = 0;
+  for (uint64_t seed = 1; seed <= 16; ++seed) war_wrong += !run_pipeline<true, false>(Mode::Random, seed).correct;
+  EXPECT(war_wrong > 0, "WAR bug: no random order out of 16 gave a wrong answer");
   const Outcome war = run_pipeline<true, false>(Mode::RaceCheck, 0);
   EXPECT(contains(war.error, "write-after-read race on dynamic shared memory"),
          "WAR bug: race check said: %s", war.error.c_str());

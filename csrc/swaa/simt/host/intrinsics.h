@@ -223,8 +223,9 @@ SWAA_SIMT_LDMATRIX(ldmatrix_x2_trans, 2, Ldmatrix2T)
 SWAA_SIMT_LDMATRIX(ldmatrix_x4_trans, 4, Ldmatrix4T)
 #undef SWAA_SIMT_LDMATRIX
 
-// Queued per thread and copied at cp.async.wait_group (Default, Random: catches reads before the
-// wait), or copied at issue (WarpSerial: catches overwrites of a buffer others still read).
+// Queued per thread and copied at cp.async.wait_group (Default: catches reads before the wait),
+// or copied at issue (WarpSerial: catches overwrites of a buffer others still read); Random picks
+// one of the two per copy by a coin flip.
 // RaceCheck copies at issue and counts the bytes as written again at the wait, so a conflicting
 // access in the barrier interval of either end is reported.
 inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
@@ -244,7 +245,9 @@ inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
   }
 #endif
   host::CpAsyncCopy copy{smem_dst, gmem_src, pred, false};
-  if (e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck) {
+  const bool at_issue = e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck ||
+                        (e.mode == Mode::Random && (e.rng() & 1));
+  if (at_issue) {
     host::execute_copy(copy);
     copy.done = true;
   }

@@ -6,7 +6,8 @@
 // fibers (one per CUDA thread) switch only at barriers, warp collectives and block end, and the
 // Mode decides which runnable fiber goes next:
 //   Default    round-robin over threads; cp.async copies happen at cp.async.wait_group;
-//   Random     a seeded random runnable thread at every switch;
+//   Random     a seeded random runnable thread at every switch; each cp.async copies at issue or
+//              at its wait_group, by a seeded coin flip;
 //   WarpSerial the lowest-numbered warp that can run goes on until all its threads wait;
 //              cp.async copies happen at issue (catches write-after-read on pipelined buffers);
 //   RaceCheck  round-robin; cp.async copies at issue; shared-memory writes stay private to their
