@@ -92,7 +92,7 @@ class RaceChecker {
       for (auto [offset, value] : f->private_writes) base_[offset] = value;
       f->private_writes.clear();
     }
-    std::memcpy(committed_.data(), base_, bytes_);
+    if (bytes_ > 0) std::memcpy(committed_.data(), base_, bytes_);
     std::fill(writer_.begin(), writer_.end(), kNone);
     std::fill(reader_.begin(), reader_.end(), kNone);
   }
