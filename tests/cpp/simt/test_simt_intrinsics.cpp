@@ -114,6 +114,59 @@ static void check_ldmatrix(const char* mode) {
   }
 }
 
+// ---- ldmatrix feeding mma, as kernels use them ----------------------------------------------------
+// A (16x16) row-major, B twice: n-major (k contiguous, loaded with ldmatrix_x2) and k-major
+// (row-major 16x8, loaded with ldmatrix_x2_trans). Both products must equal the plain matmul.
+__global__ void ldmatrix_mma_kernel(const uint16_t* a, const uint16_t* b_nk, const uint16_t* b_kn,
+                                    float* d_nk, float* d_kn) {
+  SWAA_DYNAMIC_SMEM(smem);
+  auto* sa = reinterpret_cast<uint16_t*>(smem);  // 16 x 16
+  uint16_t* sb_nk = sa + 256;                     // 8 x 16
+  uint16_t* sb_kn = sb_nk + 128;                  // 16 x 8
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 256; i += 32) sa[i] = a[i];
+  for (int i = lane; i < 128; i += 32) sb_nk[i] = b_nk[i], sb_kn[i] = b_kn[i];
+  __syncthreads();
+  uint32_t ra[4], rb_nk[2], rb_kn[2];
+  swaa::simt::ldmatrix_x4(ra, sa + (lane % 16) * 16 + (lane / 16) * 8);
+  swaa::simt::ldmatrix_x2(rb_nk, sb_nk + (lane % 8) * 16 + ((lane / 8) % 2) * 8);
+  swaa::simt::ldmatrix_x2_trans(rb_kn, sb_kn + (lane % 16) * 8);
+  const float zero[4] = {0, 0, 0, 0};
+  float x[4], y[4];
+  swaa::simt::mma_m16n8k16_f16(x, ra, rb_nk, zero);
+  swaa::simt::mma_m16n8k16_f16(y, ra, rb_kn, zero);
+  for (int i = 0; i < 4; ++i) {
+    d_nk[c_row(lane, i) * 8 + c_col(lane, i)] = x[i];
+    d_kn[c_row(lane, i) * 8 + c_col(lane, i)] = y[i];
+  }
+}
+
+static void check_ldmatrix_mma(const char* mode) {
+  std::vector<float> a(256), b(128);  // b is K x N = 16 x 8
+  for (int i = 0; i < 256; ++i) a[i] = float((i * 7) % 17 - 8) / 4;
+  for (int i = 0; i < 128; ++i) b[i] = float((i * 5) % 13 - 6) / 2;
+  std::vector<uint16_t> abits(256), b_nk(128), b_kn(128);
+  for (int i = 0; i < 256; ++i) abits[i] = f16_bits(a[i]);
+  for (int k = 0; k < 16; ++k) {
+    for (int n = 0; n < 8; ++n) {
+      b_kn[k * 8 + n] = f16_bits(b[k * 8 + n]);
+      b_nk[n * 16 + k] = f16_bits(b[k * 8 + n]);
+    }
+  }
+  std::vector<float> d_nk(128), d_kn(128);
+  launch(ldmatrix_mma_kernel, dim3(1), dim3(32), 1024, nullptr, abits.data(), b_nk.data(),
+         b_kn.data(), d_nk.data(), d_kn.data());
+  for (int m = 0; m < 16; ++m) {
+    for (int n = 0; n < 8; ++n) {
+      double want = 0;
+      for (int k = 0; k < 16; ++k) want += double(a[m * 16 + k]) * b[k * 8 + n];
+      EXPECT(d_nk[m * 8 + n] == float(want) && d_kn[m * 8 + n] == float(want),
+             "ldmatrix->mma [%s] D[%d][%d] = %g / %g, want %g", mode, m, n, d_nk[m * 8 + n],
+             d_kn[m * 8 + n], want);
+    }
+  }
+}
+
 // ---- shuffles and votes -------------------------------------------------------------------------
 struct ShuffleOut {
   int idx, idx_w8, xor_, xor_w4, xor_past_w4, down, down_w16, up, up_w8;
@@ -315,6 +368,7 @@ int main() {
   for_each_mode("ldmatrix x1.trans", check_ldmatrix<1, true>);
   for_each_mode("ldmatrix x2.trans", check_ldmatrix<2, true>);
   for_each_mode("ldmatrix x4.trans", check_ldmatrix<4, true>);
+  for_each_mode("ldmatrix -> mma", check_ldmatrix_mma);
   for_each_mode("shuffles", check_shuffles);
   for_each_mode("atomics", check_atomics);
   for_each_mode("cp.async", check_cp_async);
