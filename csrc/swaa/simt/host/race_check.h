@@ -49,11 +49,15 @@ class RaceChecker {
     for (size_t begin = 0; begin < bytes_; begin += kBlock) {
       const size_t n = std::min(kBlock, bytes_ - begin);
       if (std::memcmp(base_ + begin, committed_.data() + begin, n) == 0) continue;
-      for (size_t i = begin; i < begin + n; ++i) {
-        if (base_[i] == committed_[i]) continue;
-        f.private_writes.emplace_back(uint32_t(i), base_[i]);
-        note_write(uint32_t(i), f);
-        base_[i] = committed_[i];
+      for (size_t word = begin; word < begin + n; word += 8) {
+        const size_t end = std::min(word + 8, begin + n);
+        if (end - word == 8 && load64(base_ + word) == load64(committed_.data() + word)) continue;
+        for (size_t i = word; i < end; ++i) {
+          if (base_[i] == committed_[i]) continue;
+          f.private_writes.emplace_back(uint32_t(i), base_[i]);
+          if (writer_[i] != int32_t(f.id)) note_write(uint32_t(i), f);  // else checked before
+          base_[i] = committed_[i];
+        }
       }
     }
   }
@@ -115,6 +119,12 @@ class RaceChecker {
   const std::vector<std::string>& reports() const { return reports_; }
 
  private:
+  static uint64_t load64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+  }
+
   static constexpr int32_t kNone = -1;
   static constexpr int32_t kManyReaders = -2;
   static int32_t warp_writer(unsigned warp) { return -3 - int32_t(warp); }
