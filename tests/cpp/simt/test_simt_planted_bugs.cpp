@@ -94,13 +94,13 @@ static void check_pipeline() {
   for (uint64_t seed = 1; seed <= 16; ++seed) war_wrong += !run_pipeline<true, false>(Mode::Random, seed).correct;
   EXPECT(war_wrong > 0, "WAR bug: no random order out of 16 gave a wrong answer");
   const Outcome war = run_pipeline<true, false>(Mode::RaceCheck, 0);
-  EXPECT(contains(war.error, "write-after-read race on dynamic shared memory"),
+  EXPECT(contains(war.error, "read-write race on dynamic shared memory"),
          "WAR bug: race check said: %s", war.error.c_str());
   EXPECT(contains(war.error, "(in void pipeline_kernel"), "race report names no kernel: %s",
          war.error.c_str());
   // Read-after-write: race-check reports it; some random orders read a tile before it landed.
   const Outcome raw = run_pipeline<false, true>(Mode::RaceCheck, 0);
-  EXPECT(contains(raw.error, "read-after-write race") && contains(raw.error, "ldmatrix_x4 at "),
+  EXPECT(contains(raw.error, "read-write race") && contains(raw.error, "ldmatrix_x4 at "),
          "RAW bug: race check said: %s", raw.error.c_str());
   int wrong = 0;
   for (uint64_t seed = 1; seed <= 16; ++seed) wrong += !run_pipeline<false, true>(Mode::Random, seed).correct;
@@ -167,7 +167,7 @@ static void check_write_write() {
   worker.join();
   swaa::simt::set_mode(Mode::Default);
   EXPECT(contains(error, "write-write race") &&
-             contains(error, "written by thread 0 (warp 0), then by thread 1 (warp 0)"),
+             contains(error, "written by thread 0 (warp 0) and by thread 1 (warp 0)"),
          "write-write: %s", error.c_str());
 }
 

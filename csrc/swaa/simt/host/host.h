@@ -31,7 +31,8 @@
 #define gridDim (::swaa::simt::host::tls_emulator->grid_dim)
 #define warpSize 32
 
-#define SWAA_DYNAMIC_SMEM(name) char* name = ::swaa::simt::host::tls_emulator->dynamic_smem
+// RaceCheck hands each thread its private copy (race_check.h).
+#define SWAA_DYNAMIC_SMEM(name) char* name = ::swaa::simt::host::dynamic_smem()
 
 namespace swaa::simt {
 

@@ -96,7 +96,7 @@ namespace swaa::simt::host {
 template <typename T>
 void atomic_touched(T* p) {
   Emulator* e = tls_emulator;
-  if (e && e->race) e->race->note_atomic(p, sizeof(T));
+  if (e && e->race && e->current) e->race->note_atomic(p, sizeof(T), *e->current);
 }
 }  // namespace swaa::simt::host
 

@@ -10,9 +10,9 @@
 //              at its wait_group, by a seeded coin flip;
 //   WarpSerial the lowest-numbered warp that can run goes on until all its threads wait;
 //              cp.async copies happen at issue (catches write-after-read on pipelined buffers);
-//   RaceCheck  round-robin; cp.async copies at issue; shared-memory writes stay private to their
-//              thread until the next barrier (__syncwarp for its warp); conflicting accesses are
-//              reported (race_check.h).
+//   RaceCheck  round-robin; cp.async copies at issue; each thread has a private copy of dynamic
+//              shared memory, merged at every barrier (__syncwarp for its warp), where
+//              conflicting accesses are reported (race_check.h).
 #pragma once
 #include <dlfcn.h>
 #include <cxxabi.h>
@@ -89,7 +89,6 @@ struct Fiber {
   LaneSlot slot;
   std::vector<CpAsyncCopy> uncommitted;
   std::vector<std::vector<CpAsyncCopy>> groups;  // committed, oldest first
-  std::vector<std::pair<uint32_t, uint8_t>> private_writes;  // RaceCheck: (offset, value)
   void* asan_fake_stack = nullptr;
 };
 
@@ -135,7 +134,8 @@ struct Emulator {
   unsigned done = 0;
   unsigned barrier_arrived = 0;
   Site barrier_site;
-  Site barrier_opened;  // the barrier that started the current interval
+  Site barrier_opened;    // the barrier that started the current interval
+  Site barrier_previous;  // the one before (RaceCheck reports name the interval)
   std::vector<WarpCollective> warps;
   unsigned cursor = 0;
   std::exception_ptr error;

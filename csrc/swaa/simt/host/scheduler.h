@@ -36,6 +36,11 @@ inline void drain_cp_async(Fiber& f) {
 
 inline Fiber* fiber_at(Emulator& e, unsigned id) { return e.pool[id].get(); }
 
+inline char* dynamic_smem() {
+  Emulator& e = *tls_emulator;
+  return e.race ? e.race->private_smem(current_fiber().id) : e.dynamic_smem;
+}
+
 inline void fiber_main(void* arg) {
   Fiber& f = *static_cast<Fiber*>(arg);
   Emulator& e = *tls_emulator;
@@ -85,6 +90,7 @@ inline void syncthreads(const Site& s) {
       g.resumed_at = s;
     }
     e.barrier_arrived = 0;
+    e.barrier_previous = e.barrier_opened;
     e.barrier_opened = s;
     if (e.race) e.commit_block_writes = true;
   }
@@ -197,17 +203,11 @@ inline int pick_next(Emulator& e) {
   fail(msg);
 }
 
-inline std::vector<Fiber*> block_fibers(Emulator& e) {
-  std::vector<Fiber*> fibers(e.nthreads);
-  for (unsigned i = 0; i < e.nthreads; ++i) fibers[i] = fiber_at(e, i);
-  return fibers;
-}
-
 inline void run_block(Emulator& e) {
   const Site entry{"kernel entry", "", 0};
   e.done = 0;
   e.barrier_arrived = 0;
-  e.barrier_opened = entry;
+  e.barrier_opened = e.barrier_previous = entry;
   e.cursor = 0;
   e.error = nullptr;
   e.warps.assign(e.nthreads / 32, WarpCollective{});
@@ -222,39 +222,33 @@ inline void run_block(Emulator& e) {
     f.site = f.resumed_at = entry;
     f.uncommitted.clear();
     f.groups.clear();
-    f.private_writes.clear();
     f.asan_fake_stack = nullptr;
     context_init(f.ctx, f.stack, fiber_main, &f);
   }
   if (e.mode == Mode::RaceCheck) {
-    e.race = std::make_unique<RaceChecker>(e.dynamic_smem, e.dynamic_smem_bytes);
+    e.race = std::make_unique<RaceChecker>(e.dynamic_smem, e.dynamic_smem_bytes, e.nthreads);
   }
-  const std::vector<Fiber*> fibers = block_fibers(e);
   while (e.done < e.nthreads) {
     const int next = pick_next(e);
     if (next < 0) deadlock(e);
-    Fiber& f = *fibers[next];
-    if (e.race) e.race->before_run(f);
+    Fiber& f = *fiber_at(e, unsigned(next));
     e.current = &f;
     asan_enter_fiber(e, f);
     context_switch(e.scheduler, f.ctx);
     asan_back_in_scheduler(e);
     e.current = nullptr;
     if (e.error) std::rethrow_exception(e.error);
-    if (e.race) {
-      e.race->after_run(f);
-      if (e.commit_warp_writes >= 0) {
-        e.race->commit_warp(fibers.data() + 32 * e.commit_warp_writes);
-        e.commit_warp_writes = -1;
-      }
-      if (e.commit_block_writes) {
-        e.race->commit_block(fibers);
-        e.commit_block_writes = false;
-      }
+    if (e.race && e.commit_warp_writes >= 0) {
+      e.race->commit_warp(unsigned(e.commit_warp_writes));
+      e.commit_warp_writes = -1;
+    }
+    if (e.race && e.commit_block_writes) {
+      e.race->commit_block(e.barrier_previous, e.barrier_opened);
+      e.commit_block_writes = false;
     }
   }
   if (e.race) {
-    e.race->commit_block(fibers);  // the block's last writes land, as at kernel end
+    e.race->commit_block(e.barrier_opened, Site{"kernel exit", "", 0});  // the last writes land
     if (e.race->conflict_count() > 0) {
       std::string msg = "race check found " + std::to_string(e.race->conflict_count()) +
                         " conflicting shared-memory accesses:";
