@@ -2,9 +2,9 @@
 // collective (arrive; the last lane of the mask computes every lane's result; all continue).
 //
 // One OS thread runs one launch at a time; all emulator state but the mode is thread_local, so
-// OpenMP threads may emulate different launches concurrently. Blocks run one after another; inside a block the
-// fibers (one per CUDA thread) switch only at barriers, warp collectives and block end, and the
-// Mode decides which runnable fiber goes next:
+// OpenMP threads may emulate different launches concurrently. Blocks run one after another;
+// inside a block the fibers (one per CUDA thread) switch only at barriers, warp collectives and
+// block end, and the Mode decides which runnable fiber goes next:
 //   Default    round-robin over threads; cp.async copies happen at cp.async.wait_group;
 //   Random     a seeded random runnable thread at every switch; each cp.async copies at issue or
 //              at its wait_group, by a seeded coin flip;
@@ -43,7 +43,8 @@ struct Site {
   unsigned line = 0;
   const char* function = "";  // the (device) function holding the call
   bool operator==(const Site& o) const {
-    return line == o.line && std::strcmp(file, o.file) == 0 && std::strcmp(what, o.what) == 0;
+    return line == o.line && (file == o.file || std::strcmp(file, o.file) == 0) &&
+           (what == o.what || std::strcmp(what, o.what) == 0);
   }
 };
 inline Site make_site(const char* what, const std::source_location& loc) {
@@ -74,7 +75,7 @@ struct CpAsyncCopy {
   void* dst;
   const void* src;
   bool pred;
-  bool done;  // already copied at issue (WarpSerial, RaceCheck)
+  bool done;  // already copied at issue (WarpSerial, RaceCheck, half of Random's)
 };
 
 struct Fiber {
@@ -84,8 +85,7 @@ struct Fiber {
   uint3 thread_idx{};
   unsigned id = 0, lane = 0, warp = 0;
   FiberState state = FiberState::Runnable;
-  Site site;         // where it waits now (or last waited)
-  Site resumed_at;   // where it was last released from (RaceCheck reports)
+  Site site;  // where it waits now (or last waited)
   LaneSlot slot;
   std::vector<CpAsyncCopy> uncommitted;
   std::vector<std::vector<CpAsyncCopy>> groups;  // committed, oldest first
@@ -102,12 +102,12 @@ struct WarpCollective {
 
 class RaceChecker;
 
-// Everything about the launch and the block being run on this OS thread.
 // The mode is process-wide, so a mode set from Python reaches the OpenMP threads that emulate;
 // each launch takes a snapshot of it.
 inline std::atomic<Mode> global_mode{Mode::Default};
 inline std::atomic<uint64_t> global_seed{0};
 
+// Everything about the launch and the block being run on this OS thread.
 struct Emulator {
   Mode mode = Mode::Default;  // this launch's snapshot of global_mode / global_seed
   uint64_t seed = 0;
@@ -126,7 +126,6 @@ struct Emulator {
   dim3 grid_dim, block_dim;
   uint3 block_idx{};
   unsigned nthreads = 0;
-  std::vector<unsigned char> dynamic_smem_storage;
   char* dynamic_smem = nullptr;
   size_t dynamic_smem_bytes = 0;
   // current block

@@ -1,8 +1,9 @@
 // Host mode: running a grid -- blocks one at a time, the fibers of a block under the current Mode,
 // barriers, warp collectives, and the diagnostics for divergence and deadlock.
 #pragma once
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <new>
 #include <string>
 #include <vector>
@@ -84,11 +85,7 @@ inline void syncthreads(const Site& s) {
   f.state = FiberState::AtBarrier;
   f.site = s;
   if (++e.barrier_arrived == e.nthreads) {
-    for (unsigned i = 0; i < e.nthreads; ++i) {
-      Fiber& g = *fiber_at(e, i);
-      g.state = FiberState::Runnable;
-      g.resumed_at = s;
-    }
+    for (unsigned i = 0; i < e.nthreads; ++i) fiber_at(e, i)->state = FiberState::Runnable;
     e.barrier_arrived = 0;
     e.barrier_previous = e.barrier_opened;
     e.barrier_opened = s;
@@ -132,10 +129,7 @@ inline void warp_arrive(WarpOp op, uint32_t mask, const Site& s, const LaneSlot&
     for (unsigned l = 0; l < 32; ++l) lanes[l] = fiber_at(e, f.warp * 32 + l);
     complete_warp_op(e, w, lanes);
     for (unsigned l = 0; l < 32; ++l) {
-      if ((w.mask >> l) & 1) {
-        lanes[l]->state = FiberState::Runnable;
-        lanes[l]->resumed_at = s;
-      }
+      if ((w.mask >> l) & 1) lanes[l]->state = FiberState::Runnable;
     }
     w.arrived = 0;
     if (op == WarpOp::SyncWarp && e.race) e.commit_warp_writes = int(f.warp);
@@ -219,7 +213,7 @@ inline void run_block(Emulator& e) {
     f.lane = i % 32;
     f.warp = i / 32;
     f.state = FiberState::Runnable;
-    f.site = f.resumed_at = entry;
+    f.site = entry;
     f.uncommitted.clear();
     f.groups.clear();
     f.asan_fake_stack = nullptr;
