@@ -246,7 +246,7 @@ __global__ void atomic_kernel(float* fsum, int* isum, int* block_max, int* smem_
   if (threadIdx.x == 0) *counter = 0;
   __syncthreads();
   atomicAdd(counter, int(threadIdx.x));
-  atomicAdd(fsum, 0.25f);
+  atomicAdd(fsum, 0.25);  // a double argument converts to the pointee type, as in CUDA
   atomicAdd(isum, int(threadIdx.x + 1));
   atomicMax(block_max, int(blockIdx.x * 1000 + threadIdx.x));
   __syncthreads();

@@ -101,25 +101,25 @@ void atomic_touched(T* p) {
 }  // namespace swaa::simt::host
 
 template <typename T>
-T atomicAdd(T* p, T v) {
+T atomicAdd(T* p, std::type_identity_t<T> v) {  // (p's type decides, as CUDA's overloads)
   const T old = std::atomic_ref<T>(*p).fetch_add(v);
   swaa::simt::host::atomic_touched(p);
   return old;
 }
 template <typename T>
-T atomicExch(T* p, T v) {
+T atomicExch(T* p, std::type_identity_t<T> v) {
   const T old = std::atomic_ref<T>(*p).exchange(v);
   swaa::simt::host::atomic_touched(p);
   return old;
 }
 template <typename T>
-T atomicCAS(T* p, T compare, T v) {
+T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
   std::atomic_ref<T>(*p).compare_exchange_strong(compare, v);
   swaa::simt::host::atomic_touched(p);
   return compare;  // the old value either way
 }
 template <typename T>
-T atomicMax(T* p, T v) {
+T atomicMax(T* p, std::type_identity_t<T> v) {
   std::atomic_ref<T> a(*p);
   T old = a.load();
   while (old < v && !a.compare_exchange_weak(old, v)) {
@@ -128,7 +128,7 @@ T atomicMax(T* p, T v) {
   return old;
 }
 template <typename T>
-T atomicMin(T* p, T v) {
+T atomicMin(T* p, std::type_identity_t<T> v) {
   std::atomic_ref<T> a(*p);
   T old = a.load();
   while (v < old && !a.compare_exchange_weak(old, v)) {
