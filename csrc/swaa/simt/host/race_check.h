@@ -36,7 +36,8 @@ class RaceChecker {
         start_(committed_, committed_ + bytes),
         writer_(bytes, kNone),
         reader_(bytes, kNone),
-        read_site_(bytes, 0) {
+        read_site_(bytes, 0),
+        dirty_((bytes + kBlock - 1) / kBlock, false) {
     for (unsigned t = 0; t < nthreads_; ++t) {
       if (bytes_ > 0) std::memcpy(copy(t), committed_, bytes_);
     }
@@ -81,11 +82,15 @@ class RaceChecker {
 
   // __syncthreads() completed: merge every thread's writes, report conflicts, start an interval.
   void commit_block(const Site& opened, const Site& closed) {
+    changed_.clear();
     for (unsigned t = 0; t < nthreads_; ++t) collect_writes(t, int32_t(t));
     report_read_write_conflicts();
-    if (bytes_ > 0) {
-      std::memcpy(start_.data(), committed_, bytes_);
-      for (unsigned t = 0; t < nthreads_; ++t) std::memcpy(copy(t), committed_, bytes_);
+    for (size_t b = 0; b < dirty_.size(); ++b) {  // hand the merged bytes to everyone
+      if (!dirty_[b]) continue;
+      const size_t begin = b * kBlock, n = std::min(kBlock, bytes_ - begin);
+      std::memcpy(start_.data() + begin, committed_ + begin, n);
+      for (unsigned t = 0; t < nthreads_; ++t) std::memcpy(copy(t) + begin, committed_ + begin, n);
+      dirty_[b] = false;
     }
     std::fill(writer_.begin(), writer_.end(), kNone);
     std::fill(reader_.begin(), reader_.end(), kNone);
@@ -107,6 +112,7 @@ class RaceChecker {
   const std::vector<std::string>& reports() const { return reports_; }
 
  private:
+  static constexpr size_t kBlock = 256;  // granularity of the comparisons and the hand-out
   static constexpr int32_t kNone = -1;
   static constexpr int32_t kManyReaders = -2;
   static int32_t warp_writer(unsigned warp) { return -3 - int32_t(warp); }
@@ -133,12 +139,12 @@ class RaceChecker {
   // The bytes where thread t's copy differs from the view at the last commit are its writes; they
   // are merged into committed_ (start_ stays the reference until the commit is done).
   void collect_writes(unsigned t, int32_t writer_code) {
-    constexpr size_t kBlock = 256;
     const uint8_t* mine = copy(t);
     const uint8_t* start = start_.data();
     for (size_t begin = 0; begin < bytes_; begin += kBlock) {
       const size_t n = std::min(kBlock, bytes_ - begin);
       if (std::memcmp(mine + begin, start + begin, n) == 0) continue;
+      dirty_[begin / kBlock] = true;
       for (size_t i = begin; i < begin + n; ++i) {
         if (mine[i] == start[i]) continue;
         note_write(uint32_t(i), writer_code, int32_t(t));
@@ -218,6 +224,7 @@ class RaceChecker {
   std::vector<uint16_t> read_site_;
   std::vector<Site> sites_;
   std::vector<uint32_t> changed_;
+  std::vector<bool> dirty_;  // blocks of kBlock bytes that someone wrote since the last commit
   size_t conflicts_ = 0;
   std::vector<std::string> pending_;
   std::vector<std::string> reports_;

@@ -142,14 +142,13 @@ inline void warp_arrive(WarpOp op, uint32_t mask, const Site& s, const LaneSlot&
 inline int pick_next(Emulator& e) {
   const unsigned n = e.nthreads;
   switch (e.mode) {
-    case Mode::Random: {
-      unsigned runnable[1024];
-      unsigned count = 0;
-      for (unsigned i = 0; i < n; ++i) {
-        if (fiber_at(e, i)->state == FiberState::Runnable) runnable[count++] = i;
+    case Mode::Random: {  // the first runnable thread from a random start: O(1) when most can run
+      const unsigned start = unsigned(e.rng() % n);
+      for (unsigned k = 0; k < n; ++k) {
+        const unsigned i = (start + k) % n;
+        if (fiber_at(e, i)->state == FiberState::Runnable) return int(i);
       }
-      if (count == 0) return -1;
-      return int(runnable[std::uniform_int_distribution<unsigned>(0, count - 1)(e.rng)]);
+      return -1;
     }
     case Mode::WarpSerial:  // lowest thread first = one warp at a time, as far as it goes
       for (unsigned i = 0; i < n; ++i) {
