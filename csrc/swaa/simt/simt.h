@@ -45,7 +45,21 @@
 //     Dynamic shared memory is filled with 0xff bytes (NaN as float/half/bf16) at every block start.
 //   - host-mode fibers have small stacks (256 KiB, SWAA_SIMT_STACK_KB overrides): no big local arrays.
 //   - RaceCheck mode tracks dynamic shared memory only (see host/race_check.h): put every buffer
-//     that threads exchange data through in dynamic shared memory.
+//     that threads exchange data through in dynamic shared memory. There each thread's
+//     SWAA_DYNAMIC_SMEM points at its own copy, so never pass shared-memory pointers between
+//     threads (through memory or shuffles).
+//
+// Host-mode schedules (set_mode; details in host/runtime.h), each catching what others miss:
+//   Default     round-robin; cp.async lands at its wait_group (a read before the wait + barrier
+//               sees stale bytes / the 0xff poison).
+//   Random      seeded random order; each cp.async lands at issue or at its wait (coin flip).
+//   WarpSerial  one warp as far as it goes, then the next; cp.async lands at issue (catches a
+//               prefetch overwriting a buffer other warps still read).
+//   RaceCheck   private shared-memory copies merged at barriers; reports read-write and
+//               write-write races per barrier interval (and plain reads of another thread's
+//               unsynchronised writes see stale bytes).
+// Every mode reports divergent barriers / warp collectives and deadlocks (early exit before a
+// barrier) with the file:line of each barrier or collective involved and the threads waiting there.
 #pragma once
 
 #if defined(__CUDACC__)
