@@ -52,6 +52,21 @@ def test_forward_under_schedule(index: int, schedule: tuple[str, int]) -> None:
         check_against_reference(CASES[index], dtype, head_dim)
 
 
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_skipped_key_blocks_are_never_read(head_dim: int) -> None:
+    """Work skipping: one query at position 299 with window 20 and 4 sinks needs key blocks 0 and
+    those holding keys 280-299 only. NaN in keys/values 64-255 (outside them for both tile sizes)
+    must not reach the output."""
+    q, k, v, _ = make_inputs(Case(1, 300, window=20, sinks=4), torch.float16, head_dim)
+    expected = reference.sliding_attention(q, k, v, 20, 4)
+    poisoned_k, poisoned_v = k.clone(), v.clone()
+    poisoned_k[:, :, 64:256] = float("nan")
+    poisoned_v[:, :, 64:256] = float("nan")
+    out = emulated.sliding_attention(q, poisoned_k, poisoned_v, 20, 4)
+    assert out.isfinite().all()
+    torch.testing.assert_close(out, expected, atol=2e-3, rtol=0)
+
+
 def test_misaligned_view_is_copied_not_misread() -> None:
     """A view whose rows are not 16-byte aligned (an offset into a wider buffer) still works."""
     wide = torch.randn(1, 2, 40, 65).half()
@@ -87,6 +102,13 @@ def test_bad_input_raises(make, error, match) -> None:
     q, k, v = make()
     with pytest.raises(error, match=match):
         emulated.sliding_attention(q, k, v, window=4)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.125, float("nan")])
+def test_non_positive_scale_raises(scale: float) -> None:
+    q = torch.randn(1, 2, 8, 64).half()
+    with pytest.raises(ValueError, match="scale must be a positive finite number"):
+        emulated.sliding_attention(q, q, q, window=4, scale=scale)
 
 
 def test_opcheck() -> None:

@@ -6,6 +6,8 @@
 #include "../swaa/cuda/forward_switch.h"
 #include "arguments.h"
 
+#include <cmath>
+
 namespace swaa::torch_boundary {
 
 // A launch-ready forward: the tensors the params point into stay alive with it.
@@ -44,8 +46,12 @@ inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k
                     backend, ", got ", q.size(3));
   // The grid is (query blocks, heads_q, batch); CUDA caps the last two at 65535.
   constexpr int64_t kMaxGridYZ = 65535;
-  TORCH_CHECK_VALUE(q.size(0) <= kMaxGridYZ && q.size(1) <= kMaxGridYZ, "batch and q's heads must be <= ",
-                    kMaxGridYZ, " on ", backend, ", got ", q.size(0), " and ", q.size(1));
+  TORCH_CHECK_VALUE(q.size(0) <= kMaxGridYZ && q.size(1) <= kMaxGridYZ,
+                    "batch and q's heads must be <= ", kMaxGridYZ, " on ", backend, ", got ",
+                    q.size(0), " and ", q.size(1));
+  // The kernel scales masked (-inf) scores: a zero, negative or NaN scale would turn them into NaN.
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "scale must be a positive finite number on ",
+                    backend, ", got ", scale);
   f.q = aligned_for_kernel(q);
   f.k = aligned_for_kernel(k);
   f.v = aligned_for_kernel(v);

@@ -64,6 +64,17 @@ __device__ __forceinline__ void load_tile_async(typename Traits::Element* smem,
   }
 }
 
+// K and V rows [n0, n0 + kBlockN) into ring stage `stage`.
+template <typename Traits>
+__device__ __forceinline__ void load_kv_async(typename Traits::Element* smem_k,
+                                              typename Traits::Element* smem_v, int stage,
+                                              const BlockProblem<Traits>& bp,
+                                              const AttentionParams& p, int64_t n0) {
+  const int offset = stage * Traits::kSmemKVElems;
+  load_tile_async<Traits, Traits::kBlockN>(smem_k + offset, bp.k, p.k_row_stride, n0, p.len_k);
+  load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, p.len_k);
+}
+
 // This warp's 16 query rows as mma A fragments, one per 16-wide slice of the head dim.
 template <typename Traits>
 __device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[Traits::kDSteps][4],
@@ -115,17 +126,17 @@ __device__ __forceinline__ void apply_mask(float (&s)[Traits::kNTiles][4], const
 // Running softmax statistics of this lane's two rows (lane/4 and lane/4 + 8).
 struct RowStats {
   float max[2];  // running max of raw scores (-inf before any visible key)
-  float sum[2];  // this lane's share of sum(exp(scale * (s - max))); reduced over the quad at the end
+  float sum[2];  // this lane's share of sum(exp(scale * (s - max))); quad-reduced at the end
 };
 
 // The quad (4 lanes) holding one row: reduce a per-lane value over it.
 __device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  x = fmaxf(x, __shfl_xor_sync(kFullWarpMask, x, 1));
+  return fmaxf(x, __shfl_xor_sync(kFullWarpMask, x, 2));
 }
 __device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+  x += __shfl_xor_sync(kFullWarpMask, x, 1);
+  return x + __shfl_xor_sync(kFullWarpMask, x, 2);
 }
 
 // Online softmax step: s <- exp(scale * (s - new_max)), rescale o and the sums by
@@ -230,13 +241,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   load_tile_async<Traits, Traits::kBlockM>(smem_q, bp.q, p.q_row_stride, bp.m0, p.len_q);
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
-    if (t < n_visits) {
-      const int64_t n0 = nth_key_block(blocks, t) * kBlockN;
-      load_tile_async<Traits, kBlockN>(smem_k + t * Traits::kSmemKVElems, bp.k, p.k_row_stride, n0,
-                                       p.len_k);
-      load_tile_async<Traits, kBlockN>(smem_v + t * Traits::kSmemKVElems, bp.v, p.v_row_stride, n0,
-                                       p.len_k);
-    }
+    if (t < n_visits)
+      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, nth_key_block(blocks, t) * kBlockN);
     simt::cp_async_commit();
   }
   simt::cp_async_wait<kStages - 1>();
@@ -254,14 +260,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
     simt::cp_async_wait<kStages - 2>();
     __syncthreads();
     const int64_t t_next = t + kStages - 1;
-    if (t_next < n_visits) {
-      const int stage = int(t_next % kStages);
-      const int64_t n0 = nth_key_block(blocks, t_next) * kBlockN;
-      load_tile_async<Traits, kBlockN>(smem_k + stage * Traits::kSmemKVElems, bp.k,
-                                       p.k_row_stride, n0, p.len_k);
-      load_tile_async<Traits, kBlockN>(smem_v + stage * Traits::kSmemKVElems, bp.v,
-                                       p.v_row_stride, n0, p.len_k);
-    }
+    if (t_next < n_visits)
+      load_kv_async<Traits>(smem_k, smem_v, int(t_next % kStages), bp, p,
+                            nth_key_block(blocks, t_next) * kBlockN);
     simt::cp_async_commit();
 
     const int stage = int(t % kStages);

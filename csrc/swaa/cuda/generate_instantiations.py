@@ -27,8 +27,7 @@ template cudaError_t run_forward<{element}, {head_dim}>(const AttentionParams&, 
 """
 
 
-def main() -> None:
-    out_dir = Path(__file__).resolve().parent / "instantiations"
+def main(out_dir: Path = Path(__file__).resolve().parent / "instantiations") -> None:
     out_dir.mkdir(exist_ok=True)
     entries = []
     for name, element in DTYPES.items():

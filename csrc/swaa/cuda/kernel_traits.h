@@ -15,16 +15,17 @@
 //   D=64,  kBlockN=64: Q 16 + S 32 + O 32 =  80 fragment registers.
 //   D=128, kBlockN=32: Q 32 + S 16 + O 64 = 112 fragment registers (a 64-key tile would add 16
 //   and push the kernel towards 255 registers / spills).
-// Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each (+1 KiB
-// the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
-//   D=64,  2 stages: 8 KiB + 2 * 16 KiB = 40 KiB -> 4 blocks (16 warps) per SM on sm_80, 5 on sm_90;
-//                    under the 48 KiB default, so no opt-in.
-//   D=128, 3 stages: 16 KiB + 3 * 16 KiB = 64 KiB -> 2 blocks (8 warps) on sm_80, 3 on sm_90; the
+// Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each
+// (+1 KiB the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
+//   D=64,  2 stages: 8 KiB + 2 * 16 KiB = 40 KiB, under the 48 KiB default (no opt-in); room for
+//                    4 blocks per SM on sm_80, 5 on sm_90.
+//   D=128, 3 stages: 16 KiB + 3 * 16 KiB = 64 KiB, room for 2 blocks on sm_80, 3 on sm_90; the
 //                    third stage hides load latency when few warps are resident. Needs the opt-in
 //                    to more than 48 KiB of dynamic shared memory, which simt::launch sets.
-// Registers (measured, forward_kernel.cuh): D=64 146, D=128 168 per thread, i.e. ~19K / ~21K per
-// block -> 3 blocks per SM by registers. Capping them with __launch_bounds__ min-blocks (4 for
-// D=64, 3 for D=128) made ptxas spill, so the kernel asks only for its block size.
+// Registers (measured, see forward_kernel.cuh): D=64 146, D=128 168 per thread, ~19K / ~21K per
+// block, so 3 blocks per SM by registers. Occupancy = min of the two: D=64 3 blocks (12 warps);
+// D=128 2 blocks (8 warps) on sm_80, 3 on sm_90. Forcing more with __launch_bounds__ min-blocks
+// (4 for D=64, 3 for D=128) made ptxas spill, so the kernel states only its block size.
 // Measured counts (nvcc -Xptxas -v) are recorded in forward_kernel.cuh.
 #pragma once
 #include <cstdint>
@@ -42,6 +43,7 @@ inline constexpr int kMmaM = 16;
 inline constexpr int kMmaN = 8;
 inline constexpr int kMmaK = 16;
 inline constexpr int kWarpSize = 32;
+inline constexpr unsigned kFullWarpMask = 0xffffffffu;
 
 template <typename Element>
 struct ElementOps;
