@@ -13,17 +13,19 @@
 #include <new>
 #include <stdexcept>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
-#define __SANITIZE_ADDRESS__ 1  // clang spells it this way
+#if defined(__SANITIZE_ADDRESS__)  // GCC
+#define SWAA_SIMT_ASAN 1
+#elif defined(__has_feature)      // clang
+#if __has_feature(address_sanitizer)
+#define SWAA_SIMT_ASAN 1
 #endif
 #endif
-#if defined(__SANITIZE_ADDRESS__)
+#ifndef SWAA_SIMT_ASAN
+#define SWAA_SIMT_ASAN 0
+#endif
+#if SWAA_SIMT_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
-#define SWAA_SIMT_ASAN 1
-#else
-#define SWAA_SIMT_ASAN 0
 #endif
 
 #if !defined(__x86_64__) && !defined(SWAA_SIMT_UCONTEXT)
