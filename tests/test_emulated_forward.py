@@ -116,3 +116,12 @@ def test_opcheck() -> None:
                                           full_from=(10, 25)), torch.bfloat16, 64)
     torch.library.opcheck(torch.ops.swaa_emulated.fwd.default,
                           (q, k, v, 5, 2, full_from, 0.125))
+
+
+@pytest.mark.parametrize(("q_shape", "k_shape"), [((1, 2, 0, 64), (1, 2, 5, 64)),
+                                                  ((0, 2, 4, 64), (0, 2, 5, 64))],
+                         ids=["no_queries", "no_batch"])
+def test_empty_inputs_launch_nothing(q_shape, k_shape) -> None:
+    q, k = torch.randn(q_shape).half(), torch.randn(k_shape).half()
+    out, lse = emulated.sliding_attention(q, k, k, window=3, return_lse=True)
+    assert out.shape == q.shape and lse.shape == q.shape[:3]
