@@ -20,7 +20,8 @@ static int c_row(int lane, int i) { return i < 2 ? lane / 4 : lane / 4 + 8; }
 static int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
 
 template <bool kBf16>
-static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                const float (&c)[4]) {
   if constexpr (kBf16) {
     swaa::simt::mma_m16n8k16_bf16(d, a, b, c);
   } else {
@@ -76,8 +77,8 @@ static void check_mma(const char* mode) {
 }
 
 // ---- ldmatrix -----------------------------------------------------------------------------------
-// Matrix i's row r lives at a scrambled slot of shared memory; the lane that supplies it passes that
-// address, so a wrong lane->row mapping shows.
+// Matrix i's row r lives at a scrambled slot of shared memory; the lane that supplies it passes
+// that address, so a wrong lane->row mapping shows.
 static int slot_of(int matrix_row) { return (matrix_row * 13 + 5) % 32; }
 static uint16_t element(int i, int r, int c) { return uint16_t(i * 64 + r * 8 + c + 1); }
 
@@ -89,11 +90,12 @@ __global__ void ldmatrix_kernel(uint32_t* out) {
   for (int c = 0; c < 8; ++c) rows[slot_of(lane) * 8 + c] = element(lane / 8, lane % 8, c);
   __syncthreads();
   // Lanes past 8*kCount pass addresses that must not be read.
-  const void* addr = lane < 8 * kCount ? static_cast<const void*>(rows + slot_of(lane) * 8) : nullptr;
+  const void* addr = lane < 8 * kCount ? rows + slot_of(lane) * 8 : nullptr;
   uint32_t r[kCount];
-  if constexpr (kCount == 1) kTrans ? swaa::simt::ldmatrix_x1_trans(r, addr) : swaa::simt::ldmatrix_x1(r, addr);
-  if constexpr (kCount == 2) kTrans ? swaa::simt::ldmatrix_x2_trans(r, addr) : swaa::simt::ldmatrix_x2(r, addr);
-  if constexpr (kCount == 4) kTrans ? swaa::simt::ldmatrix_x4_trans(r, addr) : swaa::simt::ldmatrix_x4(r, addr);
+  using namespace swaa::simt;
+  if constexpr (kCount == 1) kTrans ? ldmatrix_x1_trans(r, addr) : ldmatrix_x1(r, addr);
+  if constexpr (kCount == 2) kTrans ? ldmatrix_x2_trans(r, addr) : ldmatrix_x2(r, addr);
+  if constexpr (kCount == 4) kTrans ? ldmatrix_x4_trans(r, addr) : ldmatrix_x4(r, addr);
   for (int i = 0; i < kCount; ++i) out[lane * 4 + i] = r[i];
 }
 
@@ -114,7 +116,7 @@ static void check_ldmatrix(const char* mode) {
   }
 }
 
-// ---- ldmatrix feeding mma, as kernels use them ----------------------------------------------------
+// ---- ldmatrix feeding mma, as kernels use them -----------------------------------------------
 // A (16x16) row-major, B twice: n-major (k contiguous, loaded with ldmatrix_x2) and k-major
 // (row-major 16x8, loaded with ldmatrix_x2_trans). Both products must equal the plain matmul.
 __global__ void ldmatrix_mma_kernel(const uint16_t* a, const uint16_t* b_nk, const uint16_t* b_kn,
@@ -239,7 +241,7 @@ static void check_shuffles(const char* mode) {
   }
 }
 
-// ---- atomics, cp.async, shared memory, indices ---------------------------------------------------
+// ---- atomics, cp.async, shared memory, indices -----------------------------------------------
 __global__ void atomic_kernel(float* fsum, int* isum, int* block_max, int* smem_sums) {
   SWAA_DYNAMIC_SMEM(smem);
   int* counter = reinterpret_cast<int*>(smem);
@@ -262,7 +264,8 @@ static void check_atomics(const char* mode) {
   EXPECT(isum == 3 * (96 * 97 / 2), "[%s] atomicAdd int %d", mode, isum);
   EXPECT(block_max == 2095, "[%s] atomicMax %d", mode, block_max);
   for (int b = 0; b < 3; ++b) {
-    EXPECT(smem_sums[b] == 95 * 96 / 2, "[%s] shared atomicAdd block %d: %d", mode, b, smem_sums[b]);
+    EXPECT(smem_sums[b] == 95 * 96 / 2, "[%s] shared atomicAdd block %d: %d", mode, b,
+           smem_sums[b]);
   }
 }
 
@@ -327,12 +330,14 @@ static void check_shared_memory(const char* mode) {
   const int n = 128, blocks = 3;
   std::vector<int> out(blocks * n);
   std::vector<unsigned> before(blocks * n), dims(4);
-  launch(smem_kernel, dim3(blocks), dim3(n), n * 4, nullptr, out.data(), before.data(), dims.data());
+  launch(smem_kernel, dim3(blocks), dim3(n), n * 4, nullptr, out.data(), before.data(),
+         dims.data());
   for (int b = 0; b < blocks; ++b) {
     for (int t = 0; t < n; ++t) {
       EXPECT(out[b * n + t] == b * 1000 + (n - 1 - t) + b + 7, "[%s] smem block %d thread %d: %d",
              mode, b, t, out[b * n + t]);
-      EXPECT(before[b * n + t] == 0xffffffffu, "[%s] dynamic smem not poisoned at block %d", mode, b);
+      EXPECT(before[b * n + t] == 0xffffffffu, "[%s] dynamic smem not poisoned at block %d", mode,
+             b);
     }
   }
   EXPECT(dims[0] == 3 && dims[1] == 1 && dims[2] == 128 && dims[3] == 32, "[%s] dims", mode);

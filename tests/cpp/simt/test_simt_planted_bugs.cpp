@@ -9,7 +9,7 @@
 using swaa::simt::launch;
 using swaa::simt::Mode;
 
-// ---- a double-buffered cp.async -> ldmatrix pipeline ---------------------------------------------
+// ---- a double-buffered cp.async -> ldmatrix pipeline -----------------------------------------
 // Warp 0 loads each 32x8 fp16 tile (one 16-byte row per lane); both warps read it with ldmatrix.
 // kWaitBarrier: makes the landed tile visible to the other warp (read-after-write without it).
 // kReuseBarrier: keeps the next prefetch off a buffer still being read (write-after-read).
@@ -20,7 +20,10 @@ __global__ void pipeline_kernel(const uint16_t* src, int tiles, uint64_t* out) {
   SWAA_DYNAMIC_SMEM(smem);
   const int t = threadIdx.x, lane = t % 32;
   const auto load = [&](int tile) {
-    if (t < 32) swaa::simt::cp_async_16(smem + tile % 2 * kTileBytes + 16 * t, src + 256 * tile + 8 * t, true);
+    if (t < 32) {
+      char* row = smem + tile % 2 * kTileBytes + 16 * t;
+      swaa::simt::cp_async_16(row, src + 256 * tile + 8 * t, true);
+    }
   };
   load(0);
   swaa::simt::cp_async_commit();
@@ -91,7 +94,9 @@ static void check_pipeline() {
   const Outcome serial = run_pipeline<true, false>(Mode::WarpSerial, 0);
   EXPECT(serial.error.empty() && !serial.correct, "WAR bug: warp-serial gave the right answer");
   int war_wrong = 0;
-  for (uint64_t seed = 1; seed <= 16; ++seed) war_wrong += !run_pipeline<true, false>(Mode::Random, seed).correct;
+  for (uint64_t seed = 1; seed <= 16; ++seed) {
+    war_wrong += !run_pipeline<true, false>(Mode::Random, seed).correct;
+  }
   EXPECT(war_wrong > 0, "WAR bug: no random order out of 16 gave a wrong answer");
   const Outcome war = run_pipeline<true, false>(Mode::RaceCheck, 0);
   EXPECT(contains(war.error, "read-write race on dynamic shared memory"),
@@ -103,7 +108,9 @@ static void check_pipeline() {
   EXPECT(contains(raw.error, "read-write race") && contains(raw.error, "ldmatrix_x4 at "),
          "RAW bug: race check said: %s", raw.error.c_str());
   int wrong = 0;
-  for (uint64_t seed = 1; seed <= 16; ++seed) wrong += !run_pipeline<false, true>(Mode::Random, seed).correct;
+  for (uint64_t seed = 1; seed <= 16; ++seed) {
+    wrong += !run_pipeline<false, true>(Mode::Random, seed).correct;
+  }
   EXPECT(wrong > 0, "RAW bug: no random order out of 16 gave a wrong answer");
 }
 
@@ -118,9 +125,9 @@ __global__ void exchange_kernel(float* out) {
   out[t] = s[(t + 32) % 64];
 }
 
-static bool exchange_correct(bool barrier, Mode mode) {
+static bool exchange_correct(bool barrier, Mode mode, uint64_t seed = 0) {
   std::vector<float> out(64, -1.0f);
-  swaa::simt::set_mode(mode);
+  swaa::simt::set_mode(mode, seed);
   if (barrier) {
     launch(exchange_kernel<true>, dim3(1), dim3(64), 256, nullptr, out.data());
   } else {
@@ -135,12 +142,12 @@ static bool exchange_correct(bool barrier, Mode mode) {
 
 static void check_missing_barrier() {
   for (const ModeCase& m : all_modes()) {
-    swaa::simt::set_mode(m.mode, m.seed);
-    EXPECT(exchange_correct(true, m.mode), "exchange with barrier [%s] wrong", m.name);
+    EXPECT(exchange_correct(true, m.mode, m.seed), "exchange with barrier [%s] wrong", m.name);
   }
   // Race-check hides other threads' writes until a barrier: whatever the order, reads are stale.
   EXPECT(!exchange_correct(false, Mode::RaceCheck), "missing barrier: race check read fresh data");
-  EXPECT(!exchange_correct(false, Mode::WarpSerial), "missing barrier: warp-serial read fresh data");
+  EXPECT(!exchange_correct(false, Mode::WarpSerial),
+         "missing barrier: warp-serial read fresh data");
 }
 
 // ---- two threads writing one word ---------------------------------------------------------------
@@ -231,17 +238,21 @@ static void check_deadlocks() {
     const std::string e1 = error_of([&] {
       launch(early_return_kernel, dim3(2), dim3(64), 0, nullptr, out.data());
     });
-    EXPECT(contains(e1, "block (1,0,0): deadlock") && contains(e1, "(in void early_return_kernel") &&
-               contains(e1, "threads 0-31 wait at __syncthreads() at " + at(kEarlyReturnBarrierLine)) &&
+    const std::string barrier = "threads 0-31 wait at __syncthreads() at " +
+                                at(kEarlyReturnBarrierLine);
+    EXPECT(contains(e1, "block (1,0,0): deadlock") &&
+               contains(e1, "(in void early_return_kernel") && contains(e1, barrier) &&
                contains(e1, "threads 32-63 have exited"),
            "early return [%s]: %s", m.name, e1.c_str());
 
-    const std::string e2 = error_of([] { launch(divergent_barrier_kernel, dim3(1), dim3(64), 0, nullptr); });
+    const std::string e2 =
+        error_of([] { launch(divergent_barrier_kernel, dim3(1), dim3(64), 0, nullptr); });
     EXPECT(contains(e2, "divergent barrier") && contains(e2, at(kFirstBarrierLine)) &&
                contains(e2, at(kSecondBarrierLine)),
            "divergent barrier [%s]: %s", m.name, e2.c_str());
 
-    const std::string e3 = error_of([] { launch(partial_mma_kernel, dim3(1), dim3(64), 0, nullptr); });
+    const std::string e3 =
+        error_of([] { launch(partial_mma_kernel, dim3(1), dim3(64), 0, nullptr); });
     EXPECT(contains(e3, "deadlock") &&
                contains(e3, "wait at mma_m16n8k16_f16 at " + at(kMmaLine)) &&
                contains(e3, "wait at __syncthreads() at " + at(kMmaLine + 2)),
@@ -255,10 +266,12 @@ static void check_deadlocks() {
            "divergent collective [%s]: %s", m.name, e4.c_str());
 
     // After all that, the emulator still runs a correct kernel.
-    EXPECT(exchange_correct(true, m.mode), "emulator broken after errors [%s]", m.name);
+    EXPECT(exchange_correct(true, m.mode, m.seed), "emulator broken after errors [%s]", m.name);
+    swaa::simt::set_mode(m.mode, m.seed);
   }
   swaa::simt::set_mode(Mode::Default);
-  const std::string bad_block = error_of([] { launch(divergent_barrier_kernel, dim3(1), dim3(48), 0, nullptr); });
+  const std::string bad_block =
+      error_of([] { launch(divergent_barrier_kernel, dim3(1), dim3(48), 0, nullptr); });
   EXPECT(contains(bad_block, "multiple of 32"), "48-thread block: %s", bad_block.c_str());
 }
 

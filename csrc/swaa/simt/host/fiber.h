@@ -1,4 +1,5 @@
-// Host mode: fibers = a stack (mmap'ed, guard page below) + a saved context, switched cooperatively.
+// Host mode: fibers = a stack (mmap'ed, guard page below) + a saved context, switched
+// cooperatively.
 // x86-64 uses a tiny assembly switch (callee-saved registers only: fibers never change the MXCSR
 // or x87 control word, which they inherit from the thread that runs the emulator); other
 // targets (or -DSWAA_SIMT_UCONTEXT) fall back to ucontext. Under AddressSanitizer every switch is

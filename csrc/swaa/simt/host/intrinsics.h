@@ -30,7 +30,8 @@ template <typename T>
 T shuffle(WarpOp op, const char* what, unsigned mask, T var, int arg, int width,
           const std::source_location& loc) {
   // __half2 / __nv_bfloat162 have user-written copy constructors but are plain bits, as on a GPU.
-  static_assert(std::is_trivially_destructible_v<T> && sizeof(T) <= 8, "shuffle of a 1-8 byte value");
+  static_assert(std::is_trivially_destructible_v<T> && sizeof(T) <= 8,
+                "shuffle of a 1-8 byte value");
   uint64_t in = 0, out = 0;
   std::memcpy(&in, static_cast<const void*>(&var), sizeof(T));
   warp_arrive(op, mask, make_site(what, loc), LaneSlot{&in, &out, arg, width});

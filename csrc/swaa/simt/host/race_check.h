@@ -187,7 +187,9 @@ class RaceChecker {
   }
 
   static std::string who(int32_t code) {
-    if (code >= 0) return "thread " + std::to_string(code) + " (warp " + std::to_string(code / 32) + ")";
+    if (code >= 0) {
+      return "thread " + std::to_string(code) + " (warp " + std::to_string(code / 32) + ")";
+    }
     if (code == kManyReaders) return "several threads";
     return "the lanes of warp " + std::to_string(-3 - code);
   }

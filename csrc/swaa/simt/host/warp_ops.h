@@ -62,7 +62,8 @@ void complete_mma(Fiber* const* lanes) {
     }
     for (int j = 0; j < 4; ++j) C[g + 8 * (j >> 1)][2 * t + (j & 1)] = in.c[j];
   }
-  for (int lane = 0; lane < 32; ++lane) {  // outputs only after every input was read (d may alias c)
+  // Outputs only after every input was read: d may alias c.
+  for (int lane = 0; lane < 32; ++lane) {
     auto* d = static_cast<float*>(lanes[lane]->slot.out);
     const int g = lane >> 2, t = lane & 3;
     for (int j = 0; j < 4; ++j) {
