@@ -32,7 +32,8 @@ inline at::Tensor aligned_for_kernel(const at::Tensor& t) {
   const bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % kAlignBytes == 0 &&
                        t.stride(0) % elems == 0 && t.stride(1) % elems == 0 &&
                        t.stride(2) % elems == 0;
-  return aligned ? t : t.contiguous();
+  // clone, not contiguous(): a contiguous tensor can still start at a misaligned address.
+  return aligned ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
 inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
