@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import threading
 from collections.abc import Iterator
 
 import torch
@@ -24,20 +23,25 @@ from .ops import _check_int, _fwd_fake, _full_from_tensor
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
 MODES = ("default", "random", "warp_serial", "race_check")
 
-_state = threading.local()  # the emulator's mode is per OS thread
+_current = ["default", 0]  # the emulator's mode is process-wide, read at each launch
 
 
 def set_mode(name: str, seed: int = 0) -> None:
-    """Selects the emulator's schedule for this thread: one of MODES; `seed` drives "random"."""
+    """Selects the emulator's schedule (process-wide): one of MODES; `seed` drives "random"."""
     _check_int("seed", seed)
     torch.ops.swaa_emulated.set_mode(name, seed)
-    _state.mode = (name, seed)
+    _current[:] = [name, seed]
+
+
+def current_mode() -> tuple[str, int]:
+    """The schedule and seed that the next emulated launch uses."""
+    return _current[0], _current[1]
 
 
 @contextlib.contextmanager
 def mode(name: str, seed: int = 0) -> Iterator[None]:
     """Runs the block under schedule `name`, then restores the previous one."""
-    previous = getattr(_state, "mode", ("default", 0))
+    previous = current_mode()
     set_mode(name, seed)
     try:
         yield

@@ -84,8 +84,9 @@ def test_mode_context_restores_and_rejects_unknown() -> None:
     with emulated.mode("random", seed=7):
         with emulated.mode("race_check"):
             pass
-        assert emulated._state.mode == ("random", 7)
-    assert emulated._state.mode == ("default", 0)
+        assert emulated.current_mode() == ("random", 7)
+    assert emulated.current_mode() == ("default", 0)
+    assert {name for name, _ in OTHER_SCHEDULES} | {"default"} == set(emulated.MODES)
     with pytest.raises(ValueError, match="mode must be one of"):
         emulated.set_mode("fastest")
 

@@ -2,7 +2,7 @@
 // (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernel is tested without a GPU (DESIGN.md §6).
 // Ops (CPU tensors, same schema as swaa_ext::fwd):
 //   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
-//   swaa_emulated::set_mode(mode, seed)  the emulator's schedule for this OS thread
+//   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
 // The instantiations come from the generated list (csrc/swaa/cuda/instantiations/forward_list.inc),
 // the same one the nvcc build compiles.
 #include "../cuda_forward_boundary.h"  // first: the SIMT layer precedes every CUDA header
