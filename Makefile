@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
 
-.PHONY: venv build ctest test test-hf-tf457 demo bench clean
+.PHONY: venv build ctest ctest-asan simt-device-check test test-hf-tf457 demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,7 +51,20 @@ ctest: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake
 	ctest --test-dir build-cmake --output-on-failure
 
-test: build ctest
+# The SIMT layer's tests again under AddressSanitizer, plus its planted out-of-bounds cp.async.
+ctest-asan: venv
+	cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
+		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake-asan --target \
+		test_simt_intrinsics test_simt_planted_bugs test_simt_asan_cp_async_oob
+	ctest --test-dir build-cmake-asan -L simt -E device_compile --output-on-failure
+
+# simt.h's device mode compiles for sm_80 and sm_90 (nothing can run here).
+simt-device-check:
+	for arch in 80 90; do $(CUDA_HOME)/bin/nvcc -std=c++20 -arch=sm_$$arch -c \
+		tests/cpp/simt/device_compile_check.cu -o /dev/null || exit 1; done
+
+test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-hf-tf457
 
@@ -59,4 +72,4 @@ demo: build
 	$(PY) -m swaa_ext.demo
 
 clean:
-	rm -rf build build-cmake swaa_ext/*.so $(TF457_DIR)
+	rm -rf build build-cmake build-cmake-asan swaa_ext/*.so $(TF457_DIR)

@@ -1,6 +1,10 @@
 """Builds swaa_ext._C: the CPU kernels always, the CUDA kernels when nvcc and a CUDA build of
 torch are present (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST,
-default "8.0;9.0" (sm_80-style kernels that also run on sm_86/sm_89/sm_90)."""
+default "8.0;9.0" (sm_80-style kernels that also run on sm_86/sm_89/sm_90).
+
+Also builds swaa_ext._C_emulated when the CUDA headers are present (no nvcc, no GPU needed): the
+same CUDA kernel source compiled by g++ against the SIMT emulator, so tests run it on the CPU
+(set SWAA_BUILD_EMULATED=0 to skip it)."""
 
 import glob
 import os
@@ -24,6 +28,24 @@ def want_cuda() -> bool:
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
+def emulated_extension() -> list:
+    """g++ build of the CUDA kernels in SIMT host mode; needs only cuda_fp16.h / cuda_bf16.h."""
+    cuda_home = cpp_extension.CUDA_HOME
+    if os.environ.get("SWAA_BUILD_EMULATED", "1") == "0" or cuda_home is None:
+        return []
+    cuda_include = os.path.join(cuda_home, "include")
+    if not os.path.exists(os.path.join(cuda_include, "cuda_fp16.h")):
+        return []
+    return [
+        cpp_extension.CppExtension(
+            "swaa_ext._C_emulated",
+            sources("torch/emulated/*.cpp", "swaa/simt/host/*.cpp", "swaa/simt/host/*.S"),
+            include_dirs=[cuda_include],
+            extra_compile_args={"cxx": ["-O2", "-std=c++20", "-DSWAA_SIMT_HOST", "-Wall"]},
+        )
+    ]
+
+
 def extensions():
     # BLAS for the CPU tiles: torch keeps its own MKL symbols private, so link OpenBLAS from the
     # scipy-openblas32 wheel (prefixed symbols, no clash with numpy's copy) and find it by rpath.
@@ -39,7 +61,7 @@ def extensions():
     if want_cuda() and cuda_sources:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
-        return [
+        return emulated_extension() + [
             cpp_extension.CUDAExtension(
                 "swaa_ext._C",
                 cpp_sources + cuda_sources,
@@ -48,7 +70,7 @@ def extensions():
                 **blas,
             )
         ]
-    return [
+    return emulated_extension() + [
         cpp_extension.CppExtension(
             "swaa_ext._C",
             cpp_sources,

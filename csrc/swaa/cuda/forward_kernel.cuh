@@ -1,0 +1,281 @@
+// CUDA forward kernel: sink + sliding-window attention, FlashAttention-2 style (DESIGN.md §5).
+// One thread block = kBlockM query rows of one (batch, query head); it visits only the key blocks
+// `key_blocks` (mask.h) names, each once, and evaluates the rule only on tiles that
+// `tile_fully_visible` cannot clear. Shapes and sizes: kernel_traits.h. Runs on the GPU (nvcc) and
+// on the CPU through the SIMT emulator (g++ -DSWAA_SIMT_HOST): all PTX goes through simt.h.
+//
+// Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v (budget: kernel_traits.h).
+// Shared memory is all dynamic (kSmemBytes), so ptxas reports none; fp16 and bf16 are identical.
+//   D=64:  sm_80 146 registers, sm_90 144; 40 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+//   D=128: sm_80 168 registers, sm_90 168; 64 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "../mask.h"
+#include "../params.h"
+#include "kernel_traits.h"
+
+namespace swaa::cuda {
+
+// Where one thread block works: its query rows and the base pointers of its heads.
+template <typename Traits>
+struct BlockProblem {
+  using Element = typename Traits::Element;
+  const Element* q;  // row 0 of this (batch, query head)
+  const Element* k;  // row 0 of the shared KV head (GQA: never repeated)
+  const Element* v;
+  Element* o;
+  float* lse;
+  int64_t m0, m1;    // query rows [m0, m1) of this block, m1 <= len_q
+  MaskRule rule;
+};
+
+template <typename Traits>
+__device__ __forceinline__ BlockProblem<Traits> block_problem(const AttentionParams& p) {
+  using Element = typename Traits::Element;
+  const int64_t b = blockIdx.z, h = blockIdx.y, h_kv = h / p.group_size();
+  BlockProblem<Traits> bp;
+  bp.q = static_cast<const Element*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+  bp.k = static_cast<const Element*>(p.k) + b * p.k_batch_stride + h_kv * p.k_head_stride;
+  bp.v = static_cast<const Element*>(p.v) + b * p.v_batch_stride + h_kv * p.v_head_stride;
+  bp.o = static_cast<Element*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+  bp.lse = static_cast<float*>(p.lse) + (b * p.heads_q + h) * p.len_q;
+  bp.m0 = int64_t(blockIdx.x) * Traits::kBlockM;
+  bp.m1 = min64(bp.m0 + Traits::kBlockM, p.len_q);
+  bp.rule = p.rule(b);
+  return bp;
+}
+
+// Asynchronously copies rows [row0, row0 + kRows) of a (len, kHeadDim) matrix into a swizzled
+// shared tile; rows at or past `len` are zero-filled (their source is not read).
+template <typename Traits, int kRows>
+__device__ __forceinline__ void load_tile_async(typename Traits::Element* smem,
+                                                const typename Traits::Element* gmem,
+                                                int64_t row_stride, int64_t row0, int64_t len) {
+  constexpr int kChunks = kRows * Traits::kChunksPerRow;
+  static_assert(kChunks % Traits::kNThreads == 0, "every thread copies the same number of chunks");
+  for (int c = threadIdx.x; c < kChunks; c += Traits::kNThreads) {
+    const int row = c / Traits::kChunksPerRow;
+    const int col = (c % Traits::kChunksPerRow) * Traits::kChunkElems;
+    const bool in_range = row0 + row < len;
+    const auto* src = in_range ? gmem + (row0 + row) * row_stride + col : gmem;
+    simt::cp_async_16(smem + Traits::smem_offset(row, col), src, in_range);
+  }
+}
+
+// K and V rows [n0, n0 + kBlockN) into ring stage `stage`.
+template <typename Traits>
+__device__ __forceinline__ void load_kv_async(typename Traits::Element* smem_k,
+                                              typename Traits::Element* smem_v, int stage,
+                                              const BlockProblem<Traits>& bp,
+                                              const AttentionParams& p, int64_t n0) {
+  const int offset = stage * Traits::kSmemKVElems;
+  load_tile_async<Traits, Traits::kBlockN>(smem_k + offset, bp.k, p.k_row_stride, n0, p.len_k);
+  load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, p.len_k);
+}
+
+// This warp's 16 query rows as mma A fragments, one per 16-wide slice of the head dim.
+template <typename Traits>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[Traits::kDSteps][4],
+                                                 const typename Traits::Element* smem_q,
+                                                 int warp, int lane) {
+  // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
+  const int row = warp * Traits::kRowsPerWarp + lane % 16;
+  for (int ds = 0; ds < Traits::kDSteps; ++ds) {
+    const int col = ds * kMmaK + (lane / 16) * 8;
+    simt::ldmatrix_x4(q_frag[ds], smem_q + Traits::smem_offset(row, col));
+  }
+}
+
+// s <- Q K^T for this warp's rows and one K tile (raw dot products, unscaled).
+template <typename Traits>
+__device__ __forceinline__ void qk_scores(float (&s)[Traits::kNTiles][4],
+                                          const uint32_t (&q_frag)[Traits::kDSteps][4],
+                                          const typename Traits::Element* smem_k, int lane) {
+  for (int nt = 0; nt < Traits::kNTiles; ++nt)
+    for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+  for (int ds = 0; ds < Traits::kDSteps; ++ds) {
+    for (int np = 0; np < Traits::kNTiles / 2; ++np) {
+      // ldmatrix.x4 of keys [16 np, 16 np + 16): registers {0,1} are n-tile 2 np, {2,3} the next.
+      const int key = np * 2 * kMmaN + (lane / 16) * 8 + lane % 8;
+      const int col = ds * kMmaK + ((lane / 8) % 2) * 8;
+      uint32_t b[4];
+      simt::ldmatrix_x4(b, smem_k + Traits::smem_offset(key, col));
+      const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+      Traits::Ops::mma(s[2 * np], q_frag[ds], b0, s[2 * np]);
+      Traits::Ops::mma(s[2 * np + 1], q_frag[ds], b1, s[2 * np + 1]);
+    }
+  }
+}
+
+// s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule.
+// Accumulator layout: lane holds rows lane/4 (+8 for e >= 2), columns 2 (lane % 4) + (e % 2).
+template <typename Traits>
+__device__ __forceinline__ void apply_mask(float (&s)[Traits::kNTiles][4], const MaskRule& rule,
+                                           int64_t row0, int64_t n0, int lane) {
+  for (int nt = 0; nt < Traits::kNTiles; ++nt) {
+    for (int e = 0; e < 4; ++e) {
+      const int64_t i = row0 + lane / 4 + (e / 2) * 8;
+      const int64_t j = n0 + nt * kMmaN + 2 * (lane % 4) + e % 2;
+      if (!rule.visible(i, j)) s[nt][e] = -INFINITY;
+    }
+  }
+}
+
+// Running softmax statistics of this lane's two rows (lane/4 and lane/4 + 8).
+struct RowStats {
+  float max[2];  // running max of raw scores (-inf before any visible key)
+  float sum[2];  // this lane's share of sum(exp(scale * (s - max))); quad-reduced at the end
+};
+
+// The quad (4 lanes) holding one row: reduce a per-lane value over it.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(kFullWarpMask, x, 1));
+  return fmaxf(x, __shfl_xor_sync(kFullWarpMask, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(kFullWarpMask, x, 1);
+  return x + __shfl_xor_sync(kFullWarpMask, x, 2);
+}
+
+// Online softmax step: s <- exp(scale * (s - new_max)), rescale o and the sums by
+// exp(scale * (old_max - new_max)). A row with no visible key so far keeps max = -inf, and
+// shifting by 0 instead keeps exp(-inf) = 0 (no NaN).
+template <typename Traits>
+__device__ __forceinline__ void online_softmax(float (&s)[Traits::kNTiles][4],
+                                               float (&o)[Traits::kDTiles][4], RowStats& st,
+                                               float scale_log2) {
+  for (int r = 0; r < 2; ++r) {
+    float tile_max = -INFINITY;
+    for (int nt = 0; nt < Traits::kNTiles; ++nt)
+      tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+    const float new_max = fmaxf(st.max[r], quad_max(tile_max));
+    const float shift = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+    const float correction = exp2f(st.max[r] * scale_log2 - shift);
+    st.max[r] = new_max;
+    float tile_sum = 0.f;
+    for (int nt = 0; nt < Traits::kNTiles; ++nt) {
+      for (int e = 2 * r; e < 2 * r + 2; ++e) {
+        s[nt][e] = exp2f(s[nt][e] * scale_log2 - shift);
+        tile_sum += s[nt][e];
+      }
+    }
+    st.sum[r] = st.sum[r] * correction + tile_sum;
+    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
+      o[dt][2 * r] *= correction;
+      o[dt][2 * r + 1] *= correction;
+    }
+  }
+}
+
+// o += P V. The accumulator layout of two adjacent S n-tiles is exactly the A fragment of one
+// 16-key k-step, so P goes from registers to the tensor cores without shared memory.
+template <typename Traits>
+__device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
+                                              const float (&p)[Traits::kNTiles][4],
+                                              const typename Traits::Element* smem_v, int lane) {
+  using Ops = typename Traits::Ops;
+  for (int ks = 0; ks < Traits::kKeySteps; ++ks) {
+    const float(&lo)[4] = p[2 * ks];
+    const float(&hi)[4] = p[2 * ks + 1];
+    const uint32_t a[4] = {Ops::pack2(lo[0], lo[1]), Ops::pack2(lo[2], lo[3]),
+                           Ops::pack2(hi[0], hi[1]), Ops::pack2(hi[2], hi[3])};
+    for (int dp = 0; dp < Traits::kDTiles / 2; ++dp) {
+      // ldmatrix.x4.trans of keys [16 ks, 16 ks + 16) x dims [16 dp, 16 dp + 16): V is stored
+      // key-major, the B operand wants dim-major, so transpose while loading.
+      const int key = ks * kMmaK + ((lane / 8) % 2) * 8 + lane % 8;
+      const int col = dp * 2 * kMmaN + (lane / 16) * 8;
+      uint32_t b[4];
+      simt::ldmatrix_x4_trans(b, smem_v + Traits::smem_offset(key, col));
+      const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+      Ops::mma(o[2 * dp], a, b0, o[2 * dp]);
+      Ops::mma(o[2 * dp + 1], a, b1, o[2 * dp + 1]);
+    }
+  }
+}
+
+// out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < len_q.
+template <typename Traits>
+__device__ __forceinline__ void store_output(const BlockProblem<Traits>& bp, int64_t o_row_stride,
+                                             float (&o)[Traits::kDTiles][4], const RowStats& st,
+                                             float scale, int64_t row0, int lane) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t row = row0 + lane / 4 + r * 8;
+    const float sum = quad_sum(st.sum[r]);
+    if (row >= bp.m1) continue;
+    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
+    auto* out = reinterpret_cast<uint32_t*>(bp.o + row * o_row_stride);
+    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
+      const int col = dt * kMmaN + 2 * (lane % 4);
+      out[col / 2] = Traits::Ops::pack2(o[dt][2 * r] * inv_sum, o[dt][2 * r + 1] * inv_sum);
+    }
+    if (lane % 4 == 0) bp.lse[row] = sum > 0.f ? st.max[r] * scale + logf(sum) : -INFINITY;
+  }
+}
+
+// The k-th key block of the visiting order: the sink blocks, then the window blocks.
+__device__ __forceinline__ int64_t nth_key_block(const TwoRanges& blocks, int64_t t) {
+  const int64_t n_first = blocks.first.end - blocks.first.begin;
+  return t < n_first ? blocks.first.begin + t : blocks.second.begin + (t - n_first);
+}
+
+// grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes.
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const AttentionParams p) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
+  SWAA_DYNAMIC_SMEM(smem_raw);
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_k = smem_q + Traits::kSmemQElems;           // kStages K tiles
+  Element* smem_v = smem_k + kStages * Traits::kSmemKVElems;  // kStages V tiles
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const BlockProblem<Traits> bp = block_problem<Traits>(p);
+  const TwoRanges blocks = key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, p.len_k);
+  const int64_t n_visits = (blocks.first.end - blocks.first.begin) +
+                           (blocks.second.end - blocks.second.begin);
+
+  // Q in its own cp.async group, then the first kStages - 1 K/V tiles, one group each (empty
+  // groups past the end keep the group count, and so the waits below, uniform).
+  load_tile_async<Traits, Traits::kBlockM>(smem_q, bp.q, p.q_row_stride, bp.m0, p.len_q);
+  simt::cp_async_commit();
+  for (int t = 0; t < kStages - 1; ++t) {
+    if (t < n_visits)
+      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, nth_key_block(blocks, t) * kBlockN);
+    simt::cp_async_commit();
+  }
+  simt::cp_async_wait<kStages - 1>();
+  __syncthreads();
+  uint32_t q_frag[Traits::kDSteps][4];
+  load_q_fragments<Traits>(q_frag, smem_q, warp, lane);
+
+  const float scale_log2 = float(p.scale * kLog2e);
+  const int64_t warp_row0 = bp.m0 + warp * Traits::kRowsPerWarp;
+  float o[Traits::kDTiles][4] = {};
+  RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
+
+  for (int64_t t = 0; t < n_visits; ++t) {
+    // Tile t has landed, and every warp is done with the stage that tile t + kStages - 1 reuses.
+    simt::cp_async_wait<kStages - 2>();
+    __syncthreads();
+    const int64_t t_next = t + kStages - 1;
+    if (t_next < n_visits)
+      load_kv_async<Traits>(smem_k, smem_v, int(t_next % kStages), bp, p,
+                            nth_key_block(blocks, t_next) * kBlockN);
+    simt::cp_async_commit();
+
+    const int stage = int(t % kStages);
+    const int64_t n0 = nth_key_block(blocks, t) * kBlockN;
+    float s[Traits::kNTiles][4];
+    qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
+    // The tile's unclipped end: keys past len_k are zero-filled and must be masked out.
+    if (!bp.rule.tile_fully_visible(bp.m0, bp.m1, n0, n0 + kBlockN))
+      apply_mask<Traits>(s, bp.rule, warp_row0, n0, lane);
+    online_softmax<Traits>(s, o, st, scale_log2);
+    pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
+  }
+  store_output<Traits>(bp, p.o_row_stride, o, st, float(p.scale), warp_row0, lane);
+}
+
+}  // namespace swaa::cuda

@@ -1,0 +1,20 @@
+// Launcher of the forward kernel for one (element type, head dim): grid, shared memory, launch.
+// Included by the generated instantiation files (one per pair) and by the emulated build.
+#pragma once
+#include "forward_kernel.cuh"
+
+namespace swaa::cuda {
+
+// Launches on `stream` and returns the launch status; never synchronises. simt::launch raises the
+// dynamic shared-memory limit when kSmemBytes is over the 48 KiB default.
+template <typename Element, int kHeadDim>
+cudaError_t run_forward(const AttentionParams& params, cudaStream_t stream) {
+  using Traits = ForwardTraits<Element, kHeadDim>;
+  if (params.len_q == 0 || params.batch == 0 || params.heads_q == 0) return cudaSuccess;
+  const auto kernel = &forward_kernel<Traits>;
+  const dim3 grid(unsigned(ceil_div(params.len_q, Traits::kBlockM)), unsigned(params.heads_q),
+                  unsigned(params.batch));
+  return simt::launch(kernel, grid, dim3(Traits::kNThreads), Traits::kSmemBytes, stream, params);
+}
+
+}  // namespace swaa::cuda

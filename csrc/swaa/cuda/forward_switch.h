@@ -1,0 +1,36 @@
+// Runtime (dtype, head dim) -> the compiled forward instantiation. The list of pairs is generated
+// (instantiations/forward_list.inc, by generate_instantiations.py); this header only reads it.
+#pragma once
+#include <cstdint>
+
+#include "../params.h"
+#include "../simt/simt.h"
+
+namespace swaa::cuda {
+
+// Names match the dtype names of the instantiation list.
+enum class Dtype { fp16, bf16 };
+
+// Defined in forward_launch.cuh, instantiated once per listed pair.
+template <typename Element, int kHeadDim>
+cudaError_t run_forward(const AttentionParams& params, cudaStream_t stream);
+
+inline bool forward_supports(Dtype dtype, int64_t head_dim) {
+#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  if (dtype == Dtype::NAME && head_dim == HEAD_DIM) return true;
+#include "instantiations/forward_list.inc"
+#undef SWAA_FORWARD_INSTANTIATION
+  return false;
+}
+
+// Launches the forward kernel on `stream`. Callers check forward_supports first.
+inline cudaError_t forward(const AttentionParams& params, Dtype dtype, cudaStream_t stream) {
+#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  if (dtype == Dtype::NAME && params.head_dim == HEAD_DIM)  \
+    return run_forward<ELEMENT, HEAD_DIM>(params, stream);
+#include "instantiations/forward_list.inc"
+#undef SWAA_FORWARD_INSTANTIATION
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace swaa::cuda

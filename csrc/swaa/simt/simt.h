@@ -1,0 +1,76 @@
+// The SIMT layer (DESIGN.md §6): the only header a kernel includes for CUDA features. Include it
+// FIRST (before any CUDA header), because host mode must define `__shared__` before
+// crt/host_defines.h does.
+//
+// Device mode (nvcc, __CUDACC__): <cuda_runtime.h>, <cuda_fp16.h>, <cuda_bf16.h> and thin
+// inline-PTX wrappers (device.h). Host mode (g++ -DSWAA_SIMT_HOST, no nvcc): the same kernel
+// source runs on the CPU (host/): every CUDA thread is a fiber, blocks run one at a time, warp
+// collectives and the mma/ldmatrix wrappers complete when every lane of the mask has arrived,
+// using the PTX ISA fragment layouts.
+//
+// API (both modes):
+//   namespace swaa::simt {
+//   // D = A*B + C, mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32
+//   void mma_m16n8k16_f16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+//                          const float (&c)[4]);
+//   void mma_m16n8k16_bf16(...same...);
+//   // ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16: lanes 8i..8i+7 pass the row
+//   // addresses of matrix i (lanes past 8*count pass anything); reg i gets matrix i's fragment.
+//   void ldmatrix_x1(uint32_t (&r)[1], const void* smem_row);
+//   // ... ldmatrix_x2 (r[2]), ldmatrix_x4 (r[4]), and the _trans variants of all three
+//   // cp.async.cg.shared.global, 16 bytes; when !pred the 16 destination bytes are zero-filled and
+//   // gmem_src is not read. Both pointers 16-byte aligned.
+//   void cp_async_16(void* smem_dst, const void* gmem_src, bool pred);
+//   void cp_async_commit();
+//   template <int N> void cp_async_wait();   // cp.async.wait_group N
+//   // Device: kernel<<<grid, block, smem, stream>>>(args...), raising the dynamic-smem limit
+//   // first when smem_bytes > 48 KiB; returns the first error. Host: runs the grid on the CPU in
+//   // the current Mode; returns cudaSuccess or throws std::runtime_error with diagnostics
+//   // (file:line, block, thread).
+//   cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes,
+//                      cudaStream_t stream, Args&&... args);
+//   // Host mode only (process-wide, read at the start of each launch):
+//   enum class Mode { Default, Random, WarpSerial, RaceCheck };
+//   void set_mode(Mode mode, uint64_t seed = 0);  Mode mode();
+//   }
+//   SWAA_DYNAMIC_SMEM(name);  // `char* name`: the block's dynamic shared memory, 128-B aligned
+//
+// Rules a kernel must follow to be emulatable (checked where possible; violations throw in host
+// mode):
+//   - launch only through swaa::simt::launch; all inline PTX only through these wrappers; no `asm`
+//     and no __CUDA_ARCH__ branches in kernel bodies; no mutable globals in kernels;
+//   - 1-D blocks whose size is a multiple of 32; warp collectives with full-warp masks;
+//   - every thread reaches every __syncthreads() (no early return before a barrier; one
+//     __syncthreads() per source line, so diagnostics can name it);
+//   - dynamic shared memory via SWAA_DYNAMIC_SMEM; static `__shared__` variables are function-local
+//     and have no initialiser (as CUDA requires). Host mode: a static `__shared__` array is a
+//     `static thread_local`, i.e. shared by the fibers of the block being run on this OS thread and
+//     NOT reset between blocks, so it is only ever read after this block wrote it (as on a GPU).
+//     Dynamic shared memory is filled with 0xff bytes (NaN as float/half/bf16) at each block start.
+//   - host-mode fibers have small stacks (256 KiB; SWAA_SIMT_STACK_KB overrides): no big local
+//     arrays.
+//   - RaceCheck mode tracks dynamic shared memory only (see host/race_check.h): put every buffer
+//     that threads exchange data through in dynamic shared memory. There each thread's
+//     SWAA_DYNAMIC_SMEM points at its own copy, so never pass shared-memory pointers between
+//     threads (through memory or shuffles).
+//
+// Host-mode schedules (set_mode; details in host/runtime.h), each catching what others miss:
+//   Default     round-robin; cp.async lands at its wait_group (a read before the wait + barrier
+//               sees stale bytes / the 0xff poison).
+//   Random      seeded random order; each cp.async lands at issue or at its wait (coin flip).
+//   WarpSerial  one warp as far as it goes, then the next; cp.async lands at issue (catches a
+//               prefetch overwriting a buffer other warps still read).
+//   RaceCheck   private shared-memory copies merged at barriers; reports read-write and
+//               write-write races per barrier interval (and plain reads of another thread's
+//               unsynchronised writes see stale bytes).
+// Every mode reports divergent barriers / warp collectives and deadlocks (early exit before a
+// barrier) with the file:line of each barrier or collective involved and the threads waiting there.
+#pragma once
+
+#if defined(__CUDACC__)
+#include "device.h"
+#elif defined(SWAA_SIMT_HOST)
+#include "host/host.h"
+#else
+#error "swaa/simt/simt.h: compile with nvcc (device mode) or with -DSWAA_SIMT_HOST (CPU emulation)"
+#endif

@@ -1,0 +1,66 @@
+// The torch side of the CUDA forward kernel, shared by the real CUDA registration (cuda_ops.cu)
+// and the emulated one (emulated/emulated_ops.cpp): what the kernel accepts beyond the common
+// argument check, and the params it is launched with. Include it first: in emulated (host) mode
+// the SIMT layer must come before any CUDA header.
+#pragma once
+#include "../swaa/cuda/forward_switch.h"
+#include "arguments.h"
+
+#include <cmath>
+
+namespace swaa::torch_boundary {
+
+// A launch-ready forward: the tensors the params point into stay alive with it.
+struct CudaForward {
+  at::Tensor q, k, v, full_from, out, lse;
+  cuda::Dtype dtype;
+  AttentionParams params;
+};
+
+inline cuda::Dtype kernel_dtype(const at::Tensor& q, const char* backend) {
+  TORCH_CHECK_TYPE(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+                   "q, k and v must be float16 or bfloat16 on ", backend, ", got ",
+                   q.scalar_type());
+  return q.scalar_type() == at::kHalf ? cuda::Dtype::fp16 : cuda::Dtype::bf16;
+}
+
+// cp.async moves 16-byte chunks, so the base pointer and the batch/head/row strides must keep
+// every row 16-byte aligned. Views that do not (rare: offsets into a wider buffer) get one copy.
+inline at::Tensor aligned_for_kernel(const at::Tensor& t) {
+  constexpr int64_t kAlignBytes = 16;
+  const int64_t elems = kAlignBytes / t.element_size();
+  const bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % kAlignBytes == 0 &&
+                       t.stride(0) % elems == 0 && t.stride(1) % elems == 0 &&
+                       t.stride(2) % elems == 0;
+  // clone, not contiguous(): a contiguous tensor can still start at a misaligned address.
+  return aligned ? t : t.clone(at::MemoryFormat::Contiguous);
+}
+
+inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, std::optional<int64_t> window,
+                                        int64_t sinks, const std::optional<at::Tensor>& full_from,
+                                        double scale, const char* backend) {
+  check_attention_inputs(q, k, v, window, sinks, full_from);
+  CudaForward f;
+  f.dtype = kernel_dtype(q, backend);
+  TORCH_CHECK_VALUE(cuda::forward_supports(f.dtype, q.size(3)), "head_dim must be 64 or 128 on ",
+                    backend, ", got ", q.size(3));
+  // The grid is (query blocks, heads_q, batch); CUDA caps the last two at 65535.
+  constexpr int64_t kMaxGridYZ = 65535;
+  TORCH_CHECK_VALUE(q.size(0) <= kMaxGridYZ && q.size(1) <= kMaxGridYZ,
+                    "batch and q's heads must be <= ", kMaxGridYZ, " on ", backend, ", got ",
+                    q.size(0), " and ", q.size(1));
+  // The kernel scales masked (-inf) scores: a zero, negative or NaN scale would turn them into NaN.
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "scale must be a positive finite number on ",
+                    backend, ", got ", scale);
+  f.q = aligned_for_kernel(q);
+  f.k = aligned_for_kernel(k);
+  f.v = aligned_for_kernel(v);
+  f.out = at::empty(q.sizes(), q.options());
+  f.lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  f.full_from = normalized_full_from(q, k.size(2), full_from);
+  f.params = make_params(f.q, f.k, f.v, f.out, f.lse, window, sinks, f.full_from, scale);
+  return f;
+}
+
+}  // namespace swaa::torch_boundary

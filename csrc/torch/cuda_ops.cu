@@ -1,0 +1,42 @@
+// CUDA registrations of swaa_ext::fwd / swaa_ext::bwd. The forward runs the tensor-core kernel
+// (csrc/swaa/cuda) on the current stream, without syncing; the backward is not written yet and
+// says so instead of falling back to something slower or different.
+#include "cuda_forward_boundary.h"
+
+// c10's stream header, not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE/cuBLAS headers.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+namespace swaa::torch_boundary {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v, std::optional<int64_t> window,
+                                                int64_t sinks,
+                                                const std::optional<at::Tensor>& full_from,
+                                                double scale) {
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, "CUDA");
+  C10_CUDA_CHECK(cuda::forward(f.params, f.dtype, c10::cuda::getCurrentCUDAStream()));
+  return {f.out, f.lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, std::optional<int64_t>, int64_t,
+    const std::optional<at::Tensor>&, double) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false,
+                              "CUDA backward is not implemented yet: swaa_ext runs the forward "
+                              "on CUDA only (move the tensors to the CPU to train)");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(swaa_ext, CUDA, m) {
+  m.impl("fwd", &forward_cuda);
+  m.impl("bwd", &backward_cuda);
+}
+
+}  // namespace swaa::torch_boundary

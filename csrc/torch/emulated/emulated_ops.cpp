@@ -1,0 +1,71 @@
+// swaa_ext._C_emulated: the CUDA forward kernel's own source, compiled by g++ in SIMT host mode
+// (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernel is tested without a GPU (DESIGN.md §6).
+// Ops (CPU tensors, same schema as swaa_ext::fwd):
+//   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
+//   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
+// The instantiations come from the generated list (csrc/swaa/cuda/instantiations/forward_list.inc),
+// the same one the nvcc build compiles.
+#include "../cuda_forward_boundary.h"  // first: the SIMT layer precedes every CUDA header
+
+#include <Python.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "../../swaa/cuda/forward_launch.cuh"
+
+namespace swaa::cuda {
+#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
+#include "../../swaa/cuda/instantiations/forward_list.inc"
+#undef SWAA_FORWARD_INSTANTIATION
+}  // namespace swaa::cuda
+
+// `import swaa_ext._C_emulated` loads this library, which runs the registrations below.
+extern "C" PyObject* PyInit__C_emulated(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_emulated", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+namespace swaa::torch_boundary {
+namespace {
+
+constexpr const char* kBackend = "the emulated CUDA kernel";
+
+std::tuple<at::Tensor, at::Tensor> forward_emulated(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    std::optional<int64_t> window, int64_t sinks,
+                                                    const std::optional<at::Tensor>& full_from,
+                                                    double scale) {
+  TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k and v must be CPU tensors for ", kBackend,
+                    ", got ", q.device());
+  CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, kBackend);
+  // Host mode runs the whole grid now; a kernel fault throws with the block and thread.
+  const cudaError_t err = cuda::forward(f.params, f.dtype, cudaStream_t{});
+  TORCH_CHECK(err == cudaSuccess, kBackend, " failed to launch: error ", int(err));
+  return {f.out, f.lse};
+}
+
+void set_mode(const std::string& mode, int64_t seed) {
+  const std::pair<const char*, simt::Mode> modes[] = {{"default", simt::Mode::Default},
+                                                      {"random", simt::Mode::Random},
+                                                      {"warp_serial", simt::Mode::WarpSerial},
+                                                      {"race_check", simt::Mode::RaceCheck}};
+  for (const auto& [name, value] : modes) {
+    if (mode == name) return simt::set_mode(value, uint64_t(seed));
+  }
+  TORCH_CHECK_VALUE(false, "mode must be one of default, random, warp_serial, race_check, got '",
+                    mode, "'");
+}
+
+}  // namespace
+
+TORCH_LIBRARY(swaa_emulated, m) {
+  m.def("fwd(Tensor q, Tensor k, Tensor v, int? window, int sinks, Tensor? full_from, float scale)"
+        " -> (Tensor, Tensor)");
+  m.def("set_mode(str mode, int seed) -> ()", &set_mode);
+}
+
+TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) { m.impl("fwd", &forward_emulated); }
+
+}  // namespace swaa::torch_boundary

@@ -1,0 +1,110 @@
+"""The CUDA forward kernel on a real GPU: against the float64 reference, SDPA and FlexAttention,
+and against its own emulated run. Skipped without a GPU (or a build without the CUDA kernels)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cuda_kernel_cases import CASES, DTYPES, HEAD_DIMS, Case, make_inputs, max_error
+
+import swaa_ext
+from swaa_ext import reference
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(
+        not torch._C._dispatch_has_kernel_for_dispatch_key("swaa_ext::fwd", "CUDA"),
+        reason="swaa_ext._C was built without the CUDA kernels",
+    ),
+]
+
+# Larger than the emulated cases: many key tiles per query block, on both sides of every edge.
+GPU_CASES = CASES + [
+    Case(1025, 1025, window=256, sinks=64, heads_q=8, heads_kv=2),
+    Case(97, 4099, window=1000, sinks=33, heads_q=4, heads_kv=4, batch=2),
+    Case(2048, 2048, window=None, heads_q=4, heads_kv=1),
+    Case(777, 1500, window=129, sinks=5, batch=2, full_from=(1200, 900)),
+]
+
+
+def to_cuda(q, k, v, full_from):
+    if isinstance(full_from, torch.Tensor):
+        full_from = full_from.cuda()
+    return q.cuda(), k.cuda(), v.cuda(), full_from
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", GPU_CASES, ids=str)
+def test_forward_matches_reference(case: Case, dtype: torch.dtype, head_dim: int) -> None:
+    q, k, v, full_from = to_cuda(*make_inputs(case, dtype, head_dim))
+    args = (q, k, v, case.window, case.sinks)
+    out, lse = swaa_ext.sliding_attention(*args, full_from=full_from, return_lse=True)
+    assert out.device == q.device and out.dtype == dtype and lse.dtype == torch.float32
+    err, pt_err = max_error(out, *args, full_from)
+    assert err <= 2 * pt_err + 1e-5, f"max error {err:.3g} vs same-precision PyTorch {pt_err:.3g}"
+    _, ref_lse = reference.sliding_attention(*args, full_from=full_from, return_lse=True)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matches_sdpa_and_flex_attention(dtype: torch.dtype) -> None:
+    """Peers as oracles: SDPA with the dense mask, FlexAttention with the same rule as mask_mod."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    case = Case(1000, 1300, window=200, sinks=16, heads_q=8, heads_kv=2, batch=2)
+    q, k, v, _ = to_cuda(*make_inputs(case, dtype, 128))
+    out = swaa_ext.sliding_attention(q, k, v, case.window, case.sinks)
+    mask = reference.visible(case.len_q, case.len_k, case.window, case.sinks, device="cuda")
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    offset = case.len_k - case.len_q
+
+    def mask_mod(b, h, i, j):
+        p = i + offset
+        return (j <= p) & ((p - j < case.window) | (j < case.sinks))
+
+    block_mask = create_block_mask(mask_mod, None, None, case.len_q, case.len_k, device="cuda")
+    flex = torch.compile(flex_attention)(q, k, v, block_mask=block_mask, enable_gqa=True)
+    ref = reference.sliding_attention(q, k, v, case.window, case.sinks).double()
+    for name, peer in (("sdpa", sdpa), ("flex_attention", flex)):
+        peer_err = (peer.double() - ref).abs().max().item()
+        err = (out.double() - ref).abs().max().item()
+        assert err <= 2 * peer_err + 1e-5, f"{name}: ours {err:.3g}, peer {peer_err:.3g}"
+
+
+def test_agrees_with_its_emulated_run() -> None:
+    """Same source, two machines: the GPU and the SIMT emulator differ only by exp2 rounding."""
+    emulated = pytest.importorskip("swaa_ext.emulated")
+    case = Case(130, 200, window=70, sinks=5, heads_q=4, heads_kv=2)
+    q, k, v, _ = make_inputs(case, torch.bfloat16, 64)
+    expected, expected_lse = emulated.sliding_attention(q, k, v, 70, 5, return_lse=True)
+    out, lse = swaa_ext.sliding_attention(q.cuda(), k.cuda(), v.cuda(), 70, 5, return_lse=True)
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-2, rtol=0)
+    torch.testing.assert_close(lse.cpu(), expected_lse, atol=1e-4, rtol=1e-5)
+
+
+def test_backward_raises_not_implemented() -> None:
+    q = torch.randn(1, 2, 16, 64, device="cuda", dtype=torch.float16, requires_grad=True)
+    out = swaa_ext.sliding_attention(q, q.detach(), q.detach(), window=4)
+    with pytest.raises(NotImplementedError, match="CUDA backward is not implemented yet"):
+        out.sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "error", "match"),
+    [((1, 2, 8, 96), torch.float16, ValueError, "head_dim must be 64 or 128"),
+     ((1, 2, 8, 64), torch.float32, TypeError, "float16 or bfloat16")],
+    ids=["head_dim_96", "float32"],
+)
+def test_bad_input_raises(shape, dtype, error, match) -> None:
+    q = torch.randn(shape, device="cuda", dtype=dtype)
+    with pytest.raises(error, match=match):
+        swaa_ext.sliding_attention(q, q, q, window=4)
+
+
+def test_opcheck() -> None:
+    q, k, v, full_from = to_cuda(*make_inputs(Case(70, 90, window=9, sinks=3, batch=2,
+                                                   full_from=(80, 30)), torch.float16, 64))
+    torch.library.opcheck(torch.ops.swaa_ext.fwd.default, (q, k, v, 9, 3, full_from, 0.125))
