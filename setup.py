@@ -57,7 +57,7 @@ def extensions():
     )
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
     cpp_sources = sources("torch/*.cpp", "swaa/cpu/*.cpp")
-    cuda_sources = sources("torch/*.cu", "swaa/cuda/**/*.cu")
+    cuda_sources = sources("torch/cuda/*.cpp", "swaa/cuda/**/*.cu")
     if want_cuda() and cuda_sources:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]

@@ -1,4 +1,4 @@
-// The torch side of the CUDA forward kernel, shared by the real CUDA registration (cuda_ops.cu)
+// The torch side of the CUDA forward kernel, shared by the real CUDA registration (cuda/cuda_ops.cpp)
 // and the emulated one (emulated/emulated_ops.cpp): what the kernel accepts beyond the common
 // argument check, and the params it is launched with. Include it first: in emulated (host) mode
 // the SIMT layer must come before any CUDA header.

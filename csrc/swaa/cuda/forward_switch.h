@@ -4,7 +4,15 @@
 #include <cstdint>
 
 #include "../params.h"
+#if defined(__CUDACC__) || defined(SWAA_SIMT_HOST)
 #include "../simt/simt.h"
+#else
+// Plain host code that only calls into the kernels (the torch registration, compiled by g++):
+// it needs the types, not the SIMT layer.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#endif
 
 namespace swaa::cuda {
 

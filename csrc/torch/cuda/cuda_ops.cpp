@@ -1,7 +1,8 @@
 // CUDA registrations of swaa_ext::fwd / swaa_ext::bwd. The forward runs the tensor-core kernel
 // (csrc/swaa/cuda) on the current stream, without syncing; the backward is not written yet and
-// says so instead of falling back to something slower or different.
-#include "cuda_forward_boundary.h"
+// says so instead of falling back to something slower or different. Host code only, so g++
+// compiles it (nvcc through the torch headers takes minutes); the kernels are the .cu files.
+#include "../cuda_forward_boundary.h"
 
 // c10's stream header, not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE/cuBLAS headers.
 #include <c10/cuda/CUDAException.h>
