@@ -42,5 +42,10 @@ test: build ctest
 demo: build
 	$(PY) -m swaa_ext.demo
 
+# Kernel benchmark (bench/kernels.py): full sweep, or BENCH_ARGS=--quick for about a minute.
+BENCH_ARGS ?=
+bench: build
+	$(PY) -m bench.kernels $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-cmake swaa_ext/*.so
