@@ -71,7 +71,11 @@ def sliding_attention(
 
 @torch.library.register_fake("swaa_ext::fwd")
 def _fwd_fake(q, k, v, window, sinks, full_from, scale):
+    # The real checks run in C++; these are the ones the output's shape and device rest on.
     torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4, lambda: "q, k, v must be 4-D")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, "
+                         f"{v.device}")
     lse = q.new_empty(q.shape[:3], dtype=_lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
