@@ -64,10 +64,7 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t hk, int64_t bloc
   for (int64_t g = 0; g < group; ++g) {
     const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride +
                  (hk * group + g) * p.q_head_stride + m0 * p.q_row_stride;
-    for (int64_t r = 0; r < rows; ++r) {
-      T* dst = st.q.data() + (g * rows + r) * D;
-      for (int64_t d = 0; d < D; ++d) dst[d] = T(p.scale) * q[r * p.q_row_stride + d];
-    }
+    pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
   }
   std::fill(st.row_max.begin(), st.row_max.end(), -std::numeric_limits<T>::infinity());
   std::fill(st.row_sum.begin(), st.row_sum.end(), T(0));
@@ -78,14 +75,9 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t hk, int64_t bloc
     for (int64_t nb = range.begin; nb < range.end; ++nb) {
       const int64_t n0 = nb * kBlockN;
       const int64_t cols = std::min(kBlockN, p.len_k - n0);
-      // s <- q_packed . k^T, then -inf where not visible (edge tiles only)
-      gemm_abt<T>(packed, cols, D, T(1), st.q.data(), D, k + n0 * p.k_row_stride,
-                  p.k_row_stride, T(0), st.scores.data(), kBlockN);
-      if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
-        for (int64_t g = 0; g < group; ++g) {
-          apply_mask(rule, m0, rows, n0, cols, st.scores.data() + g * rows * kBlockN, kBlockN);
-        }
-      }
+      // s <- q_packed . k^T, then -inf where not visible
+      packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(), k + n0 * p.k_row_stride,
+                       p.k_row_stride, st.scores.data(), kBlockN);
       online_softmax_step(packed, cols, D, st);
       // acc <- acc + P . v
       gemm_ab<T>(packed, D, cols, T(1), st.scores.data(), kBlockN, v + n0 * p.v_row_stride,
