@@ -139,7 +139,7 @@ void grad_key_block(const AttentionBackwardParams& p, int64_t b, int64_t hk, int
 template <typename T, typename Fn>
 void parallel_over_blocks(const AttentionBackwardParams& p, int64_t blocks, Fn fn) {
   const int64_t items = p.batch * p.heads_kv * blocks;
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(p))
   {
     BackwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim);
 #pragma omp for schedule(dynamic)

@@ -108,7 +108,7 @@ void forward(const AttentionParams& p) {
   const int64_t q_blocks = ceil_div(p.len_q, kBlockM);
   const int64_t items = p.batch * p.heads_kv * q_blocks;
   // Dynamic schedule: blocks at or past full_from cost more than window blocks.
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(p))
   {
     ForwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim);
 #pragma omp for schedule(dynamic)

@@ -6,7 +6,8 @@
 #include <cmath>
 #include <limits>
 
-#include "../mask.h"
+#include "../params.h"
+#include "kernels.h"
 
 namespace swaa::cpu {
 
@@ -14,6 +15,19 @@ namespace swaa::cpu {
 inline void use_single_threaded_blas() {
   static const bool done = (scipy_openblas_set_num_threads(1), true);
   (void)done;
+}
+
+// Whether a problem is big enough to share among threads. Each parallel region wakes the other
+// threads, which on a busy machine can take milliseconds; a decode step over a short window
+// (~10 MFLOP, ~0.1 ms on one core) runs faster on the calling thread alone.
+inline bool worth_parallel(const AttentionParams& p) {
+  constexpr double kMinParallelFlops = 32e6;
+  int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
+  for (int64_t b = 0; b < p.batch; ++b) {
+    if (p.full_from[b] < p.len_k) keys = p.len_k;  // rows past full_from see everything
+  }
+  return 4.0 * double(p.batch * p.heads_q * p.len_q) * double(keys) * double(p.head_dim) >=
+         kMinParallelFlops;
 }
 
 // Row-major tile products through BLAS; `ld*` are row strides in elements.
