@@ -1,0 +1,155 @@
+"""The attention function registered in `AttentionInterface` (the transformers backend contract:
+inputs (B, H, S, D), output (B, S, H, D), per-layer facts from `module`).
+
+Per layer it reads `module.config.swaa` (written by `adapt`) and `module.layer_idx`: full layers
+run causal attention, the others sink + sliding window. With `fa_decode`, queries at or after the
+prompt boundary attend to everything. The boundary is an absolute position in the padded sequence
+(int or (B,) tensor): the forward kwarg `swaa_full_from`, else the enclosing `prompt_boundary(...)`
+context (which the adapted `generate` opens with the prompt length), else never.
+
+Padding: without any, the whole batch is one kernel call. With left padding, rows run one by one on
+their unpadded slice (the kernel's sinks are per call, not per row), so a row's sinks are its first
+real tokens and it computes exactly what it would alone.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+from transformers.utils import logging
+
+from ..ops import sliding_attention
+from .mask import SWAAMask
+
+logger = logging.get_logger(__name__)
+
+FULL_FROM_KWARG = "swaa_full_from"
+# A context variable, not model state: scoped to the `with` block, per thread / task.
+_BOUNDARY: ContextVar[Tensor | int | None] = ContextVar("swaa_prompt_boundary", default=None)
+# Forwarded by the models but meaningless here: positions are already in q/k (RoPE) and the cache
+# sizes the keys; `sliding_window` is the model's own window, which SWAA replaces.
+_IGNORED_KWARGS = {"position_ids", "cache_position", "use_cache", "sliding_window", "is_causal",
+                   "output_attentions", "output_hidden_states", "output_router_logits", "return_dict",
+                   "position_embeddings"}
+
+
+def layer_attention(module: torch.nn.Module) -> tuple[int | None, int, bool]:
+    """(window or None for a full layer, sinks, fa_decode) of this attention module."""
+    swaa = getattr(module.config, "swaa", None)
+    if swaa is None:
+        raise RuntimeError("attention implementation 'swaa' is set but the config has no `swaa` "
+                           "settings: switch models with swaa_ext.adapt(model, config)")
+    if module.layer_idx in swaa["full_attention_layers"]:
+        return None, 0, False
+    return swaa["window"], swaa["sinks"], swaa["fa_decode"]
+
+
+@contextmanager
+def prompt_boundary(full_from: Tensor | int | None) -> Iterator[None]:
+    """Within the block, SWAA layers with fa_decode treat positions >= `full_from` (absolute, in
+    the padded sequence; int or one per row) as generated tokens that see the whole context."""
+    token = _BOUNDARY.set(full_from)
+    try:
+        yield
+    finally:
+        _BOUNDARY.reset(token)
+
+
+def _full_from(value: Tensor | int | None, batch: int, device: torch.device) -> Tensor | None:
+    """The forward kwarg as a (B,) int64 tensor of absolute (padded) positions, or None."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        value = value.to(device=device, dtype=torch.int64).reshape(-1)
+        if value.numel() == 1:
+            return value.expand(batch).contiguous()
+        if value.numel() != batch:
+            raise ValueError(f"{FULL_FROM_KWARG} must be an int or have one value per batch row "
+                             f"({batch}), got {value.numel()} values")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{FULL_FROM_KWARG} must be an int or an int tensor, "
+                        f"got {type(value).__name__}")
+    return torch.full((batch,), int(value), dtype=torch.int64, device=device)
+
+
+def _warn_unsupported(dropout: float, kwargs: dict) -> None:
+    if dropout:
+        logger.warning_once(f"swaa attention has no attention dropout; dropout={dropout} ignored")
+    for key, value in kwargs.items():
+        if value is not None and key not in _IGNORED_KWARGS:
+            logger.warning_once(f"swaa attention does not support `{key}`; it is ignored")
+
+
+def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                           attention_mask: SWAAMask | None, scaling: float | None = None,
+                           dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
+    window, sinks, fa_decode = layer_attention(module)
+    explicit = kwargs.pop(FULL_FROM_KWARG, None)
+    full_from = _full_from(_BOUNDARY.get() if explicit is None else explicit, query.shape[0],
+                           query.device)
+    if not fa_decode:
+        full_from = None
+    _warn_unsupported(dropout, kwargs)
+    if attention_mask is not None and not isinstance(attention_mask, SWAAMask):
+        raise TypeError("swaa attention got a precomputed mask it cannot honour "
+                        f"({type(attention_mask).__name__}); pass a 2-D padding mask instead")
+    pad = attention_mask.pad if attention_mask is not None else None
+    total = attention_mask.kv_length if attention_mask is not None else key.shape[2]
+    head = _sink_window_head(key.shape[2], total, query.shape[2], window, sinks, pad)
+
+    if pad is None:  # no padding: the whole batch in one call; query, key: (B, H, S, D)
+        out = sliding_attention(query, _keys(key, 0, sinks, head), _keys(value, 0, sinks, head),
+                                window, sinks, full_from=full_from, scale=scaling)
+    else:
+        out = torch.stack([_row(query, key, value, b, int(pad[b]), total, head, window, sinks,
+                                full_from, scaling) for b in range(query.shape[0])])
+    return out.transpose(1, 2), None  # (B, S, H, D)
+
+
+def _sink_window_head(len_k: int, total: int, len_q: int, window: int | None, sinks: int,
+                      pad: Tensor | None) -> int | None:
+    """None when the layer got every key; else the head length of a sink + window cache
+    (layout [head | window - 1 cached | len_q new], hf/cache.py), checked to hold the sinks."""
+    if len_k == total:
+        return None
+    head = len_k - (window - 1) - len_q if window is not None else -1
+    need = sinks + (int(pad.max()) if pad is not None else 0)
+    if head < need:
+        raise RuntimeError(f"the KV cache holds {len_k} of {total} keys, which does not keep this "
+                           f"layer's sinks and window (window={window}, sinks={sinks}); use "
+                           "swaa_ext.hf.SWAACache (adapted generate does) or a full cache")
+    return head
+
+
+def _keys(states: Tensor, pad: int, sinks: int, head: int | None) -> Tensor:
+    """A row's (or the batch's) real keys in kernel order: from its first real token on, or for a
+    sink + window cache its sinks followed by the window tail."""
+    if head is None:
+        return states[:, :, pad:]
+    return torch.cat([states[:, :, pad:pad + sinks], states[:, :, head:]], dim=2)
+
+
+def _row(query: Tensor, key: Tensor, value: Tensor, b: int, pad: int, total: int,
+         head: int | None, window: int | None, sinks: int, full_from: Tensor | None,
+         scaling: float | None) -> Tensor:
+    """Row b on its unpadded keys: key j of the slice is the row's j-th real token (or, for a
+    sink + window cache, the same sequence minus the dropped middle, which no query sees).
+    Queries that are padding themselves (prefill) see nothing real; they get zeros."""
+    len_q = query.shape[2]
+    first_real_query = max(0, pad - (total - len_q))
+    if first_real_query >= len_q:  # every query of this row is padding
+        return query.new_zeros(query.shape[1], len_q, query.shape[3])  # (Hq, Lq, D)
+    q = query[b:b + 1, :, first_real_query:]  # (1, Hq, Lq', D)
+    row_from = None if full_from is None else full_from[b:b + 1] - pad
+    out = sliding_attention(q, _keys(key[b:b + 1], pad, sinks, head),
+                            _keys(value[b:b + 1], pad, sinks, head), window, sinks,
+                            full_from=row_from, scale=scaling)[0]
+    if first_real_query == 0:
+        return out
+    return torch.cat([out.new_zeros(out.shape[0], first_real_query, out.shape[2]), out], dim=1)
