@@ -58,7 +58,7 @@ test: build ctest
 demo: build
 	$(PY) -m swaa_ext.demo
 
-# Kernel benchmark (bench/kernels.py): full sweep, or BENCH_ARGS=--quick for about a minute.
+# Kernel benchmark (bench/kernels.py): full sweep (~20 min), or BENCH_ARGS=--quick (a few minutes).
 BENCH_ARGS ?=
 bench: build
 	$(PY) -m bench.kernels $(BENCH_ARGS)

@@ -125,15 +125,19 @@ def plot(rows: list[Row], window: int, methods: list, path: Path) -> None:
     modes = ("fwd", "fwd+bwd", "decode")
     fig, axes = plt.subplots(1, len(modes), figsize=(15, 4.5))
     for ax, mode in zip(axes, modes):
-        for method in methods:
+        lengths = set()
+        for index, method in enumerate(methods):  # one colour per method in every panel
             pts = sorted((r["len_k"], r["seconds"]) for r in rows
                          if r["method"] == method.name and r["mode"] == mode and r["seconds"]
                          and r["window"] == window and r["dtype"] == "float32")
+            lengths.update(n for n, _ in pts)
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=method.label)
+                ax.plot(*zip(*pts), marker="o", color=f"C{index}", label=method.label)
         ax.set(xscale="log", yscale="log", title=f"{mode} (window {window})",
                xlabel="cache length Lk" if mode == "decode" else "sequence length L",
                ylabel="seconds")
+        ax.set_xticks(sorted(lengths), [f"{n // 1024}k" for n in sorted(lengths)])
+        ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
