@@ -68,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bf16-lengths", type=int, nargs="*", help="lengths of the bf16 vs fp32 check")
     ap.add_argument("--methods", nargs="+", default=[m.name for m in METHODS],
                     choices=[m.name for m in METHODS])
+    ap.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd", "decode"],
+                    choices=["fwd", "fwd+bwd", "decode"])
     ap.add_argument("--repeats", type=int, help="timed calls per case (median), default 3")
     ap.add_argument("--max-case-seconds", type=float,
                     help="skip a baseline whose quadratic extrapolation from the previous length "
@@ -79,10 +81,10 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     quick = args.quick
     defaults = dict(
-        lengths=[2048, 4096] if quick else [2048, 4096, 8192, 16384, 32768],
+        lengths=[1024, 2048] if quick else [2048, 4096, 8192, 16384, 32768],
         window_sweep=[] if quick else [256, 4096],
         decode_lengths=[8192] if quick else [8192, 32768],
-        bf16_lengths=[2048] if quick else [8192],
+        bf16_lengths=[1024] if quick else [8192],
         repeats=2 if quick else 3,
         max_case_seconds=10.0 if quick else 150.0,
         out=Path("bench/results") / ("kernels_quick" if quick else "kernels"),
@@ -104,7 +106,7 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     for mode in ("fwd", "fwd+bwd"):  # the bf16 check: swaa_ext only, beside its fp32 case
         cases += [Case(mode, n, args.window, args.sinks, dtype=torch.bfloat16)
                   for n in args.bf16_lengths]
-    return cases
+    return [c for c in cases if c.mode in args.modes]
 
 
 def timed_call(method: Method, case: Case, q, k, v, grad, kept: dict, budget_gib: float):
