@@ -72,5 +72,10 @@ test: build ctest ctest-asan
 demo: build
 	$(PY) -m swaa_ext.demo
 
+# Kernel benchmark (bench/kernels.py): full sweep (~20 min), or BENCH_ARGS=--quick (a few minutes).
+BENCH_ARGS ?=
+bench: build
+	$(PY) -m bench.kernels $(BENCH_ARGS)
+
 clean:
 	rm -rf build build-cmake build-cmake-asan swaa_ext/*.so $(TF457_DIR)

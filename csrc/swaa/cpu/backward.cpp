@@ -1,81 +1,85 @@
 // CPU backward, deterministic (no atomics): P is recomputed from the saved LSE.
-//   pass 1, per (batch, query head, query block): dQ = scale * dS . K over the visible key blocks
-//   pass 2, per (batch, kv head, key block):      dV = P^T . dO, dK = scale * dS^T . Q over the
-//           query blocks of every query head of the group that see the key block
-// with dS = P * (dP - delta), dP = dO . V^T and delta = rowsum(dO * O) - dLSE.
+//   pass 1, per (batch, KV head, query block): dQ = scale * dS . K over the visible key blocks
+//   pass 2, per (batch, KV head, key block):   dV = P^T . dO, dK = scale * dS^T . Q over the
+//           query blocks that see the key block
+// with dS = P * (dP - delta), dP = dO . V^T and delta = rowsum(dO * O) - dLSE. As in the forward,
+// both passes pack the rows of the query heads that share a KV head (GQA) into one tile.
 #include <vector>
 
 #include "kernels.h"
 #include "tile_ops.h"
+#include "vec_math.h"
 
 namespace swaa::cpu {
 namespace {
 
 template <typename T>
 struct BackwardScratch {
-  explicit BackwardScratch(int64_t head_dim)
-      : probs(kBlockM * kBlockN), grad_scores(kBlockM * kBlockN),
-        acc_a(std::max(kBlockM, kBlockN) * head_dim),
-        acc_b(kBlockN * head_dim) {}
-  std::vector<T> probs;        // (kBlockM, kBlockN): P
-  std::vector<T> grad_scores;  // (kBlockM, kBlockN): dP, then dS
-  std::vector<T> acc_a;        // dQ (kBlockM, D) in pass 1; dK (kBlockN, D) in pass 2
+  BackwardScratch(int64_t rows, int64_t head_dim)
+      : q(rows * head_dim), d_o(rows * head_dim), lse(rows), delta(rows),
+        probs(rows * kBlockN), grad_scores(rows * kBlockN),
+        acc_a(std::max(rows, kBlockN) * head_dim), acc_b(kBlockN * head_dim) {}
+  std::vector<T> q;            // (rows, D): scale * q of the group's heads, packed
+  std::vector<T> d_o;          // (rows, D): dO, packed like q
+  std::vector<T> lse;          // (rows,)
+  std::vector<T> delta;        // (rows,)
+  std::vector<T> probs;        // (rows, kBlockN): P
+  std::vector<T> grad_scores;  // (rows, kBlockN): dP, then dS
+  std::vector<T> acc_a;        // dQ (rows, D) in pass 1; dK (kBlockN, D) in pass 2
   std::vector<T> acc_b;        // dV (kBlockN, D) in pass 2
 };
 
-// Pointers of one (batch, query head) slice, rows starting at m0.
+// Gathers query rows [m0, m0 + rows) of the heads sharing KV head hk into the packed tiles
+// (packed row g * rows + r is row m0 + r of head hk * group + g).
 template <typename T>
-struct QuerySlice {
-  const T* q;
-  const T* d_o;
-  const T* lse;
-  const T* delta;
-};
-
-template <typename T>
-QuerySlice<T> query_slice(const AttentionBackwardParams& p, int64_t b, int64_t h, int64_t m0) {
-  const int64_t row = (b * p.heads_q + h) * p.len_q + m0;
-  return {static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride +
-              m0 * p.q_row_stride,
-          static_cast<const T*>(p.d_o) + b * p.do_batch_stride + h * p.do_head_stride +
-              m0 * p.do_row_stride,
-          static_cast<const T*>(p.lse) + row, static_cast<const T*>(p.delta) + row};
+void pack_group(const AttentionBackwardParams& p, int64_t b, int64_t hk, int64_t m0,
+                int64_t rows, BackwardScratch<T>& st) {
+  const int64_t D = p.head_dim;
+  const int64_t group = p.group_size();
+  for (int64_t g = 0; g < group; ++g) {
+    const int64_t h = hk * group + g;
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride +
+                 m0 * p.q_row_stride;
+    const T* d_o = static_cast<const T*>(p.d_o) + b * p.do_batch_stride +
+                   h * p.do_head_stride + m0 * p.do_row_stride;
+    pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
+    pack_rows(rows, D, T(1), d_o, p.do_row_stride, st.d_o.data() + g * rows * D);
+    const int64_t row = (b * p.heads_q + h) * p.len_q + m0;
+    std::copy_n(static_cast<const T*>(p.lse) + row, rows, st.lse.data() + g * rows);
+    std::copy_n(static_cast<const T*>(p.delta) + row, rows, st.delta.data() + g * rows);
+  }
 }
 
-// Recompute one tile: probs <- exp(scale * q.k^T - lse) (0 where masked),
-// grad_scores <- probs * (dO.v^T - delta).
+// Recompute one tile for the packed rows: probs <- exp(scale * q . k^T - lse) (0 where masked),
+// grad_scores <- probs * (dO . v^T - delta).
 template <typename T>
 void tile_probs_and_grads(const AttentionBackwardParams& p, const MaskRule& rule, int64_t m0,
-                          int64_t rows, int64_t n0, int64_t cols, const QuerySlice<T>& qs,
-                          const T* k, const T* v, BackwardScratch<T>& st) {
+                          int64_t rows, int64_t n0, int64_t cols, const T* k, const T* v,
+                          BackwardScratch<T>& st) {
   const int64_t D = p.head_dim;
+  const int64_t packed = p.group_size() * rows;
   T* probs = st.probs.data();
   T* grads = st.grad_scores.data();
-  masked_scores<T>(rule, m0, rows, n0, cols, D, T(p.scale), qs.q, p.q_row_stride, k,
-                   p.k_row_stride, probs, kBlockN);
-  // grads <- dO . v^T
-  gemm_abt<T>(rows, cols, D, T(1), qs.d_o, p.do_row_stride, v, p.v_row_stride, T(0), grads,
-              kBlockN);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t i = r * kBlockN + c;
-      probs[i] = std::exp(probs[i] - qs.lse[r]);  // exp(-inf) = 0 for masked keys
-      grads[i] = probs[i] * (grads[i] - qs.delta[r]);
-    }
+  packed_scores<T>(rule, p.group_size(), m0, rows, n0, cols, D, st.q.data(), k, p.k_row_stride,
+                   probs, kBlockN);
+  gemm_abt<T>(packed, cols, D, T(1), st.d_o.data(), D, v, p.v_row_stride, T(0), grads, kBlockN);
+  for (int64_t r = 0; r < packed; ++r) {
+    exp_shifted(probs + r * kBlockN, cols, st.lse[r]);  // exp(-inf) = 0 for masked keys
+    softmax_grad_row(probs + r * kBlockN, grads + r * kBlockN, cols, st.delta[r]);
   }
 }
 
 template <typename T>
-void grad_query_block(const AttentionBackwardParams& p, int64_t b, int64_t h, int64_t block,
+void grad_query_block(const AttentionBackwardParams& p, int64_t b, int64_t hk, int64_t block,
                       BackwardScratch<T>& st) {
   const int64_t D = p.head_dim;
-  const int64_t hk = h / p.group_size();
+  const int64_t group = p.group_size();
   const int64_t m0 = block * kBlockM;
   const int64_t rows = std::min(kBlockM, p.len_q - m0);
   const MaskRule rule = p.rule(b);
-  const QuerySlice<T> qs = query_slice<T>(p, b, h, m0);
   const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
   const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+  pack_group(p, b, hk, m0, rows, st);
   std::fill(st.acc_a.begin(), st.acc_a.end(), T(0));
 
   const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, kBlockN, p.len_k);
@@ -83,15 +87,17 @@ void grad_query_block(const AttentionBackwardParams& p, int64_t b, int64_t h, in
     for (int64_t nb = range.begin; nb < range.end; ++nb) {
       const int64_t n0 = nb * kBlockN;
       const int64_t cols = std::min(kBlockN, p.len_k - n0);
-      tile_probs_and_grads<T>(p, rule, m0, rows, n0, cols, qs, k + n0 * p.k_row_stride,
+      tile_probs_and_grads<T>(p, rule, m0, rows, n0, cols, k + n0 * p.k_row_stride,
                               v + n0 * p.v_row_stride, st);
       // dQ <- dQ + scale * dS . k
-      gemm_ab<T>(rows, D, cols, T(p.scale), st.grad_scores.data(), kBlockN,
+      gemm_ab<T>(group * rows, D, cols, T(p.scale), st.grad_scores.data(), kBlockN,
                  k + n0 * p.k_row_stride, p.k_row_stride, T(1), st.acc_a.data(), D);
     }
   }
-  T* dq = static_cast<T*>(p.dq) + ((b * p.heads_q + h) * p.len_q + m0) * D;
-  std::copy(st.acc_a.begin(), st.acc_a.begin() + rows * D, dq);
+  for (int64_t g = 0; g < group; ++g) {
+    T* dq = static_cast<T*>(p.dq) + ((b * p.heads_q + hk * group + g) * p.len_q + m0) * D;
+    std::copy_n(st.acc_a.data() + g * rows * D, rows * D, dq);
+  }
 }
 
 template <typename T>
@@ -110,37 +116,35 @@ void grad_key_block(const AttentionBackwardParams& p, int64_t b, int64_t hk, int
 
   // Key blocks nobody sees keep zero gradients: the ranges are empty.
   const TwoRanges ranges = query_blocks(rule, n0, n0 + cols, kBlockM, p.len_q);
-  for (int64_t h = hk * p.group_size(); h < (hk + 1) * p.group_size(); ++h) {
-    for (const Range& range : {ranges.first, ranges.second}) {
-      for (int64_t mb = range.begin; mb < range.end; ++mb) {
-        const int64_t m0 = mb * kBlockM;
-        const int64_t rows = std::min(kBlockM, p.len_q - m0);
-        const QuerySlice<T> qs = query_slice<T>(p, b, h, m0);
-        tile_probs_and_grads<T>(p, rule, m0, rows, n0, cols, qs, k, v, st);
-        // dV <- dV + P^T . dO ; dK <- dK + scale * dS^T . q
-        gemm_atb<T>(cols, D, rows, T(1), st.probs.data(), kBlockN, qs.d_o, p.do_row_stride,
-                    T(1), st.acc_b.data(), D);
-        gemm_atb<T>(cols, D, rows, T(p.scale), st.grad_scores.data(), kBlockN, qs.q,
-                    p.q_row_stride, T(1), st.acc_a.data(), D);
-      }
+  for (const Range& range : {ranges.first, ranges.second}) {
+    for (int64_t mb = range.begin; mb < range.end; ++mb) {
+      const int64_t m0 = mb * kBlockM;
+      const int64_t rows = std::min(kBlockM, p.len_q - m0);
+      const int64_t packed = p.group_size() * rows;
+      pack_group(p, b, hk, m0, rows, st);
+      tile_probs_and_grads<T>(p, rule, m0, rows, n0, cols, k, v, st);
+      // dV <- dV + P^T . dO ; dK <- dK + dS^T . (scale * q)
+      gemm_atb<T>(cols, D, packed, T(1), st.probs.data(), kBlockN, st.d_o.data(), D, T(1),
+                  st.acc_b.data(), D);
+      gemm_atb<T>(cols, D, packed, T(1), st.grad_scores.data(), kBlockN, st.q.data(), D, T(1),
+                  st.acc_a.data(), D);
     }
   }
   const int64_t offset = ((b * p.heads_kv + hk) * p.len_k + n0) * D;
-  std::copy(st.acc_a.begin(), st.acc_a.begin() + cols * D, static_cast<T*>(p.dk) + offset);
-  std::copy(st.acc_b.begin(), st.acc_b.begin() + cols * D, static_cast<T*>(p.dv) + offset);
+  std::copy_n(st.acc_a.data(), cols * D, static_cast<T*>(p.dk) + offset);
+  std::copy_n(st.acc_b.data(), cols * D, static_cast<T*>(p.dv) + offset);
 }
 
-// Runs `fn(b, h, block, scratch)` over every (batch, head, block) in parallel.
+// Runs `fn(p, b, hk, block, scratch)` over every (batch, KV head, block) in parallel.
 template <typename T, typename Fn>
-void parallel_over_blocks(const AttentionBackwardParams& p, int64_t heads, int64_t blocks,
-                          Fn fn) {
-  const int64_t items = p.batch * heads * blocks;
-#pragma omp parallel
+void parallel_over_blocks(const AttentionBackwardParams& p, int64_t blocks, Fn fn) {
+  const int64_t items = p.batch * p.heads_kv * blocks;
+#pragma omp parallel if (worth_parallel(p))
   {
-    BackwardScratch<T> scratch(p.head_dim);
+    BackwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim);
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < items; ++item) {
-      fn(p, item / (heads * blocks), (item / blocks) % heads, item % blocks, scratch);
+      fn(p, item / (p.heads_kv * blocks), (item / blocks) % p.heads_kv, item % blocks, scratch);
     }
   }
 }
@@ -150,8 +154,8 @@ void parallel_over_blocks(const AttentionBackwardParams& p, int64_t heads, int64
 template <typename T>
 void backward(const AttentionBackwardParams& p) {
   use_single_threaded_blas();
-  parallel_over_blocks<T>(p, p.heads_q, ceil_div(p.len_q, kBlockM), grad_query_block<T>);
-  parallel_over_blocks<T>(p, p.heads_kv, ceil_div(p.len_k, kBlockN), grad_key_block<T>);
+  parallel_over_blocks<T>(p, ceil_div(p.len_q, kBlockM), grad_query_block<T>);
+  parallel_over_blocks<T>(p, ceil_div(p.len_k, kBlockN), grad_key_block<T>);
 }
 
 template void backward<float>(const AttentionBackwardParams&);

@@ -6,7 +6,8 @@
 #include <cmath>
 #include <limits>
 
-#include "../mask.h"
+#include "../params.h"
+#include "kernels.h"
 
 namespace swaa::cpu {
 
@@ -14,6 +15,19 @@ namespace swaa::cpu {
 inline void use_single_threaded_blas() {
   static const bool done = (scipy_openblas_set_num_threads(1), true);
   (void)done;
+}
+
+// Whether a problem is big enough to share among threads. Each parallel region wakes the other
+// threads, which on a busy machine can take milliseconds; a decode step over a short window
+// (~10 MFLOP, ~0.1 ms on one core) runs faster on the calling thread alone.
+inline bool worth_parallel(const AttentionParams& p) {
+  constexpr double kMinParallelFlops = 32e6;
+  int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
+  for (int64_t b = 0; b < p.batch; ++b) {
+    if (p.full_from[b] < p.len_k) keys = p.len_k;  // rows past full_from see everything
+  }
+  return 4.0 * double(p.batch * p.heads_q * p.len_q) * double(keys) * double(p.head_dim) >=
+         kMinParallelFlops;
 }
 
 // Row-major tile products through BLAS; `ld*` are row strides in elements.
@@ -61,15 +75,25 @@ inline void apply_mask(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n
   }
 }
 
-// Scores of one tile, masked when the tile straddles an edge of the rule:
-// s <- scale * q . k^T, then -inf where not visible.
+// dst[r][d] <- alpha * src[r * ld_src + d]: gathers strided rows into a dense packed tile.
 template <typename T>
-inline void masked_scores(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n0, int64_t cols,
-                          int64_t head_dim, T scale, const T* q, int64_t ldq, const T* k,
-                          int64_t ldk, T* s, int64_t lds) {
-  gemm_abt<T>(rows, cols, head_dim, scale, q, ldq, k, ldk, T(0), s, lds);
+inline void pack_rows(int64_t rows, int64_t head_dim, T alpha, const T* src, int64_t ld_src,
+                      T* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t d = 0; d < head_dim; ++d) dst[r * head_dim + d] = alpha * src[r * ld_src + d];
+  }
+}
+
+// Scores of one tile for the query rows of `group` heads packed head-major (packed row
+// g * rows + r is query row m0 + r of head g), masked when the tile straddles an edge of the rule:
+// s <- q_packed . k^T, then -inf where not visible.
+template <typename T>
+inline void packed_scores(const MaskRule& rule, int64_t group, int64_t m0, int64_t rows,
+                          int64_t n0, int64_t cols, int64_t head_dim, const T* q_packed,
+                          const T* k, int64_t ldk, T* s, int64_t lds) {
+  gemm_abt<T>(group * rows, cols, head_dim, T(1), q_packed, head_dim, k, ldk, T(0), s, lds);
   if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
-    apply_mask(rule, m0, rows, n0, cols, s, lds);
+    for (int64_t g = 0; g < group; ++g) apply_mask(rule, m0, rows, n0, cols, s + g * rows * lds, lds);
   }
 }
 

@@ -1,0 +1,1 @@
+"""Benchmarks for swaa_ext: `python -m bench.kernels` (kernel-level, side by side with baselines)."""

@@ -1,0 +1,136 @@
+// AVX2 + FMA row kernels with a scalar fallback, chosen once at run time (vec_math.h).
+#include "vec_math.h"
+
+#include <immintrin.h>
+
+namespace swaa::cpu {
+namespace {
+
+#define SWAA_AVX2 __attribute__((target("avx2,fma")))
+
+bool cpu_has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+
+// exp(x) for x <= 0 (inputs here are scores minus their row max): Cephes' expf, 2^n * p(r) with
+// n = round(x / ln 2) and r = x - n ln 2 (ln 2 split in two for precision), relative error
+// ~1e-7. Below the smallest normal's log the result is 0, so exp(-inf) = 0 exactly.
+SWAA_AVX2 inline __m256 exp256(__m256 x) {
+  const __m256 min_x = _mm256_set1_ps(-87.3365f);
+  const __m256 underflow = _mm256_cmp_ps(x, min_x, _CMP_LT_OQ);  // false for NaN: stays NaN
+  x = _mm256_max_ps(x, min_x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
+  return _mm256_andnot_ps(underflow, y);
+}
+
+SWAA_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+SWAA_AVX2 inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+// Lanes [0, n) of a partial vector (n < 8), the rest `fill`.
+SWAA_AVX2 inline __m256 load_partial(const float* x, int64_t n, float fill) {
+  alignas(32) float buf[8];
+  for (int i = 0; i < 8; ++i) buf[i] = i < n ? x[i] : fill;
+  return _mm256_load_ps(buf);
+}
+
+SWAA_AVX2 float row_max_avx2(const float* x, int64_t n) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  __m256 m = _mm256_set1_ps(neg_inf);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  if (i < n) m = _mm256_max_ps(m, load_partial(x + i, n - i, neg_inf));
+  return hmax(m);
+}
+
+template <bool kSum>
+SWAA_AVX2 float exp_shifted_avx2(float* x, int64_t n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(x + i, e);
+    if constexpr (kSum) sum = _mm256_add_ps(sum, e);
+  }
+  float tail = 0;  // lanes past n must not count toward the sum
+  if (i < n) {
+    alignas(32) float buf[8];
+    _mm256_store_ps(buf, exp256(_mm256_sub_ps(load_partial(x + i, n - i, 0.0f), s)));
+    for (int64_t j = 0; j < n - i; ++j) tail += (x[i + j] = buf[j]);
+  }
+  return kSum ? hsum(sum) + tail : 0.0f;
+}
+
+SWAA_AVX2 void scale_row_avx2(float* y, int64_t n, float a) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), va));
+  for (; i < n; ++i) y[i] *= a;
+}
+
+SWAA_AVX2 void softmax_grad_row_avx2(const float* p, float* dp, int64_t n, float delta) {
+  const __m256 vd = _mm256_set1_ps(delta);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_sub_ps(_mm256_loadu_ps(dp + i), vd);
+    _mm256_storeu_ps(dp + i, _mm256_mul_ps(_mm256_loadu_ps(p + i), g));
+  }
+  for (; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
+}
+
+}  // namespace
+
+float row_max(const float* x, int64_t n) {
+  if (cpu_has_avx2()) return row_max_avx2(x, n);
+  return *std::max_element(x, x + n);
+}
+
+float exp_shifted_sum(float* x, int64_t n, float shift) {
+  if (cpu_has_avx2()) return exp_shifted_avx2<true>(x, n, shift);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  return sum;
+}
+
+void exp_shifted(float* x, int64_t n, float shift) {
+  if (cpu_has_avx2()) {
+    exp_shifted_avx2<false>(x, n, shift);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - shift);
+}
+
+void scale_row(float* y, int64_t n, float a) {
+  if (cpu_has_avx2()) return scale_row_avx2(y, n, a);
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+void softmax_grad_row(const float* p, float* dp, int64_t n, float delta) {
+  if (cpu_has_avx2()) return softmax_grad_row_avx2(p, dp, n, delta);
+  for (int64_t i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
+}
+
+}  // namespace swaa::cpu
