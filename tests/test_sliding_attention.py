@@ -6,7 +6,7 @@ import torch
 import swaa_ext
 from swaa_ext import reference
 from backends import BACKENDS, assert_close, device_for
-from cases import CASES, make_inputs
+from cases import CASES, Case, make_inputs
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
@@ -119,4 +119,30 @@ def test_backward_is_deterministic():
         out = swaa_ext.sliding_attention(q, k, v, case.window, case.sinks)
         runs.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
     for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+# Above the kernels' serial cutoff (tile_ops.h worth_parallel: 32 MFLOP), so OpenMP shares it.
+PARALLEL_CASE = Case(1, 4, 2, 1500, 1500, 64, 300, 20, (1200,))
+
+
+def test_parallel_path_matches_reference_and_thread_count():
+    case = PARALLEL_CASE
+    (q, k, v, out, lse), (q64, k64, v64, ref_out, ref_lse) = run_both(case, torch.float32, "cpu")
+    assert_close(out, ref_out, torch.float32, "out")
+    assert_close(lse, ref_lse, torch.float32, "lse")
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref_out.sum(), (q64, k64, v64))
+    for g, rg in zip(grads, ref_grads):
+        assert_close(g, rg, torch.float32, "grad")
+    # Every work item is computed alone, so the answer does not depend on the thread count.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = torch.autograd.grad(
+            swaa_ext.sliding_attention(q, k, v, case.window, case.sinks,
+                                       full_from=case.full_from_arg()).sum(), (q, k, v))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(grads, serial):
         assert torch.equal(a, b)
