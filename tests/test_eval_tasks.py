@@ -67,18 +67,21 @@ def test_too_short_a_length_is_an_error():
 
 
 def test_chat_template_and_answer_prefix():
-    sample = make_sample(TOKENIZER, "passkey", 300, 0.5)
+    prefixed = PromptStyle(answer_prefix=True)
+    sample = make_sample(TOKENIZER, "passkey", 300, 0.5, style=prefixed)
     assert sample.prompt.startswith("<|im_start|>user\n")
     assert sample.prompt.endswith("<|im_start|>assistant\nThe pass key is")
-    plain = make_sample(TOKENIZER, "passkey", 300, 0.5, style=PromptStyle(chat_template=False))
+    plain = make_sample(TOKENIZER, "passkey", 300, 0.5,
+                        style=PromptStyle(chat_template=False, answer_prefix=True))
     assert "<|im_start|>" not in plain.prompt and plain.prompt.endswith("\nThe pass key is")
-    bare = make_sample(TOKENIZER, "passkey", 300, 0.5, style=PromptStyle(answer_prefix=False))
+    bare = make_sample(TOKENIZER, "passkey", 300, 0.5)
     assert bare.prompt.endswith("<|im_start|>assistant\n")
     assert bare.max_new_tokens > sample.max_new_tokens
 
 
 def test_thinking_prompt_without_native_support_asks_for_a_think_block():
-    sample = make_sample(TOKENIZER, "passkey", 400, 0.5, style=PromptStyle(thinking=True))
+    sample = make_sample(TOKENIZER, "passkey", 400, 0.5,
+                         style=PromptStyle(thinking=True, answer_prefix=True))
     assert COT_INSTRUCTION in sample.prompt
     assert sample.prompt.endswith("<|im_start|>assistant\n")  # reasoning comes before any answer
     assert sample.max_new_tokens >= 256

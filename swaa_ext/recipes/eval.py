@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", type=int, default=5, help="digits of numeric answers")
     p.add_argument("--thinking", action="store_true",
                    help="chain-of-thought prompting; the answer is read after </think>")
-    p.add_argument("--no-answer-prefix", action="store_true",
-                   help="let the model write the answer's lead-in itself (then, under FA decode, "
-                        "the answer tokens see the whole context)")
+    p.add_argument("--answer-prefix", action="store_true",
+                   help="start the answer for the model (RULER-style, e.g. 'The pass key is'); then "
+                        "the first answer token comes from the last prompt token, which FA decode "
+                        "does not cover")
     p.add_argument("--no-chat-template", action="store_true", help="plain text prompts")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=Path("eval_results"), help="output directory")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = load(args.model, DTYPES[args.dtype], args.device)
     load_s = time.perf_counter() - started
     style = PromptStyle(chat_template=not args.no_chat_template, thinking=args.thinking,
-                        answer_prefix=not args.no_answer_prefix)
+                        answer_prefix=args.answer_prefix)
     samples = make_samples(tokenizer, args.tasks, args.lengths, args.depths, args.samples,
                            args.seed, TaskOptions(digits=args.digits), style)
     records = run_grid(model, tokenizer, samples, grid, style, progress=not args.quiet)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "dtype": args.dtype, "tasks": args.tasks, "lengths": args.lengths,
         "depths": args.depths, "samples": args.samples, "seed": args.seed,
         "window_fractions": args.window_fractions, "sinks": args.sinks, "digits": args.digits,
-        "thinking": args.thinking, "answer_prefix": not args.no_answer_prefix,
+        "thinking": args.thinking, "answer_prefix": args.answer_prefix,
         "chat_template": not args.no_chat_template,
         "device": args.device if args.device != "cpu" else f"cpu ({_cpu_name()})",
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

@@ -15,10 +15,11 @@ COT_INSTRUCTION = ("First think step by step inside <think> and </think>, "
 class PromptStyle:
     chat_template: bool = True  # use the tokenizer's chat template when it has one
     thinking: bool = False      # chain-of-thought: reason first, answer after the reasoning block
-    # Start the assistant turn with the task's answer prefix (RULER-style; keeps small models on
-    # format). Without it the model writes the lead-in itself, so under FA decode the answer
-    # tokens are generated ones that see the whole context.
-    answer_prefix: bool = True
+    # Start the assistant turn with the task's answer prefix (RULER-style). Off by default: then
+    # the model writes the lead-in itself, and the answer tokens are generated ones (which see the
+    # whole context under FA decode). With it, the first answer token is predicted by the last
+    # prompt token, which always slides.
+    answer_prefix: bool = False
 
 
 def uses_template(tokenizer: PreTrainedTokenizerBase, style: PromptStyle) -> bool:

@@ -83,8 +83,8 @@ def _fmt_acc(a: dict[str, Any]) -> str:
     return f"{a['accuracy']:.2f} [{low:.2f}, {high:.2f}] ({a['correct']}/{a['n']})"
 
 
-def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
-    return "–" if value is None else format(value * scale, spec)
+def _fmt(value: float | None, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return "–" if value is None else format(value * scale, spec) + unit
 
 
 def _breakdown(summary: list[dict[str, Any]], field: str, title: str) -> list[str]:
@@ -112,8 +112,8 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
             f"| {row['name']} | {', '.join(map(str, row['windows'])) or 'full'} | {row['sinks']} | "
             f"{layers if isinstance(layers, str) else (', '.join(map(str, layers)) or '–')} | "
             f"{'yes' if row['fa_decode'] else 'no'} | {_fmt_acc(row)} | "
-            f"{row['prefill_s_median'] * 1e3:.0f} | {_fmt(speed.get('fa'), '.2f')}× | "
-            f"{_fmt(speed.get('fa_kernel'), '.2f')}× | "
+            f"{row['prefill_s_median'] * 1e3:.0f} | {_fmt(speed.get('fa'), '.2f', unit='×')} | "
+            f"{_fmt(speed.get('fa_kernel'), '.2f', unit='×')} | "
             f"{_fmt(row['decode_s_per_token'], '.1f', 1e3)} | "
             f"{_fmt(row['peak_mem_bytes_max'], '.0f', 2.0 ** -20)} | "
             f"{row['kv_cache_bytes_mean'] / 2 ** 20:.1f} |")
