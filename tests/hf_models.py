@@ -1,4 +1,5 @@
-"""Tiny random-weight decoder models of each supported architecture, for the HF tests (fp32)."""
+"""Tiny random-weight decoder models of each supported architecture (fp32) and small helpers for
+the HF tests."""
 
 from __future__ import annotations
 
@@ -39,3 +40,23 @@ def tiny_model(arch: str, seed: int = 0, **overrides) -> transformers.PreTrained
 def random_ids(batch: int, length: int, seed: int = 1, vocab: int = COMMON["vocab_size"]):
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, vocab, (batch, length), generator=generator)
+
+
+def left_padded(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids (pad id 0) and attention_mask for rows of the given real lengths, left padded."""
+    width = max(lengths)
+    ids = random_ids(len(lengths), width, seed=seed)
+    mask = torch.arange(width)[None] >= torch.tensor([[width - n] for n in lengths])
+    return ids.masked_fill(~mask, 0), mask.long()
+
+
+def logits(model, ids, **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(ids, **kwargs).logits
+
+
+def generate(model, ids, new_tokens=6, **kwargs):
+    out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=False, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=0, **kwargs)
+    return out.sequences, torch.stack(out.logits, dim=1)  # (B, L), (B, new, V)

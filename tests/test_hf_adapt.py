@@ -11,22 +11,9 @@ import swaa_ext
 from swaa_ext import SWAAConfig
 from swaa_ext.hf.attention import swaa_attention_forward
 from swaa_ext.hf.mask import swaa_mask
-from hf_models import ARCHITECTURES, random_ids, tiny_model
+from hf_models import ARCHITECTURES, left_padded, logits, random_ids, tiny_model
 
 ARCHS = list(ARCHITECTURES)
-
-
-def left_padded(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids (pad id 0) and attention_mask for rows of the given real lengths, left padded."""
-    width = max(lengths)
-    ids = random_ids(len(lengths), width, seed=seed)
-    mask = torch.arange(width)[None] >= torch.tensor([[width - n] for n in lengths])
-    return ids.masked_fill(~mask, 0), mask.long()
-
-
-def logits(model, ids, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return model(ids, **kwargs).logits
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -2,5 +2,7 @@
 
 from .adapt import ATTN_IMPLEMENTATION, adapt, restore
 from .attention import FULL_FROM_KWARG, prompt_boundary
+from .cache import CacheMemory, SWAACache, cache_memory
 
-__all__ = ["ATTN_IMPLEMENTATION", "FULL_FROM_KWARG", "adapt", "prompt_boundary", "restore"]
+__all__ = ["ATTN_IMPLEMENTATION", "FULL_FROM_KWARG", "CacheMemory", "SWAACache", "adapt",
+           "cache_memory", "prompt_boundary", "restore"]

@@ -12,10 +12,12 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from ..config import SWAAConfig
 from .attention import prompt_boundary, swaa_attention_forward
-from .mask import swaa_mask
+from .cache import SWAACache, window_only_layers
+from .mask import left_padding, swaa_mask
 
 ATTN_IMPLEMENTATION = "swaa"
 _PREVIOUS = "_swaa_previous_attn_implementation"  # instance attribute: what restore() goes back to
+_NATIVE = "_swaa_native_sliding"  # instance attribute: the model's own sliding-window fields
 
 
 def _register() -> None:
@@ -55,6 +57,7 @@ def adapt(model: torch.nn.Module, config: SWAAConfig | None = None) -> torch.nn.
     _register()
     if not hasattr(model, _PREVIOUS):
         setattr(model, _PREVIOUS, text_config._attn_implementation)
+        setattr(model, _NATIVE, _disable_native_sliding(text_config))
     text_config.swaa = settings
     model.set_attn_implementation(ATTN_IMPLEMENTATION)
     if text_config._attn_implementation != ATTN_IMPLEMENTATION:
@@ -75,10 +78,30 @@ def restore(model: torch.nn.Module) -> torch.nn.Module:
     text_config = _text_config(model)
     model.set_attn_implementation(getattr(model, _PREVIOUS))
     delattr(model, _PREVIOUS)
+    for name, value in getattr(model, _NATIVE).items():
+        setattr(text_config, name, value)
+    delattr(model, _NATIVE)
     if hasattr(text_config, "swaa"):
         del text_config.swaa
     model.__dict__.pop("generate", None)
     return model
+
+
+def _disable_native_sliding(text_config: Any) -> dict[str, Any]:
+    """SWAA decides every layer's window, so the model's own sliding window (Mistral's
+    `sliding_window`, Qwen2's sliding `layer_types`) must not shape its default cache: a native
+    sliding cache layer would drop sinks and keys our window needs. Returns the old values."""
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types is not None:
+        if "sliding_attention" not in layer_types:
+            return {}
+        text_config.layer_types = ["full_attention"] * len(layer_types)
+        return {"layer_types": layer_types}
+    if getattr(text_config, "sliding_window", None) is not None:
+        old = text_config.sliding_window
+        text_config.sliding_window = None
+        return {"sliding_window": old}
+    return {}
 
 
 def prompt_length(inputs: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -98,11 +121,19 @@ def _generate_with_prompt_boundary(model: torch.nn.Module, inputs: torch.Tensor 
                                    *args, **kwargs):
     """The class's generate inside `prompt_boundary(prompt length)`, so that every prompt token
     (however the prefill is chunked) slides and every generated token sees the whole context.
-    (generate rejects unknown forward kwargs, hence a context rather than `swaa_full_from`.)"""
+    (generate rejects unknown forward kwargs, hence a context rather than `swaa_full_from`.)
+    Unless the caller brings a cache, window-only layers get a sink + window one (SWAACache)."""
     tokens = inputs
     for name in ("input_ids", "inputs_embeds"):
         tokens = kwargs.get(name) if tokens is None else tokens
     boundary = None if tokens is None else prompt_length(tokens, kwargs.get("attention_mask"),
                                                          kwargs.get("past_key_values"))
+    text_config = _text_config(model)
+    if (kwargs.get("past_key_values") is None and kwargs.get("use_cache", True)
+            and window_only_layers(text_config)):
+        mask = kwargs.get("attention_mask")
+        pad = None if mask is None else left_padding(mask.to(torch.bool))
+        kwargs["past_key_values"] = SWAACache(model.config,
+                                              max_padding=0 if pad is None else int(pad.max()))
     with prompt_boundary(boundary):
         return type(model).generate(model, inputs, *args, **kwargs)

@@ -5,8 +5,11 @@ Per layer it reads `module.config.swaa` (written by `adapt`) and `module.layer_i
 run causal attention, the others sink + sliding window. With `fa_decode`, queries at or after the
 prompt boundary attend to everything. The boundary is an absolute position in the padded sequence
 (int or (B,) tensor): the forward kwarg `swaa_full_from`, else the enclosing `prompt_boundary(...)`
-context (which the adapted `generate` opens with the prompt length), else never. Padded rows run one by one on their unpadded slice, so a row's sinks are its
-first real tokens and it computes exactly what it would alone.
+context (which the adapted `generate` opens with the prompt length), else never.
+
+Padding: without any, the whole batch is one kernel call. With left padding, rows run one by one on
+their unpadded slice (the kernel's sinks are per call, not per row), so a row's sinks are its first
+real tokens and it computes exactly what it would alone.
 """
 
 from __future__ import annotations
@@ -97,27 +100,55 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
         raise TypeError("swaa attention got a precomputed mask it cannot honour "
                         f"({type(attention_mask).__name__}); pass a 2-D padding mask instead")
     pad = attention_mask.pad if attention_mask is not None else None
+    total = attention_mask.kv_length if attention_mask is not None else key.shape[2]
+    head = _sink_window_head(key.shape[2], total, query.shape[2], window, sinks, pad)
 
     if pad is None:  # no padding: the whole batch in one call; query, key: (B, H, S, D)
-        out = sliding_attention(query, key, value, window, sinks, full_from=full_from,
-                                scale=scaling)
+        out = sliding_attention(query, _keys(key, 0, sinks, head), _keys(value, 0, sinks, head),
+                                window, sinks, full_from=full_from, scale=scaling)
     else:
-        out = torch.stack([_row(query, key, value, b, int(pad[b]), window, sinks, full_from,
-                                scaling) for b in range(query.shape[0])])
+        out = torch.stack([_row(query, key, value, b, int(pad[b]), total, head, window, sinks,
+                                full_from, scaling) for b in range(query.shape[0])])
     return out.transpose(1, 2), None  # (B, S, H, D)
 
 
-def _row(query: Tensor, key: Tensor, value: Tensor, b: int, pad: int, window: int | None,
-         sinks: int, full_from: Tensor | None, scaling: float | None) -> Tensor:
-    """Row b on its unpadded keys: key j of the slice is the row's j-th real token. Queries that
-    are padding themselves (prefill) see nothing real; they get zeros."""
-    len_q, len_k = query.shape[2], key.shape[2]
-    first_real_query = max(0, pad - (len_k - len_q))
+def _sink_window_head(len_k: int, total: int, len_q: int, window: int | None, sinks: int,
+                      pad: Tensor | None) -> int | None:
+    """None when the layer got every key; else the head length of a sink + window cache
+    (layout [head | window - 1 cached | len_q new], hf/cache.py), checked to hold the sinks."""
+    if len_k == total:
+        return None
+    head = len_k - (window - 1) - len_q if window is not None else -1
+    need = sinks + (int(pad.max()) if pad is not None else 0)
+    if head < need:
+        raise RuntimeError(f"the KV cache holds {len_k} of {total} keys, which does not keep this "
+                           f"layer's sinks and window (window={window}, sinks={sinks}); use "
+                           "swaa_ext.hf.SWAACache (adapted generate does) or a full cache")
+    return head
+
+
+def _keys(states: Tensor, pad: int, sinks: int, head: int | None) -> Tensor:
+    """A row's (or the batch's) real keys in kernel order: from its first real token on, or for a
+    sink + window cache its sinks followed by the window tail."""
+    if head is None:
+        return states[:, :, pad:]
+    return torch.cat([states[:, :, pad:pad + sinks], states[:, :, head:]], dim=2)
+
+
+def _row(query: Tensor, key: Tensor, value: Tensor, b: int, pad: int, total: int,
+         head: int | None, window: int | None, sinks: int, full_from: Tensor | None,
+         scaling: float | None) -> Tensor:
+    """Row b on its unpadded keys: key j of the slice is the row's j-th real token (or, for a
+    sink + window cache, the same sequence minus the dropped middle, which no query sees).
+    Queries that are padding themselves (prefill) see nothing real; they get zeros."""
+    len_q = query.shape[2]
+    first_real_query = max(0, pad - (total - len_q))
     if first_real_query >= len_q:  # every query of this row is padding
         return query.new_zeros(query.shape[1], len_q, query.shape[3])  # (Hq, Lq, D)
     q = query[b:b + 1, :, first_real_query:]  # (1, Hq, Lq', D)
     row_from = None if full_from is None else full_from[b:b + 1] - pad
-    out = sliding_attention(q, key[b:b + 1, :, pad:], value[b:b + 1, :, pad:], window, sinks,
+    out = sliding_attention(q, _keys(key[b:b + 1], pad, sinks, head),
+                            _keys(value[b:b + 1], pad, sinks, head), window, sinks,
                             full_from=row_from, scale=scaling)[0]
     if first_real_query == 0:
         return out

@@ -18,9 +18,12 @@ from torch import Tensor
 @dataclass(frozen=True)
 class SWAAMask:
     """Per-row facts for the attention function. `pad`: (B,) int64 count of left-padding keys of
-    each row, or None when no row has padding (one kernel call for the whole batch)."""
+    each row, or None when no row has padding (one kernel call for the whole batch).
+    `kv_length`: the absolute key length (past + current); a layer handed fewer keys holds a
+    sink + window cache (hf/cache.py)."""
 
     pad: Tensor | None
+    kv_length: int
 
 
 def left_padding(padding_mask: Tensor) -> Tensor | None:
@@ -40,12 +43,13 @@ def swaa_mask(batch_size: int, *args, kv_length: int, kv_offset: int = 0,
     seen so far (past + current) or None; keys are `kv_offset .. kv_offset + kv_length`.
     Other arguments (mask_function, q_length/cache_position, local_size, ...) describe the
     model's own causal/sliding pattern, which SWAA replaces, so they are ignored."""
+    total = kv_offset + kv_length
     if attention_mask is None:
-        return SWAAMask(pad=None)
+        return SWAAMask(pad=None, kv_length=total)
     if attention_mask.dim() != 2:
         raise ValueError(f"swaa attention expects a 2-D padding mask (batch, seq_len), "
                          f"got shape {tuple(attention_mask.shape)}")
-    keys = attention_mask[:, kv_offset:kv_offset + kv_length].to(torch.bool)
-    if keys.shape[1] < kv_length:  # a mask shorter than the keys: the missing tail is real tokens
-        keys = torch.nn.functional.pad(keys, (0, kv_length - keys.shape[1]), value=True)
-    return SWAAMask(pad=left_padding(keys))
+    keys = attention_mask[:, :total].to(torch.bool)
+    if keys.shape[1] < total:  # a mask shorter than the keys: the missing tail is real tokens
+        keys = torch.nn.functional.pad(keys, (0, total - keys.shape[1]), value=True)
+    return SWAAMask(pad=left_padding(keys), kv_length=total)

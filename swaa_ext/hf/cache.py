@@ -1,0 +1,101 @@
+"""A KV cache whose window-only layers keep O(sinks + window) tokens.
+
+A layer that never looks past its window (a sliding layer without FA decode) only ever needs each
+row's sinks and the last `window - 1` keys; transformers' own sliding-window cache layer drops the
+sinks, so those layers get `SinkWindowLayer`. Every other layer is a plain `DynamicLayer`.
+
+Layout contract with the attention function (hf/attention.py): once a SinkWindowLayer has dropped
+anything, `update` returns [head | last window-1 cached keys | the new keys], where the head is the
+first `sinks + max_padding` positions (each left-padded row's sinks start at its pad count). The
+attention function sees fewer keys than the absolute length and slices the same layout per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+
+class SinkWindowLayer(DynamicLayer):
+    """Keeps the first `head` and the last `window - 1` tokens; reports the absolute length."""
+
+    def __init__(self, head: int, window: int):
+        super().__init__()
+        self.head, self.window = head, window
+        self.cumulative_length = 0  # tokens seen, dropped ones included
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.cumulative_length += key_states.shape[-2]
+        keys, values = super().update(key_states, value_states, *args, **kwargs)  # kept + new
+        self.keys, self.values = self._keep(keys), self._keep(values)
+        return keys, values
+
+    def _keep(self, states: torch.Tensor) -> torch.Tensor:
+        tail = self.window - 1
+        if states.shape[-2] <= self.head + tail:
+            return states
+        return torch.cat([states[..., :self.head, :], states[..., states.shape[-2] - tail:, :]],
+                         dim=-2)
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def get_mask_sizes(self, query: int | torch.Tensor, *args: Any) -> tuple[int, int]:
+        # transformers 5 passes the query length, 4.57 the query's cache positions.
+        query_length = query if isinstance(query, int) else query.shape[0]
+        return self.cumulative_length + query_length, 0  # the absolute sizes: pads stay countable
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a sink + window cache layer cannot be rolled back")
+
+
+def window_only_layers(text_config: Any) -> list[int]:
+    """Layers that never look past window + sinks: sliding, without FA decode."""
+    swaa = text_config.swaa
+    if swaa["fa_decode"]:
+        return []
+    return [i for i in range(text_config.num_hidden_layers)
+            if i not in swaa["full_attention_layers"]]
+
+
+class SWAACache(DynamicCache):
+    """DynamicCache with SinkWindowLayer on the window-only layers of an adapted model.
+
+    `max_padding`: the most left padding any row of the batch has (generate's adapted wrapper
+    passes it); the sinks of every row must fit in the kept head."""
+
+    def __init__(self, config: Any, max_padding: int = 0):
+        text_config = config.get_text_config(decoder=True)
+        if getattr(text_config, "swaa", None) is None:
+            raise ValueError("SWAACache needs an adapted model's config (swaa_ext.adapt first)")
+        swaa, window_only = text_config.swaa, set(window_only_layers(text_config))
+        layers = [SinkWindowLayer(head=swaa["sinks"] + max_padding, window=swaa["window"])
+                  if i in window_only else DynamicLayer()
+                  for i in range(text_config.num_hidden_layers)]
+        Cache.__init__(self, layers=layers)  # DynamicCache's own __init__ would pick layer types
+
+
+@dataclass(frozen=True)
+class CacheMemory:
+    kept_bytes: int  # what the cache holds
+    full_bytes: int  # what a full cache of the same tokens would hold
+
+    @property
+    def saved_bytes(self) -> int:
+        return self.full_bytes - self.kept_bytes
+
+
+def cache_memory(cache: Cache) -> CacheMemory:
+    """Bytes held by `cache`'s keys and values, and by a full cache of the same tokens."""
+    kept = full = 0
+    for layer in cache.layers:
+        if not layer.is_initialized or layer.keys is None or layer.keys.numel() == 0:
+            continue
+        per_token = 2 * layer.keys[..., :1, :].numel() * layer.keys.element_size()  # k and v
+        kept += per_token * layer.keys.shape[-2]
+        full += per_token * layer.get_seq_length()
+    return CacheMemory(kept_bytes=kept, full_bytes=full)
