@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.description = __doc__
     parser.set_defaults(**DEMO_DEFAULTS)
     args = parser.parse_args(argv)
+    args.prog = parser.prog
     result = run(args)
     print(result["markdown"])
     print("\n".join(_verdict(result["summary"])))

@@ -66,6 +66,15 @@ def test_wilson_known_values(k, n, low, high):
     assert got == pytest.approx((low, high), abs=1e-4)
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 12, 29, 1000])
+def test_wilson_ends_are_exact_and_contain_the_estimate(n):
+    # An interval that misses its own point estimate by a rounding error breaks error bars.
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+    for k in range(n + 1):
+        low, high = wilson_interval(k, n)
+        assert low <= k / n <= high
+
+
 def test_wilson_rejects_bad_counts():
     with pytest.raises(ValueError, match="n must be"):
         wilson_interval(0, 0)

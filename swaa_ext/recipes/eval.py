@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            args.seed, TaskOptions(digits=args.digits), style)
     records = run_grid(model, tokenizer, samples, grid, style, progress=not args.quiet)
     meta = {
-        "command": "python -m swaa_ext.recipes.eval " + shlex.join(sys.argv[1:]),
+        "command": f"{getattr(args, 'prog', build_parser().prog)} {shlex.join(sys.argv[1:])}",
         "model": args.model, "dtype": args.dtype, "tasks": args.tasks, "lengths": args.lengths,
         "depths": args.depths, "samples": args.samples, "seed": args.seed,
         "window_fractions": args.window_fractions, "sinks": args.sinks, "digits": args.digits,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "total_s": time.perf_counter() - started,
         "prompt_tokens": sorted({s.n_tokens for s in samples}),
     }
-    summary = summarize(records, [{k: v for k, v in describe(e).items()} for e in grid])
+    summary = summarize(records, [describe(e) for e in grid])
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", meta, summary, records)
     table = markdown(meta, summary)

@@ -136,7 +136,8 @@ def plot(path: Path, summary: list[dict[str, Any]], title: str) -> None:
     for row in summary:
         x, y = row["prefill_s_median"] * 1e3, row["accuracy"]
         low, high = row["ci95"]
-        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
+        ax.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], fmt="o",
+                    capsize=3)
         ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("prefill time per prompt, median (ms)")
     ax.set_ylabel("accuracy (exact match, Wilson 95 % CI)")
