@@ -145,3 +145,39 @@ def test_pattern_layers_follow_depth_and_full_layers_ignore_the_window():
                                                           full_attention_layers=[0, 1, 2, 3]))
     torch.testing.assert_close(logits(every, ids), logits(tiny_model("llama"), ids),
                                atol=2e-5, rtol=1e-5)
+
+
+def test_bfloat16_model_runs_and_stays_close_to_unadapted():
+    model = tiny_model("qwen3").to(torch.bfloat16)
+    ids, mask = left_padded([21, 15])
+    expected = logits(model, ids, attention_mask=mask).float()
+    swaa_ext.adapt(model, SWAAConfig(window=32, sinks=2))
+    got = logits(model, ids, attention_mask=mask)
+    assert got.dtype == torch.bfloat16
+    real = mask.bool()
+    torch.testing.assert_close(got.float()[real], expected[real], atol=5e-2, rtol=2e-2)
+
+
+def test_unsupported_kwargs_and_dropout_warn():
+    from transformers.testing_utils import CaptureLogger
+    from swaa_ext.hf import attention
+
+    module = SimpleNamespace(config=SimpleNamespace(swaa=dict(
+        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0)
+    q = k = v = torch.randn(1, 2, 6, 8)
+    with CaptureLogger(attention.logger) as captured:
+        out, _ = swaa_attention_forward(module, q, k, v, None, dropout=0.25, softcap=30.0,
+                                        position_ids=torch.arange(6))
+    assert "does not support `softcap`" in captured.out
+    assert "dropout=0.25 ignored" in captured.out and "position_ids" not in captured.out
+    torch.testing.assert_close(out.transpose(1, 2),
+                               swaa_ext.reference.sliding_attention(q, k, v, 4), atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_a_dense_mask_is_refused():
+    module = SimpleNamespace(config=SimpleNamespace(swaa=dict(
+        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0)
+    q = torch.randn(1, 2, 6, 8)
+    with pytest.raises(TypeError, match="precomputed mask it cannot honour"):
+        swaa_attention_forward(module, q, q, q, torch.ones(1, 1, 6, 6, dtype=torch.bool))

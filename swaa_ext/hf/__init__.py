@@ -1,4 +1,16 @@
-"""transformers integration: adapt a model to sink + sliding-window attention and back."""
+"""transformers integration: adapt a model to sink + sliding-window attention and back.
+
+    model = swaa_ext.adapt(model, swaa_ext.preset("swa_sinks_fa_decode_half"))
+    model.generate(ids, attention_mask=mask)           # prompt slides, generated tokens see all
+    model(ids, swaa_full_from=prompt_len)               # the same boundary on a plain forward
+    cache = SWAACache(model.config)                     # sinks + window cache for window-only layers
+    cache_memory(cache).saved_bytes                     # ... and what it saves
+    swaa_ext.restore(model)
+
+Pieces: mask.py (AttentionMaskInterface entry: per-row padding), attention.py (AttentionInterface
+entry: per-layer window/sinks/FA decode), cache.py (SinkWindowLayer, SWAACache), adapt.py
+(registration, switching, the generate wrapper), pretrained.py (offline SmolLM2 loader).
+"""
 
 from .adapt import ATTN_IMPLEMENTATION, adapt, restore
 from .attention import FULL_FROM_KWARG, prompt_boundary

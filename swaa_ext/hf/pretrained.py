@@ -32,10 +32,13 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     (dequantised to `dtype`). The model is in eval mode on the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # Offline for this code path only: the GGUF is local, so any hub call would be a bug.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # The GGUF is local, so any hub call would be a bug: local_files_only makes these two calls
+    # offline even when huggingface_hub was imported before HF_HUB_OFFLINE could take effect.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                              local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                 dtype=dtype, local_files_only=True)
     model.eval()
     return model, tokenizer
