@@ -1,0 +1,149 @@
+"""Aggregates run records into accuracy (with Wilson 95 % intervals) and cost per configuration,
+overall and by task, length and depth; writes them as JSON, a markdown table and the paper's
+trade-off plot (accuracy against prefill time)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .runner import Record
+from .scoring import wilson_interval
+
+BASELINES = ("fa", "fa_kernel")  # prefill speed-ups are reported against both
+
+
+def _accuracy(records: Sequence[Record]) -> dict[str, Any]:
+    k, n = sum(r.correct for r in records), len(records)
+    low, high = wilson_interval(k, n)
+    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [low, high]}
+
+
+def _paired_speedup(records: Sequence[Record], baseline: Sequence[Record]) -> float | None:
+    """Geometric mean over samples of baseline prefill / this prefill, paired by sample (the
+    configurations ran back to back on each sample, so load drift cancels)."""
+    base = {(r.task, r.target_tokens, r.index): r.prefill_s for r in baseline}
+    ratios = [base[key] / r.prefill_s for r in records
+              if (key := (r.task, r.target_tokens, r.index)) in base and r.prefill_s > 0]
+    return math.exp(statistics.fmean(math.log(x) for x in ratios)) if ratios else None
+
+
+def _grouped(records: Sequence[Record], key: Callable[[Record], Any]) -> dict[Any, list[Record]]:
+    groups: dict[Any, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return groups
+
+
+def summarize(records: Sequence[Record], configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration, in grid order."""
+    by_config = _grouped(records, lambda r: r.config)
+    rows = []
+    for config in configs:
+        rs = by_config.get(config["name"], [])
+        if not rs:
+            continue
+        windows = sorted({r.window for r in rs if r.window is not None})
+        mem = [r.peak_mem_bytes for r in rs if r.peak_mem_bytes is not None]
+        decode_tokens = sum(max(r.new_tokens - 1, 0) for r in rs)
+        rows.append({
+            **config, **_accuracy(rs),
+            "windows": windows,
+            "prefill_s_median": statistics.median(r.prefill_s for r in rs),
+            "prefill_s_mean": statistics.fmean(r.prefill_s for r in rs),
+            "decode_s_per_token": (sum(r.decode_s for r in rs) / decode_tokens
+                                   if decode_tokens else None),
+            "peak_mem_bytes_max": max(mem) if mem else None,
+            "kv_cache_bytes_mean": statistics.fmean(r.kv_cache_bytes for r in rs),
+            "prefill_speedup": {b: _paired_speedup(rs, by_config.get(b, [])) for b in BASELINES
+                                if b in by_config},
+            "by_task": {t: _accuracy(g) for t, g in sorted(_grouped(rs, lambda r: r.task).items())},
+            "by_length": {str(n): _accuracy(g) for n, g in
+                          sorted(_grouped(rs, lambda r: r.target_tokens).items())},
+            "by_depth": {f"{d:g}": _accuracy(g) for d, g in
+                         sorted(_grouped(rs, lambda r: r.depth).items())},
+        })
+    return rows
+
+
+def write_json(path: Path, meta: dict[str, Any], summary: list[dict[str, Any]],
+               records: Sequence[Record]) -> None:
+    path.write_text(json.dumps({"meta": meta, "summary": summary,
+                                "records": [asdict(r) for r in records]}, indent=1))
+
+
+def _fmt_acc(a: dict[str, Any]) -> str:
+    low, high = a["ci95"]
+    return f"{a['accuracy']:.2f} [{low:.2f}, {high:.2f}] ({a['correct']}/{a['n']})"
+
+
+def _fmt(value: float | None, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return "–" if value is None else format(value * scale, spec) + unit
+
+
+def _breakdown(summary: list[dict[str, Any]], field: str, title: str) -> list[str]:
+    keys = sorted({k for row in summary for k in row[field]},
+                  key=lambda k: (float(k) if k.replace(".", "", 1).isdigit() else math.inf, k))
+    lines = [f"\n**Accuracy by {title}**\n", "| config | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for row in summary:
+        cells = [_fmt_acc(row[field][k]) if k in row[field] else "–" for k in keys]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "| config | window | sinks | FA layers | FA decode | accuracy [95 % CI] (k/n) | "
+        "prefill ms (median) | speed-up vs fa | vs fa_kernel | decode ms/token | peak mem MiB | "
+        "KV cache MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary:
+        layers = row["full_attention_layers"]
+        speed = row["prefill_speedup"]
+        lines.append(
+            f"| {row['name']} | {', '.join(map(str, row['windows'])) or 'full'} | {row['sinks']} | "
+            f"{layers if isinstance(layers, str) else (', '.join(map(str, layers)) or '–')} | "
+            f"{'yes' if row['fa_decode'] else 'no'} | {_fmt_acc(row)} | "
+            f"{row['prefill_s_median'] * 1e3:.0f} | {_fmt(speed.get('fa'), '.2f', unit='×')} | "
+            f"{_fmt(speed.get('fa_kernel'), '.2f', unit='×')} | "
+            f"{_fmt(row['decode_s_per_token'], '.1f', 1e3)} | "
+            f"{_fmt(row['peak_mem_bytes_max'], '.0f', 2.0 ** -20)} | "
+            f"{row['kv_cache_bytes_mean'] / 2 ** 20:.1f} |")
+    for field, title in (("by_task", "task"), ("by_length", "length (tokens)"),
+                         ("by_depth", "needle depth")):
+        lines += _breakdown(summary, field, title)
+    header = (f"Model: {meta.get('model')} · tasks: {', '.join(meta.get('tasks', []))} · "
+              f"{meta.get('samples')} samples per task and length · seed {meta.get('seed')} · "
+              f"{meta.get('device')}, {meta.get('threads')} threads")
+    return header + "\n\n" + "\n".join(lines) + "\n"
+
+
+def plot(path: Path, summary: list[dict[str, Any]], title: str) -> None:
+    """Accuracy (with its 95 % interval) against median prefill time: up and to the left is better."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in summary:
+        x, y = row["prefill_s_median"] * 1e3, row["accuracy"]
+        low, high = row["ci95"]
+        ax.errorbar([x], [y], yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]], fmt="o",
+                    capsize=3)
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("prefill time per prompt, median (ms)")
+    ax.set_ylabel("accuracy (exact match, Wilson 95 % CI)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

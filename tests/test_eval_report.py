@@ -1,0 +1,97 @@
+"""Grid recipes, aggregation (accuracy, intervals, paired speed-ups) and the report writers."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import pytest
+
+from swaa_ext import PRESETS
+from swaa_ext.recipes.grid import FULL_WINDOW, build_grid, describe, parse_recipe
+from swaa_ext.recipes.report import markdown, plot, summarize, write_json
+from swaa_ext.recipes.runner import Record
+
+
+def test_recipe_grammar():
+    e = parse_recipe("swa+sinks+fa_decode+odd", 0.25, default_sinks=16)
+    assert (e.sinks, e.full_attention_layers, e.fa_decode, e.adapted) == (16, "odd", True, True)
+    cfg = e.swaa_config(1000)
+    assert (cfg.window, cfg.sinks, cfg.full_attention_layers, cfg.fa_decode) == (250, 16, "odd", True)
+    assert parse_recipe("swa+sinks7", 0.5, 16).sinks == 7
+    assert parse_recipe("swa", 0.001, 0).swaa_config(100).window == 1  # never below one key
+    assert parse_recipe("fa", 0.5, 0).swaa_config(1000) is None
+    assert parse_recipe("fa_kernel", 0.5, 0).swaa_config(1000).window == FULL_WINDOW
+
+
+def test_preset_recipe_takes_the_grid_window():
+    name = "swa_sinks_fa_decode_half"
+    e = parse_recipe(f"preset:{name}", 0.125, 0)
+    cfg, want = e.swaa_config(2048), PRESETS[name][1]
+    assert cfg.window == 256
+    assert (cfg.sinks, cfg.full_attention_layers, cfg.fa_decode) == \
+        (want.sinks, want.full_attention_layers, want.fa_decode)
+
+
+@pytest.mark.parametrize("bad", ["sinks", "swa+odd+bogus", "preset:nope", ""])
+def test_bad_recipes(bad):
+    with pytest.raises(ValueError):
+        parse_recipe(bad, 0.25, 0)
+
+
+def test_grid_runs_windowed_recipes_per_fraction_and_fa_once():
+    grid = build_grid(["fa", "swa", "fa_kernel"], [0.25, 0.5], 0)
+    assert [e.name for e in grid] == ["fa", "swa@0.25", "swa@0.5", "fa_kernel"]
+
+
+def _record(config: str, index: int, correct: bool, prefill: float, length: int = 1000,
+            depth: float = 0.5) -> Record:
+    return Record(config, "passkey", index, length, length, depth, ["12345"],
+                  ["12345"] if correct else [], correct, " 12345", None, prefill, 0.3, 4, 1 << 20,
+                  2 << 20)
+
+
+def _fixture():
+    grid = build_grid(["fa", "fa_kernel", "swa"], [0.25], 0)
+    records = []
+    for i in range(4):
+        depth = [0.1, 0.9][i % 2]
+        records.append(_record("fa", i, True, 2.0 * (i + 1), depth=depth))
+        records.append(_record("fa_kernel", i, True, 1.6 * (i + 1), depth=depth))
+        records.append(_record("swa@0.25", i, i == 0, 1.0 * (i + 1), depth=depth))
+    return grid, records
+
+
+def test_summary_accuracy_intervals_and_paired_speedups():
+    grid, records = _fixture()
+    rows = {r["name"]: r for r in summarize(records, [describe(e) for e in grid])}
+    swa = rows["swa@0.25"]
+    assert (swa["correct"], swa["n"], swa["accuracy"]) == (1, 4, 0.25)
+    assert swa["ci95"] == pytest.approx([0.0456, 0.6994], abs=1e-4)  # Wilson 1/4
+    # Every sample: fa takes 2x and fa_kernel 1.6x as long as swa.
+    assert swa["prefill_speedup"]["fa"] == pytest.approx(2.0)
+    assert swa["prefill_speedup"]["fa_kernel"] == pytest.approx(1.6)
+    assert rows["fa"]["prefill_speedup"]["fa"] == pytest.approx(1.0)
+    assert swa["by_depth"]["0.1"]["correct"] == 1 and swa["by_depth"]["0.9"]["correct"] == 0
+    assert swa["prefill_s_median"] == pytest.approx(2.5)
+    assert swa["decode_s_per_token"] == pytest.approx(0.3 * 4 / (3 * 4))
+
+
+def test_writers_produce_valid_json_markdown_and_png(tmp_path):
+    grid, records = _fixture()
+    summary = summarize(records, [describe(e) for e in grid])
+    meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "device": "cpu",
+            "threads": 2}
+    write_json(tmp_path / "r.json", meta, summary, records)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert len(data["records"]) == 12 and [r["name"] for r in data["summary"]] == \
+        ["fa", "fa_kernel", "swa@0.25"]
+    table = markdown(meta, summary)
+    main_rows = [line for line in table.splitlines() if line.startswith("| swa@0.25 |")]
+    assert len(main_rows) == 4  # main table + by task, length and depth
+    assert main_rows[0].count("|") == 13  # 12 columns
+    assert "0.25 [0.05, 0.70] (1/4)" in main_rows[0] and "2.00×" in main_rows[0]
+    plot(tmp_path / "p.png", summary, "title")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(tmp_path / "p.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
