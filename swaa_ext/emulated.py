@@ -10,15 +10,13 @@ is tested without a GPU. Roughly 1 GFLOP/s, so for tests and debugging on small 
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from . import _C_emulated  # noqa: F401  (loads the library that registers swaa_emulated ops)
-from .ops import _check_int, _fwd_fake, _full_from_tensor
+from .ops import _check_int, _fwd_fake, op_arguments
 
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
 MODES = ("default", "random", "warp_serial", "race_check")
@@ -62,17 +60,8 @@ def sliding_attention(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`swaa_ext.sliding_attention` through the emulated CUDA kernel: CPU tensors, float16 or
     bfloat16, head dim 64 or 128. Forward only (no autograd)."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    _check_int("window", window, allow_none=True)
-    _check_int("sinks", sinks)
-    if scale is not None and not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be None or a float, got {type(scale).__name__}")
-    head_dim = q.shape[-1] if q.dim() > 0 else 1
-    scale = 1.0 / math.sqrt(max(head_dim, 1)) if scale is None else float(scale)
-    out, lse = torch.ops.swaa_emulated.fwd(q, k, v, window, sinks,
-                                           _full_from_tensor(full_from, q), scale)
+    out, lse = torch.ops.swaa_emulated.fwd(*op_arguments(q, k, v, window, sinks, full_from,
+                                                         scale))
     return (out, lse) if return_lse else out
 
 

@@ -55,6 +55,15 @@ def sliding_attention(
     1/sqrt(D). Returns the output like q, and with `return_lse` also the natural-log LSE
     (B, Hq, Lq) in float32 (float64 for float64 inputs).
     """
+    args = op_arguments(q, k, v, window, sinks, full_from, scale)
+    out, lse = torch.ops.swaa_ext.fwd(*args)
+    return (out, lse) if return_lse else out
+
+
+def op_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
+                 full_from: Tensor | int | None, scale: float | None) -> tuple:
+    """The public signature's Python values as the op schema's arguments (shared by every
+    backend's entry point); tensor checks happen in C++."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -64,9 +73,7 @@ def sliding_attention(
         raise TypeError(f"scale must be None or a float, got {type(scale).__name__}")
     head_dim = q.shape[-1] if q.dim() > 0 else 1
     scale = 1.0 / math.sqrt(max(head_dim, 1)) if scale is None else float(scale)
-    out, lse = torch.ops.swaa_ext.fwd(q, k, v, window, sinks, _full_from_tensor(full_from, q),
-                                      scale)
-    return (out, lse) if return_lse else out
+    return q, k, v, window, sinks, _full_from_tensor(full_from, q), scale
 
 
 @torch.library.register_fake("swaa_ext::fwd")
