@@ -5,21 +5,11 @@
 #include <cstdlib>
 #include <vector>
 
+#include "expect.h"
 #include "swaa/mask.h"
 
 using namespace swaa;
 
-static int failures = 0;
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      if (++failures <= 20) {                              \
-        std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-        std::fprintf(stderr, __VA_ARGS__);                 \
-        std::fprintf(stderr, "\n");                        \
-      }                                                    \
-    }                                                      \
-  } while (0)
 
 static std::vector<int> visit_counts(const TwoRanges& r, int64_t n_blocks) {
   std::vector<int> counts(n_blocks, 0);

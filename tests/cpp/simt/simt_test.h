@@ -10,17 +10,8 @@
 #include <string>
 #include <vector>
 
-inline int failures = 0;
-#define EXPECT(cond, ...)                                           \
-  do {                                                              \
-    if (!(cond)) {                                                  \
-      if (++failures <= 30) {                                       \
-        std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-        std::fprintf(stderr, __VA_ARGS__);                          \
-        std::fprintf(stderr, "\n");                                 \
-      }                                                             \
-    }                                                               \
-  } while (0)
+#include "../expect.h"
+
 
 struct ModeCase {
   swaa::simt::Mode mode;
