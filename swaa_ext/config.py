@@ -4,6 +4,7 @@ whole context (DESIGN.md §1-2). Plus the paper's recommended recipes as named p
 from __future__ import annotations
 
 import numbers
+import operator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -18,6 +19,17 @@ LAYER_PATTERNS = {
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _as_int(value: object) -> object:
+    """numpy / torch integers (anything with __index__, bool excluded) -> int; others unchanged,
+    so that validation names them."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:  # not integer-like (a float, a float tensor): left for validation to name
+        return value
 
 
 @dataclass
@@ -37,6 +49,11 @@ class SWAAConfig:
     fa_decode: bool = False
 
     def __post_init__(self) -> None:
+        # Stored as plain ints, so the settings are JSON-serialisable (config.json).
+        self.window, self.sinks = _as_int(self.window), _as_int(self.sinks)
+        if isinstance(self.full_attention_layers, Sequence) and not isinstance(
+                self.full_attention_layers, str):
+            self.full_attention_layers = [_as_int(i) for i in self.full_attention_layers]
         if not _is_int(self.window) or self.window < 1:
             raise ValueError(f"window must be an int >= 1 (keys seen, the query included), "
                              f"got {self.window!r}")

@@ -89,7 +89,7 @@ def test_attention_function_against_dense_oracle(full_layer, len_q):
     pads, len_k, window, sinks = [0, 6, 17], 19, 4, 3
     swaa = dict(window=window, sinks=sinks, full_attention_layers=[0] if full_layer else [],
                 fa_decode=True)
-    module = SimpleNamespace(config=SimpleNamespace(swaa=swaa), layer_idx=0)
+    module = SimpleNamespace(config=SimpleNamespace(swaa=swaa), layer_idx=0, _swaa_adapted=True)
     q = torch.randn(3, 4, len_q, 16)
     k, v = torch.randn(3, 2, len_k, 16), torch.randn(3, 2, len_k, 16)
     padding = torch.arange(len_k)[None] >= torch.tensor(pads)[:, None]
@@ -100,12 +100,6 @@ def test_attention_function_against_dense_oracle(full_layer, len_q):
     expected = dense_oracle(q, k, v, pads, None if full_layer else window,
                             0 if full_layer else sinks, [len_k] * 3 if full_layer else full_from)
     torch.testing.assert_close(out.transpose(1, 2).double(), expected, atol=1e-5, rtol=1e-5)
-
-
-def test_right_padding_is_a_clear_error():
-    padding = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
-    with pytest.raises(ValueError, match="left padding only"):
-        swaa_mask(1, kv_length=4, attention_mask=padding)
 
 
 def test_bad_inputs_are_clear_errors():
@@ -163,12 +157,13 @@ def test_unsupported_kwargs_and_dropout_warn():
     from swaa_ext.hf import attention
 
     module = SimpleNamespace(config=SimpleNamespace(swaa=dict(
-        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0)
+        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0,
+        _swaa_adapted=True)
     q = k = v = torch.randn(1, 2, 6, 8)
     with CaptureLogger(attention.logger) as captured:
-        out, _ = swaa_attention_forward(module, q, k, v, None, dropout=0.25, softcap=30.0,
+        out, _ = swaa_attention_forward(module, q, k, v, None, dropout=0.25, some_flag=True,
                                         position_ids=torch.arange(6))
-    assert "does not support `softcap`" in captured.out
+    assert "does not support `some_flag`" in captured.out
     assert "dropout=0.25 ignored" in captured.out and "position_ids" not in captured.out
     torch.testing.assert_close(out.transpose(1, 2),
                                swaa_ext.reference.sliding_attention(q, k, v, 4), atol=1e-5,
@@ -177,7 +172,8 @@ def test_unsupported_kwargs_and_dropout_warn():
 
 def test_a_dense_mask_is_refused():
     module = SimpleNamespace(config=SimpleNamespace(swaa=dict(
-        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0)
+        window=4, sinks=0, full_attention_layers=[], fa_decode=False)), layer_idx=0,
+        _swaa_adapted=True)
     q = torch.randn(1, 2, 6, 8)
     with pytest.raises(TypeError, match="precomputed mask it cannot honour"):
         swaa_attention_forward(module, q, q, q, torch.ones(1, 1, 6, 6, dtype=torch.bool))

@@ -9,12 +9,16 @@
 
 Pieces: mask.py (AttentionMaskInterface entry: per-row padding), attention.py (AttentionInterface
 entry: per-layer window/sinks/FA decode), cache.py (SinkWindowLayer, SWAACache), adapt.py
-(registration, switching, the generate wrapper), pretrained.py (offline SmolLM2 loader).
+(switching, the generate and save wrappers), registration.py (the two registries),
+pretrained.py (offline SmolLM2 loader).
 """
 
-from .adapt import ATTN_IMPLEMENTATION, adapt, restore
-from .attention import FULL_FROM_KWARG, prompt_boundary
+from .adapt import adapt, restore
+from .attention import ATTN_IMPLEMENTATION, FULL_FROM_KWARG, prompt_boundary
 from .cache import CacheMemory, SWAACache, cache_memory
+from .registration import register
+
+register()
 
 __all__ = ["ATTN_IMPLEMENTATION", "FULL_FROM_KWARG", "CacheMemory", "SWAACache", "adapt",
            "cache_memory", "prompt_boundary", "restore"]

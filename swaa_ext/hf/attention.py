@@ -28,7 +28,12 @@ from .mask import SWAAMask
 
 logger = logging.get_logger(__name__)
 
+ATTN_IMPLEMENTATION = "swaa"
 FULL_FROM_KWARG = "swaa_full_from"
+# Set by adapt() on each attention module: a model that merely has attn_implementation="swaa"
+# (from_pretrained of a saved adapted model) has no prompt boundary in generate and no sink +
+# window cache yet, so it must not run as if it were adapted.
+ADAPTED = "_swaa_adapted"
 # A context variable, not model state: scoped to the `with` block, per thread / task.
 _BOUNDARY: ContextVar[Tensor | int | None] = ContextVar("swaa_prompt_boundary", default=None)
 # Forwarded by the models but meaningless here: positions are already in q/k (RoPE) and the cache
@@ -36,6 +41,8 @@ _BOUNDARY: ContextVar[Tensor | int | None] = ContextVar("swaa_prompt_boundary", 
 _IGNORED_KWARGS = {"position_ids", "cache_position", "use_cache", "sliding_window", "is_causal",
                    "output_attentions", "output_hidden_states", "output_router_logits", "return_dict",
                    "position_embeddings"}
+# Forwarded by some models and changing what attention computes: refused, never ignored.
+_REFUSED_KWARGS = {"softcap": "logit soft-capping", "s_aux": "learned sink logits"}
 
 
 def layer_attention(module: torch.nn.Module) -> tuple[int | None, int, bool]:
@@ -44,6 +51,11 @@ def layer_attention(module: torch.nn.Module) -> tuple[int | None, int, bool]:
     if swaa is None:
         raise RuntimeError("attention implementation 'swaa' is set but the config has no `swaa` "
                            "settings: switch models with swaa_ext.adapt(model, config)")
+    if not getattr(module, ADAPTED, False):
+        raise RuntimeError("this model has attn_implementation='swaa' (loaded from a save of an "
+                           "adapted model?) but swaa_ext.adapt was not called on it: call "
+                           "swaa_ext.adapt(model) to apply its saved config.swaa (generate then "
+                           "sets the FA decode boundary and the sink + window cache)")
     if module.layer_idx in swaa["full_attention_layers"]:
         return None, 0, False
     return swaa["window"], swaa["sinks"], swaa["fa_decode"]
@@ -82,6 +94,9 @@ def _warn_unsupported(dropout: float, kwargs: dict) -> None:
     if dropout:
         logger.warning_once(f"swaa attention has no attention dropout; dropout={dropout} ignored")
     for key, value in kwargs.items():
+        if value is not None and key in _REFUSED_KWARGS:
+            raise ValueError(f"swaa attention cannot apply `{key}` ({_REFUSED_KWARGS[key]}), "
+                             "which this model uses: it cannot be served exactly")
         if value is not None and key not in _IGNORED_KWARGS:
             logger.warning_once(f"swaa attention does not support `{key}`; it is ignored")
 

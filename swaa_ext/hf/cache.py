@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import transformers
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+_CROP_TAKES_A_COUNT = int(transformers.__version__.split(".")[0]) >= 5
 
 
 class SinkWindowLayer(DynamicLayer):
-    """Keeps the first `head` and the last `window - 1` tokens; reports the absolute length."""
+    """Keeps the first `head` and the last `window - 1 + rollback` tokens; reports the absolute
+    length. `rollback` extra tail tokens let `crop` undo that many (assisted decoding rejects
+    draft tokens); a crop beyond them would lose keys the window needs, and is an error."""
 
-    def __init__(self, head: int, window: int):
+    def __init__(self, head: int, window: int, rollback: int = 0):
         super().__init__()
-        self.head, self.window = head, window
+        self.head, self.window, self.rollback = head, window, rollback
         self.cumulative_length = 0  # tokens seen, dropped ones included
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
@@ -35,7 +40,7 @@ class SinkWindowLayer(DynamicLayer):
         return keys, values
 
     def _keep(self, states: torch.Tensor) -> torch.Tensor:
-        tail = self.window - 1
+        tail = self.window - 1 + self.rollback
         if states.shape[-2] <= self.head + tail:
             return states
         return torch.cat([states[..., :self.head, :], states[..., states.shape[-2] - tail:, :]],
@@ -49,8 +54,20 @@ class SinkWindowLayer(DynamicLayer):
         query_length = query if isinstance(query, int) else query.shape[0]
         return self.cumulative_length + query_length, 0  # the absolute sizes: pads stay countable
 
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("a sink + window cache layer cannot be rolled back")
+    def crop(self, length: int) -> None:
+        """Drops the newest tokens: transformers 5 passes minus the count to remove (0 = none);
+        4.57 the length to keep, or a negative count to remove."""
+        remove = -length if length < 0 or _CROP_TAKES_A_COUNT else self.cumulative_length - length
+        if remove <= 0 or not self.is_initialized:
+            return
+        kept = self.keys.shape[-2]
+        dropped = kept < self.cumulative_length
+        if remove > kept or (dropped and kept - remove < self.head + self.window - 1):
+            raise ValueError(f"a sink + window cache layer can roll back at most {self.rollback} "
+                             f"tokens, asked for {remove}: build SWAACache(config, rollback=...) "
+                             "with more (adapted generate sizes it for assisted decoding)")
+        self.keys, self.values = self.keys[..., :kept - remove, :], self.values[..., :kept - remove, :]
+        self.cumulative_length -= remove
 
 
 def window_only_layers(text_config: Any) -> list[int]:
@@ -66,14 +83,17 @@ class SWAACache(DynamicCache):
     """DynamicCache with SinkWindowLayer on the window-only layers of an adapted model.
 
     `max_padding`: the most left padding any row of the batch has (generate's adapted wrapper
-    passes it); the sinks of every row must fit in the kept head."""
+    passes it); the sinks of every row must fit in the kept head. `rollback`: how many of the
+    newest tokens `crop` may remove (kept beyond the window; assisted and prompt-lookup decoding
+    need as many as they draft)."""
 
-    def __init__(self, config: Any, max_padding: int = 0):
+    def __init__(self, config: Any, max_padding: int = 0, rollback: int = 0):
         text_config = config.get_text_config(decoder=True)
         if getattr(text_config, "swaa", None) is None:
             raise ValueError("SWAACache needs an adapted model's config (swaa_ext.adapt first)")
         swaa, window_only = text_config.swaa, set(window_only_layers(text_config))
-        layers = [SinkWindowLayer(head=swaa["sinks"] + max_padding, window=swaa["window"])
+        layers = [SinkWindowLayer(head=swaa["sinks"] + max_padding, window=swaa["window"],
+                                  rollback=rollback)
                   if i in window_only else DynamicLayer()
                   for i in range(text_config.num_hidden_layers)]
         Cache.__init__(self, layers=layers)  # DynamicCache's own __init__ would pick layer types

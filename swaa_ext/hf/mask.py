@@ -27,13 +27,21 @@ class SWAAMask:
 
 
 def left_padding(padding_mask: Tensor) -> Tensor | None:
-    """(B, Lk) bool, True = real token -> (B,) int64 leading-padding counts, or None if no row is
-    padded. Padding must be on the left (as generate requires for decoder-only models)."""
+    """(B, Lk) bool, True = real token -> (B,) int64 leading-padding counts, or None if no row
+    starts with padding. Each row's real tokens must be one run: left padding (generation) and
+    right padding (training, plain forwards: no real token ever sees a later key) are both fine;
+    padding *between* real tokens (e.g. a right-padded prompt continued by generate) is not."""
     pad = (~padding_mask).to(torch.int64).cumprod(dim=1).sum(dim=1)
+    trailing = (~padding_mask).flip(1).to(torch.int64).cumprod(dim=1).sum(dim=1)
     real = padding_mask.sum(dim=1)
-    if not torch.equal(pad + real, torch.full_like(pad, padding_mask.shape[1])):
-        raise ValueError("swaa attention supports left padding only: every row's attention_mask "
-                         "must be 0...0 1...1 (set tokenizer.padding_side = 'left')")
+    width = padding_mask.shape[1]
+    # Rows with no real token count their padding twice; they have no run to break.
+    if not torch.equal(torch.where(real == 0, width, pad + real + trailing),
+                       torch.full_like(pad, width)):
+        raise ValueError("swaa attention needs each row's real tokens in one run: its "
+                         "attention_mask must be 0...0 1...1 (left padding) or 1...1 0...0 (right "
+                         "padding); padding between real tokens happens when a right-padded "
+                         "prompt is continued, so generate with tokenizer.padding_side = 'left'")
     return pad if bool(pad.any()) else None
 
 
