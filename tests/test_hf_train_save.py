@@ -50,7 +50,7 @@ def test_save_and_reload_restores_the_adaptation(tmp_path):
 
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert reloaded.config.swaa == {"window": 5, "sinks": 2, "full_attention_layers": [1, 3],
-                                    "fa_decode": True}
+                                    "fa_decode": True, "original_attn_implementation": "sdpa"}
     swaa_ext.adapt(reloaded)  # no config: the saved one
     assert reloaded.config._attn_implementation == "swaa"
     torch.testing.assert_close(logits(reloaded, ids, swaa_full_from=16), expected,

@@ -103,6 +103,9 @@ def test_cache_implementations_generate_like_the_default(recipe, implementation)
     assert torch.equal(generate(model, ids, attention_mask=mask)[0], expected_sequences)
     with pytest.raises(ValueError, match="cache_implementation='offloaded' is not supported"):
         generate(model, ids, cache_implementation="offloaded")
+    static = transformers.StaticCache(config=model.config, max_cache_len=64)
+    with pytest.raises(TypeError, match="cannot use a StaticCache"):
+        generate(model, ids, past_key_values=static)
 
 
 def test_compiled_decode_step_equals_eager():

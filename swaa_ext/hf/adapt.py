@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from transformers.cache_utils import StaticCache
 from transformers.utils import logging
 
 from ..config import SWAAConfig
@@ -183,6 +184,10 @@ def _generate_with_prompt_boundary(model: torch.nn.Module, inputs: torch.Tensor 
     boundary = None if tokens is None else prompt_length(tokens, kwargs.get("attention_mask"),
                                                          kwargs.get("past_key_values"))
     text_config = _text_config(model)
+    if isinstance(kwargs.get("past_key_values"), StaticCache):
+        raise TypeError("an adapted model cannot use a StaticCache: its padded key slots would "
+                        "count as real keys (the kernel takes no per-row key length yet); pass "
+                        "swaa_ext.hf.SWAACache(model.config) or cache_implementation='static'")
     with _served_cache_implementation(model, kwargs), prompt_boundary(boundary):
         if (kwargs.get("past_key_values") is None and kwargs.get("use_cache", True)
                 and window_only_layers(text_config)):
