@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
 
-.PHONY: venv build ctest ctest-asan simt-device-check test test-hf-tf457 demo bench clean
+.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-hf-tf457 demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -68,6 +68,14 @@ simt-device-check:
 		-gencode arch=compute_90,code=sm_90 -x cu -Icsrc -c \
 		tests/cpp/simt/test_simt_intrinsics.cpp -o /dev/null
 
+# On a machine with a CUDA GPU: builds for it, then runs the device tests, the CUDA suites and a
+# short benchmark within 8 minutes; one summary table (docs/gpu-check.md). Without a GPU: one
+# line and status 2, nothing built (make's own "Stop." line is that one line).
+gpu-check: venv
+	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
+	$(PY) tests/gpu_check.py
+GPU_CHECK_NO_GPU = $(shell $(PY) tests/gpu_check.py --why-not)
+
 test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-hf-tf457
@@ -81,4 +89,4 @@ bench: build
 	$(PY) -m bench.kernels $(BENCH_ARGS)
 
 clean:
-	rm -rf build build-cmake build-cmake-asan swaa_ext/*.so $(TF457_DIR)
+	rm -rf build build-cmake build-cmake-asan build-gpu-check swaa_ext/*.so $(TF457_DIR)

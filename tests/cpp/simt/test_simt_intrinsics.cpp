@@ -492,6 +492,31 @@ static void check_block_sizes(const char* mode) {
   }
 }
 
+// More than the 48 KiB default of dynamic shared memory (launch opts in; 96 KiB fits every
+// target, sm_86/sm_89 included): every thread writes and reads back across the whole range.
+__global__ void large_smem_kernel(int bytes, unsigned* sums) {
+  SWAA_DYNAMIC_SMEM(smem);
+  auto* words = reinterpret_cast<unsigned*>(smem);
+  const int t = threadIdx.x, n = blockDim.x, count = bytes / 4;
+  for (int i = t; i < count; i += n) swaa::simt::st_shared(words + i, unsigned(i) * 7u);
+  __syncthreads();
+  unsigned sum = 0;
+  for (int i = (t + 1) % n; i < count; i += n) sum += swaa::simt::ld_shared(words + i);
+  sums[t] = sum;
+}
+
+static void check_large_smem(const char* mode) {
+  const int bytes = 96 * 1024, n = 256, count = bytes / 4;
+  Buffer<unsigned> sums(n, 0);
+  run_kernel(large_smem_kernel, dim3(1), dim3(n), bytes, bytes, sums.get());
+  for (int t = 0; t < n; ++t) {
+    unsigned want = 0;
+    for (int i = (t + 1) % n; i < count; i += n) want += unsigned(i) * 7u;
+    EXPECT(sums.read()[t] == want, "96 KiB smem [%s] thread %d: %u, want %u", mode, t,
+           sums.read()[t], want);
+  }
+}
+
 // ---- several OS threads emulate at once (OpenMP does) -------------------------------------------
 #if defined(SWAA_SIMT_HOST)
 static void check_concurrent_launches(const char* mode) {
@@ -533,6 +558,7 @@ int main() {
   for_each_mode("cp.async.ca 16", check_cp_async_ca<16>);
   for_each_mode("plain loads and stores", check_plain_access);
   for_each_mode("block sizes", check_block_sizes);
+  for_each_mode("96 KiB of dynamic shared memory", check_large_smem);
 #if defined(SWAA_SIMT_HOST)
   for_each_mode("concurrent launches", check_concurrent_launches);
 #endif
