@@ -71,10 +71,12 @@ simt-device-check:
 # On a machine with a CUDA GPU: builds for it, then runs the device tests, the CUDA suites and a
 # short benchmark within 8 minutes; one summary table (docs/gpu-check.md). Without a GPU: one
 # line and status 2, nothing built (make's own "Stop." line is that one line).
-gpu-check: venv
+gpu-check:
 	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
+	@$(MAKE) --no-print-directory venv
 	$(PY) tests/gpu_check.py
-GPU_CHECK_NO_GPU = $(shell $(PY) tests/gpu_check.py --why-not)
+# Asked before the venv exists (then without torch: the device nodes decide).
+GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check.py --why-not)
 
 test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)

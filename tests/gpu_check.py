@@ -40,14 +40,16 @@ class Row:
     detail: str
 
 
-def why_no_gpu() -> str | None:
+def why_no_gpu(need_torch: bool = True) -> str | None:
+    """Why this machine cannot run the check, or None. need_torch=False: a Python without torch
+    (make runs this before creating the venv) answers from the device nodes alone."""
     # Cheap first (importing torch takes seconds): the driver's device nodes (Linux; WSL: dxg).
     if not any(Path("/dev").glob("nvidia[0-9]*")) and not Path("/dev/dxg").exists():
         return "no NVIDIA GPU device (/dev/nvidia*)"
     try:
         import torch
     except ImportError:
-        return "torch is not installed in this Python"
+        return "torch is not installed in this Python" if need_torch else None
     if torch.version.cuda is None:
         return f"torch {torch.__version__} is a CPU-only build"
     if not torch.cuda.is_available():
@@ -156,7 +158,7 @@ def main() -> int:
     parser.add_argument("--why-not", action="store_true",
                         help="print why there is no usable GPU (nothing if there is one), exit 0")
     args = parser.parse_args()
-    reason = why_no_gpu()
+    reason = why_no_gpu(need_torch=not args.why_not)
     if args.why_not:
         if reason:
             print(reason)
