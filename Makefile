@@ -70,10 +70,11 @@ simt-device-check:
 
 # On a machine with a CUDA GPU: builds for it, then runs the device tests, the CUDA suites and a
 # short benchmark within 8 minutes; one summary table (docs/gpu-check.md). Without a GPU: one
-# line and status 2, nothing built (make's own "Stop." line is that one line).
+# line and status 2, nothing built (make's own "Stop." line is that one line). PY=python3 uses a
+# Python that already has torch instead of the pinned venv (a GPU machine without network).
 gpu-check:
 	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
-	@$(MAKE) --no-print-directory venv
+	$(if $(filter $(VENV)/bin/python,$(PY)),@$(MAKE) --no-print-directory venv)
 	$(PY) tests/gpu_check.py
 # Asked before the venv exists (then without torch: the device nodes decide).
 GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check.py --why-not)
