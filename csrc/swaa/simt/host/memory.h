@@ -25,7 +25,8 @@ namespace swaa::simt::host {
 inline std::atomic<int> global_target_sm{80};
 
 // Largest dynamic shared memory one block may opt in to (CUDA C++ Programming Guide, "Technical
-// Specifications per Compute Capability"); 0 for a target the table does not know.
+// Specifications per Compute Capability"); 0 for a target the table does not know. On a GPU a
+// block's static __shared__ variables count against it too; host mode cannot size them.
 inline size_t max_dynamic_smem_bytes(int sm) {
   switch (sm) {
     case 80: case 87: return 163 * 1024;
