@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
 
-.PHONY: venv build ctest ctest-asan simt-device-check test test-hf-tf457 demo bench clean
+.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-hf-tf457 demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -57,13 +57,27 @@ ctest-asan: venv
 	cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
 		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake-asan --target \
-		test_simt_intrinsics test_simt_planted_bugs test_emulated_forward test_simt_asan_cp_async_oob
+		test_simt_intrinsics test_simt_planted_bugs test_simt_memory_checks test_emulated_forward \
+		test_simt_asan_cp_async_oob
 	ctest --test-dir build-cmake-asan -L simt -E device_compile --output-on-failure
 
-# simt.h's device mode compiles for sm_80 and sm_90 (nothing can run here).
+# The SIMT intrinsic tests compile in simt.h's device mode for sm_80 and sm_90 (nothing runs here;
+# `make gpu-check` runs them on a GPU).
 simt-device-check:
-	for arch in 80 90; do $(CUDA_HOME)/bin/nvcc -std=c++20 -arch=sm_$$arch -c \
-		tests/cpp/simt/device_compile_check.cu -o /dev/null || exit 1; done
+	$(CUDA_HOME)/bin/nvcc -std=c++20 -gencode arch=compute_80,code=sm_80 \
+		-gencode arch=compute_90,code=sm_90 -x cu -Icsrc -c \
+		tests/cpp/simt/test_simt_intrinsics.cpp -o /dev/null
+
+# On a machine with a CUDA GPU: builds for it, then runs the device tests, the CUDA suites and a
+# short benchmark within 8 minutes; one summary table (docs/gpu-check.md). Without a GPU: one
+# line and status 2, nothing built (make's own "Stop." line is that one line). PY=python3 uses a
+# Python that already has torch instead of the pinned venv (a GPU machine without network).
+gpu-check:
+	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
+	$(if $(filter $(VENV)/bin/python,$(PY)),@$(MAKE) --no-print-directory venv)
+	$(PY) tests/gpu_check.py
+# Asked before the venv exists (then without torch: the device nodes decide).
+GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check.py --why-not)
 
 test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -78,4 +92,4 @@ bench: build
 	$(PY) -m bench.kernels $(BENCH_ARGS)
 
 clean:
-	rm -rf build build-cmake build-cmake-asan swaa_ext/*.so $(TF457_DIR)
+	rm -rf build build-cmake build-cmake-asan build-gpu-check swaa_ext/*.so $(TF457_DIR)

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #define SWAA_DYNAMIC_SMEM(name)                                          \
@@ -69,6 +70,16 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
                :: "r"(smem_address(smem_dst)), "l"(gmem_src), "r"(src_bytes) : "memory");
 }
+// cp.async.ca (cached in L1 too) of 4, 8 or 16 bytes, e.g. for a row of float statistics whose
+// length need not be a multiple of 4.
+template <int kBytes>
+__device__ __forceinline__ void cp_async_ca(void* smem_dst, const void* gmem_src, bool pred) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async.ca copies 4, 8 or 16 bytes");
+  const int src_bytes = pred ? kBytes : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n"
+               :: "r"(smem_address(smem_dst)), "l"(gmem_src), "n"(kBytes), "r"(src_bytes)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -76,6 +87,16 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" :: "n"(N) : "memory");
 }
+
+// Plain loads and stores; host mode checks them (see simt.h), here they are what they say.
+template <typename T>
+__device__ __forceinline__ T ld_shared(const T* p) { return *p; }
+template <typename T>
+__device__ __forceinline__ void st_shared(T* p, const std::type_identity_t<T>& v) { *p = v; }
+template <typename T>
+__device__ __forceinline__ T ld_global(const T* p) { return *p; }
+template <typename T>
+__device__ __forceinline__ void st_global(T* p, const std::type_identity_t<T>& v) { *p = v; }
 
 template <typename... KArgs, typename... Args>
 cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes,

@@ -21,8 +21,18 @@
 //   // cp.async.cg.shared.global, 16 bytes; when !pred the 16 destination bytes are zero-filled and
 //   // gmem_src is not read. Both pointers 16-byte aligned.
 //   void cp_async_16(void* smem_dst, const void* gmem_src, bool pred);
+//   // cp.async.ca.shared.global of kBytes = 4, 8 or 16 (zero-fill when !pred); both pointers
+//   // kBytes-aligned. For rows of floats whose length need not be a multiple of 4.
+//   template <int kBytes> void cp_async_ca(void* smem_dst, const void* gmem_src, bool pred);
 //   void cp_async_commit();
 //   template <int N> void cp_async_wait();   // cp.async.wait_group N
+//   // Plain 1/2/4/8/16-byte loads and stores (device: `*p`, `*p = v`). Host mode checks that the
+//   // address is naturally aligned and, for the _shared ones, inside the block's shared memory;
+//   // RaceCheck records ld_shared / st_shared as reads / writes. Kernels access shared memory
+//   // through them (or ldmatrix / cp.async), and global memory through them where a wider
+//   // access (a packed pair, a vector type) could be misaligned.
+//   T ld_shared(const T* p);   void st_shared(T* p, T v);
+//   T ld_global(const T* p);   void st_global(T* p, T v);
 //   // Device: kernel<<<grid, block, smem, stream>>>(args...), raising the dynamic-smem limit
 //   // first when smem_bytes > 48 KiB; returns the first error. Host: runs the grid on the CPU in
 //   // the current Mode; returns cudaSuccess or throws std::runtime_error with diagnostics
@@ -32,14 +42,23 @@
 //   // Host mode only (process-wide, read at the start of each launch):
 //   enum class Mode { Default, Random, WarpSerial, RaceCheck };
 //   void set_mode(Mode mode, uint64_t seed = 0);  Mode mode();
+//   // The GPU whose per-block limits launches are checked against: 80 (default, the strictest
+//   // of the targets we build for: 163 KiB of dynamic shared memory), 86, 87, 89, 90 (227 KiB).
+//   void set_target_sm(int sm);  int target_sm();
 //   }
 //   SWAA_DYNAMIC_SMEM(name);  // `char* name`: the block's dynamic shared memory, 128-B aligned
+//
+// Host mode refuses what a GPU would not do, naming the file:line, block and thread: ldmatrix /
+// cp.async / ld_shared / st_shared addresses outside the block's shared memory (the thread's
+// dynamic shared memory or a static __shared__ variable) or misaligned; misaligned cp.async
+// sources and ld_global / st_global addresses; dynamic shared memory above the target's limit
+// (at launch, naming the launch call). Plain C++ loads and stores are not checked.
 //
 // Rules a kernel must follow to be emulatable (checked where possible; violations throw in host
 // mode):
 //   - launch only through swaa::simt::launch; all inline PTX only through these wrappers; no `asm`
 //     and no __CUDA_ARCH__ branches in kernel bodies; no mutable globals in kernels;
-//   - 1-D blocks whose size is a multiple of 32; warp collectives with full-warp masks;
+//   - 1-D blocks of any multiple of 32 threads up to 1024; warp collectives with full-warp masks;
 //   - every thread reaches every __syncthreads() (no early return before a barrier; one
 //     __syncthreads() per source line, so diagnostics can name it);
 //   - dynamic shared memory via SWAA_DYNAMIC_SMEM; static `__shared__` variables are function-local
@@ -50,9 +69,10 @@
 //   - host-mode fibers have small stacks (256 KiB; SWAA_SIMT_STACK_KB overrides): no big local
 //     arrays.
 //   - RaceCheck mode tracks dynamic shared memory only (see host/race_check.h): put every buffer
-//     that threads exchange data through in dynamic shared memory. There each thread's
-//     SWAA_DYNAMIC_SMEM points at its own copy, so never pass shared-memory pointers between
-//     threads (through memory or shuffles).
+//     that threads exchange data through in dynamic shared memory, and read it through ldmatrix
+//     or ld_shared (plain C++ reads are not seen). There each thread's SWAA_DYNAMIC_SMEM points at
+//     its own copy, so never pass shared-memory pointers between threads (through memory or
+//     shuffles; the address checks then refuse the access).
 //
 // Host-mode schedules (set_mode; details in host/runtime.h), each catching what others miss:
 //   Default     round-robin; cp.async lands at its wait_group (a read before the wait + barrier
@@ -61,8 +81,9 @@
 //   WarpSerial  one warp as far as it goes, then the next; cp.async lands at issue (catches a
 //               prefetch overwriting a buffer other warps still read).
 //   RaceCheck   private shared-memory copies merged at barriers; reports read-write and
-//               write-write races per barrier interval (and plain reads of another thread's
-//               unsynchronised writes see stale bytes).
+//               write-write races per barrier interval (reads: ldmatrix, ld_shared; writes: any
+//               changed byte, st_shared, cp.async), and plain reads of another thread's
+//               unsynchronised writes see stale bytes.
 // Every mode reports divergent barriers / warp collectives and deadlocks (early exit before a
 // barrier) with the file:line of each barrier or collective involved and the threads waiting there.
 #pragma once

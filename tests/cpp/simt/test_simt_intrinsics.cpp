@@ -1,6 +1,7 @@
-// Every intrinsic of the SIMT layer's host mode against an independent reference: the fragment
-// layouts as the PTX ISA writes them out, CUDA's documented shuffle/vote semantics, plain loops.
-// Each check runs in every emulation mode.
+// Every intrinsic of the SIMT layer against an independent reference: the fragment layouts as the
+// PTX ISA writes them out, CUDA's documented shuffle/vote semantics, plain loops. Built twice:
+// g++ host mode (each check in every emulation mode; ctest) and nvcc (the inline-PTX wrappers of
+// simt/device.h on a GPU, same expectations; `make gpu-check`, compiled by ctest here).
 #include <atomic>
 #include <cmath>
 #include <random>
@@ -8,19 +9,18 @@
 
 #include "simt_test.h"
 
-using swaa::simt::launch;
-
 // ---- mma.m16n8k16 -----------------------------------------------------------------------------
 // PTX ISA, "Matrix fragments for mma.m16n8k16 with floating point type", written out literally.
-static int a_row(int lane, int i) { return (i < 2 || (i >= 4 && i < 6)) ? lane / 4 : lane / 4 + 8; }
-static int a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }
-static int b_row(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0); }
-static int b_col(int lane, int) { return lane / 4; }
-static int c_row(int lane, int i) { return i < 2 ? lane / 4 : lane / 4 + 8; }
-static int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
+#define HD __host__ __device__
+static HD int a_row(int lane, int i) { return (i < 2 || (i >= 4 && i < 6)) ? lane / 4 : lane / 4 + 8; }
+static HD int a_col(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 4 ? 8 : 0); }
+static HD int b_row(int lane, int i) { return (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0); }
+static HD int b_col(int lane, int) { return lane / 4; }
+static HD int c_row(int lane, int i) { return i < 2 ? lane / 4 : lane / 4 + 8; }
+static HD int c_col(int lane, int i) { return (lane % 4) * 2 + (i & 1); }
 
 template <bool kBf16>
-static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+static __device__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                 const float (&c)[4]) {
   if constexpr (kBf16) {
     swaa::simt::mma_m16n8k16_bf16(d, a, b, c);
@@ -60,9 +60,11 @@ static void check_mma(const char* mode) {
   std::vector<uint16_t> abits(256), bbits(128);
   for (int i = 0; i < 256; ++i) abits[i] = kBf16 ? bf16_bits(a[i]) : f16_bits(a[i]);
   for (int i = 0; i < 128; ++i) bbits[i] = kBf16 ? bf16_bits(b[i]) : f16_bits(b[i]);
-  std::vector<float> d(128, -1.0f), d2(128, -1.0f);
-  launch(mma_kernel<kBf16>, dim3(1), dim3(32), 0, nullptr, abits.data(), bbits.data(), c.data(),
-         d.data(), d2.data());
+  Buffer<uint16_t> abuf(abits), bbuf(bbits);
+  Buffer<float> cbuf(c), dbuf(128, -1.0f), d2buf(128, -1.0f);
+  run_kernel(mma_kernel<kBf16>, dim3(1), dim3(32), 0, abuf.get(), bbuf.get(), cbuf.get(),
+             dbuf.get(), d2buf.get());
+  const std::vector<float>&d = dbuf.read(), &d2 = d2buf.read();
   for (int m = 0; m < 16; ++m) {
     for (int n = 0; n < 8; ++n) {
       double ab = 0;
@@ -79,8 +81,8 @@ static void check_mma(const char* mode) {
 // ---- ldmatrix -----------------------------------------------------------------------------------
 // Matrix i's row r lives at a scrambled slot of shared memory; the lane that supplies it passes
 // that address, so a wrong lane->row mapping shows.
-static int slot_of(int matrix_row) { return (matrix_row * 13 + 5) % 32; }
-static uint16_t element(int i, int r, int c) { return uint16_t(i * 64 + r * 8 + c + 1); }
+static HD int slot_of(int matrix_row) { return (matrix_row * 13 + 5) % 32; }
+static HD uint16_t element(int i, int r, int c) { return uint16_t(i * 64 + r * 8 + c + 1); }
 
 template <int kCount, bool kTrans>
 __global__ void ldmatrix_kernel(uint32_t* out) {
@@ -101,8 +103,9 @@ __global__ void ldmatrix_kernel(uint32_t* out) {
 
 template <int kCount, bool kTrans>
 static void check_ldmatrix(const char* mode) {
-  std::vector<uint32_t> out(128, 0);
-  launch(ldmatrix_kernel<kCount, kTrans>, dim3(1), dim3(32), 32 * 16, nullptr, out.data());
+  Buffer<uint32_t> buf(128, 0);
+  run_kernel(ldmatrix_kernel<kCount, kTrans>, dim3(1), dim3(32), 32 * 16, buf.get());
+  const std::vector<uint32_t>& out = buf.read();
   for (int lane = 0; lane < 32; ++lane) {
     for (int i = 0; i < kCount; ++i) {
       // PTX ISA: each lane holds row lane/4, columns 2*(lane%4)+{0,1} of the (transposed) matrix.
@@ -155,9 +158,11 @@ static void check_ldmatrix_mma(const char* mode) {
       b_nk[n * 16 + k] = f16_bits(b[k * 8 + n]);
     }
   }
-  std::vector<float> d_nk(128), d_kn(128);
-  launch(ldmatrix_mma_kernel, dim3(1), dim3(32), 1024, nullptr, abits.data(), b_nk.data(),
-         b_kn.data(), d_nk.data(), d_kn.data());
+  Buffer<uint16_t> abuf(abits), nk(b_nk), kn(b_kn);
+  Buffer<float> d_nk_buf(128, 0.0f), d_kn_buf(128, 0.0f);
+  run_kernel(ldmatrix_mma_kernel, dim3(1), dim3(32), 1024, abuf.get(), nk.get(), kn.get(),
+             d_nk_buf.get(), d_kn_buf.get());
+  const std::vector<float>&d_nk = d_nk_buf.read(), &d_kn = d_kn_buf.read();
   for (int m = 0; m < 16; ++m) {
     for (int n = 0; n < 8; ++n) {
       double want = 0;
@@ -206,8 +211,9 @@ __global__ void shuffle_kernel(ShuffleOut* out) {
 }
 
 static void check_shuffles(const char* mode) {
-  std::vector<ShuffleOut> out(64);
-  launch(shuffle_kernel, dim3(1), dim3(64), 0, nullptr, out.data());
+  Buffer<ShuffleOut> buf(64, ShuffleOut{});
+  run_kernel(shuffle_kernel, dim3(1), dim3(64), 0, buf.get());
+  const std::vector<ShuffleOut>& out = buf.read();
   for (int t = 0; t < 64; ++t) {
     const int lane = t % 32, base = t - lane;
     auto val = [&](int l) { return (base + l) * 3 + 1; };
@@ -256,10 +262,13 @@ __global__ void atomic_kernel(float* fsum, int* isum, int* block_max, int* smem_
 }
 
 static void check_atomics(const char* mode) {
-  float fsum = 0;
-  int isum = 0, block_max = -1;
-  std::vector<int> smem_sums(3, -1);
-  launch(atomic_kernel, dim3(3), dim3(96), 64, nullptr, &fsum, &isum, &block_max, smem_sums.data());
+  Buffer<float> fbuf(1, 0.0f);
+  Buffer<int> ibuf(1, 0), max_buf(1, -1), sums(3, -1);
+  run_kernel(atomic_kernel, dim3(3), dim3(96), 64, fbuf.get(), ibuf.get(), max_buf.get(),
+             sums.get());
+  const float fsum = fbuf.read()[0];
+  const int isum = ibuf.read()[0], block_max = max_buf.read()[0];
+  const std::vector<int>& smem_sums = sums.read();
   EXPECT(fsum == 0.25f * 288, "[%s] atomicAdd float %g", mode, fsum);
   EXPECT(isum == 3 * (96 * 97 / 2), "[%s] atomicAdd int %d", mode, isum);
   EXPECT(block_max == 2095, "[%s] atomicMax %d", mode, block_max);
@@ -296,10 +305,12 @@ static void check_cp_async(const char* mode) {
   const int n = 64, blocks = 2;
   std::vector<uint32_t> src(8 * n);
   for (size_t i = 0; i < src.size(); ++i) src[i] = uint32_t(i * 2654435761u);
-  std::vector<uint32_t> out(blocks * 8 * n, 7);
-  std::vector<int> own_ok(blocks * n, 0);
-  launch(cp_async_kernel, dim3(blocks), dim3(n), 8 * n * 4, nullptr, src.data(), out.data(),
-         own_ok.data());
+  Buffer<uint32_t> src_buf(src), out_buf(blocks * 8 * n, 7);
+  Buffer<int> ok_buf(blocks * n, 0);
+  run_kernel(cp_async_kernel, dim3(blocks), dim3(n), 8 * n * 4, src_buf.get(), out_buf.get(),
+             ok_buf.get());
+  const std::vector<uint32_t>& out = out_buf.read();
+  const std::vector<int>& own_ok = ok_buf.read();
   for (int i = 0; i < blocks * n; ++i) EXPECT(own_ok[i] == 1, "[%s] cp.async thread %d", mode, i);
   for (int b = 0; b < blocks; ++b) {
     for (int i = 0; i < 8 * n; ++i) {
@@ -310,7 +321,8 @@ static void check_cp_async(const char* mode) {
   }
 }
 
-// Static shared memory is per block (and reused); dynamic shared memory starts as 0xff bytes.
+// Static shared memory is per block (and reused); in host mode dynamic shared memory starts as
+// 0xff bytes.
 __global__ void smem_kernel(int* out, unsigned* dyn_before, unsigned* dims) {
   __shared__ int s[128];
   SWAA_DYNAMIC_SMEM(smem);
@@ -328,30 +340,192 @@ __global__ void smem_kernel(int* out, unsigned* dyn_before, unsigned* dims) {
 
 static void check_shared_memory(const char* mode) {
   const int n = 128, blocks = 3;
-  std::vector<int> out(blocks * n);
-  std::vector<unsigned> before(blocks * n), dims(4);
-  launch(smem_kernel, dim3(blocks), dim3(n), n * 4, nullptr, out.data(), before.data(),
-         dims.data());
+  Buffer<int> out_buf(blocks * n, 0);
+  Buffer<unsigned> before_buf(blocks * n, 0), dims_buf(4, 0);
+  run_kernel(smem_kernel, dim3(blocks), dim3(n), n * 4, out_buf.get(), before_buf.get(),
+             dims_buf.get());
+  const std::vector<int>& out = out_buf.read();
+  const std::vector<unsigned>&before = before_buf.read(), &dims = dims_buf.read();
   for (int b = 0; b < blocks; ++b) {
     for (int t = 0; t < n; ++t) {
       EXPECT(out[b * n + t] == b * 1000 + (n - 1 - t) + b + 7, "[%s] smem block %d thread %d: %d",
              mode, b, t, out[b * n + t]);
+#if defined(SWAA_SIMT_HOST)
       EXPECT(before[b * n + t] == 0xffffffffu, "[%s] dynamic smem not poisoned at block %d", mode,
              b);
+#else
+      (void)before;
+#endif
     }
   }
   EXPECT(dims[0] == 3 && dims[1] == 1 && dims[2] == 128 && dims[3] == 32, "[%s] dims", mode);
 }
 
+// cp.async.ca of 4, 8 and 16 bytes (PTX ISA, "cp.async": cp-size bytes land at the destination;
+// with src-size 0 they are zero-filled and the source is not read). Thread t copies chunk t of
+// kBytes to a destination that is kBytes- but not 16-byte aligned (offset by one chunk).
+template <int kBytes>
+__global__ void cp_async_ca_kernel(const uint8_t* src, uint8_t* out) {
+  SWAA_DYNAMIC_SMEM(smem);
+  const int t = threadIdx.x, n = blockDim.x;
+  const bool pred = t % 5 != 2;
+  uint8_t* dst = reinterpret_cast<uint8_t*>(smem) + kBytes * (t + 1);
+  swaa::simt::cp_async_ca<kBytes>(dst, pred ? src + kBytes * t : nullptr, pred);
+  swaa::simt::cp_async_commit();
+  swaa::simt::cp_async_wait<0>();
+  __syncthreads();
+  for (int i = t; i < kBytes * n; i += n) out[i] = smem[kBytes + i];
+}
+
+template <int kBytes>
+static void check_cp_async_ca(const char* mode) {
+  const int n = 64;
+  std::vector<uint8_t> src(kBytes * n);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = uint8_t(i * 37 + 11);
+  Buffer<uint8_t> src_buf(src), out_buf(kBytes * n, 0x5a);
+  run_kernel(cp_async_ca_kernel<kBytes>, dim3(1), dim3(n), kBytes * (n + 1), src_buf.get(),
+             out_buf.get());
+  const std::vector<uint8_t>& out = out_buf.read();
+  for (int i = 0; i < kBytes * n; ++i) {
+    const uint8_t want = (i / kBytes) % 5 != 2 ? src[i] : 0;
+    EXPECT(out[i] == want, "cp.async.ca %d [%s] byte %d = %d, want %d", kBytes, mode, i, out[i],
+           want);
+  }
+}
+
+// ld/st_shared and ld/st_global of every access width: thread t writes its values to shared
+// memory, and after the barrier reads its neighbour's and stores them to global memory.
+struct Widths {
+  uint8_t b1;
+  uint16_t b2;
+  float b4;
+  uint2 b8;
+  uint4 b16;
+};
+
+__global__ void plain_access_kernel(const Widths* in, Widths* out) {
+  SWAA_DYNAMIC_SMEM(smem);
+  const int t = threadIdx.x, n = blockDim.x;
+  auto* s16 = reinterpret_cast<uint4*>(smem);  // n of each width, widest first: all aligned
+  auto* s8 = reinterpret_cast<uint2*>(s16 + n);
+  auto* s4 = reinterpret_cast<float*>(s8 + n);
+  auto* s2 = reinterpret_cast<uint16_t*>(s4 + n);
+  auto* s1 = reinterpret_cast<uint8_t*>(s2 + n);
+  using namespace swaa::simt;
+  st_shared(s1 + t, ld_global(&in[t].b1));
+  st_shared(s2 + t, ld_global(&in[t].b2));
+  st_shared(s4 + t, ld_global(&in[t].b4));
+  st_shared(s8 + t, ld_global(&in[t].b8));
+  st_shared(s16 + t, ld_global(&in[t].b16));
+  __syncthreads();
+  const int u = (t + 1) % n;
+  st_global(&out[t].b1, ld_shared(s1 + u));
+  st_global(&out[t].b2, ld_shared(s2 + u));
+  st_global(&out[t].b4, ld_shared(s4 + u));
+  st_global(&out[t].b8, ld_shared(s8 + u));
+  st_global(&out[t].b16, ld_shared(s16 + u));
+}
+
+static void check_plain_access(const char* mode) {
+  const int n = 64;
+  std::vector<Widths> in(n);
+  for (int t = 0; t < n; ++t) {
+    const unsigned x = unsigned(t) * 2654435761u;
+    in[t] = {uint8_t(x), uint16_t(x >> 3), float(t) - 0.5f, {x, ~x}, {x, x + 1, x + 2, x ^ 7}};
+  }
+  Buffer<Widths> in_buf(in), out_buf(n, Widths{});
+  run_kernel(plain_access_kernel, dim3(1), dim3(n), n * 31, in_buf.get(), out_buf.get());
+  const std::vector<Widths>& out = out_buf.read();
+  for (int t = 0; t < n; ++t) {
+    const Widths &o = out[t], &w = in[(t + 1) % n];
+    EXPECT(o.b1 == w.b1 && o.b2 == w.b2 && o.b4 == w.b4 && o.b8.x == w.b8.x &&
+               o.b8.y == w.b8.y && o.b16.x == w.b16.x && o.b16.y == w.b16.y &&
+               o.b16.z == w.b16.z && o.b16.w == w.b16.w,
+           "plain access [%s] thread %d", mode, t);
+  }
+}
+
+// Any multiple of 32 threads (the backward runs 8 warps): a block sum through shuffles and shared
+// memory, and one mma per warp, whose result names the warp.
+__global__ void block_size_kernel(int* sums, float* warp_mma) {
+  SWAA_DYNAMIC_SMEM(smem);
+  auto* partial = reinterpret_cast<int*>(smem);
+  const int t = threadIdx.x, warp = t / 32, lane = t % 32, n_warps = blockDim.x / 32;
+  int v = int(blockIdx.x) * 10000 + t;
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (lane == 0) swaa::simt::st_shared(partial + warp, v);
+  __syncthreads();
+  if (t == 0) {
+    int total = 0;
+    for (int w = 0; w < n_warps; ++w) total += swaa::simt::ld_shared(partial + w);
+    sums[blockIdx.x] = total;
+  }
+  // Every A element = warp + 1, every B element = 1: every D element = 16 (warp + 1).
+  const uint32_t w1 = __half_as_ushort(__float2half(float(warp + 1)));
+  const uint32_t h1 = __half_as_ushort(__float2half(1.0f));
+  const uint32_t a[4] = {w1 | w1 << 16, w1 | w1 << 16, w1 | w1 << 16, w1 | w1 << 16};
+  const uint32_t b[2] = {h1 | h1 << 16, h1 | h1 << 16};
+  const float c[4] = {0, 0, 0, 0};
+  float d[4];
+  swaa::simt::mma_m16n8k16_f16(d, a, b, c);
+  warp_mma[(blockIdx.x * n_warps + warp) * 32 + lane] = d[0] + d[1] + d[2] + d[3];
+}
+
+static void check_block_sizes(const char* mode) {
+  for (const int n : {32, 96, 256, 1024}) {
+    const int blocks = 2, n_warps = n / 32;
+    Buffer<int> sums(blocks, -1);
+    Buffer<float> mma_out(blocks * n_warps * 32, -1.0f);
+    run_kernel(block_size_kernel, dim3(blocks), dim3(n), n_warps * 4, sums.get(), mma_out.get());
+    for (int b = 0; b < blocks; ++b) {
+      const int want = b * 10000 * n + n * (n - 1) / 2;
+      EXPECT(sums.read()[b] == want, "%d threads [%s] block %d sum %d, want %d", n, mode, b,
+             sums.read()[b], want);
+      for (int w = 0; w < n_warps; ++w) {
+        for (int lane = 0; lane < 32; ++lane) {
+          const float got = mma_out.read()[(b * n_warps + w) * 32 + lane];
+          EXPECT(got == 64.0f * float(w + 1), "%d threads [%s] warp %d lane %d mma %g", n, mode,
+                 w, lane, got);
+        }
+      }
+    }
+  }
+}
+
+// More than the 48 KiB default of dynamic shared memory (launch opts in; 96 KiB fits every
+// target, sm_86/sm_89 included): every thread writes and reads back across the whole range.
+__global__ void large_smem_kernel(int bytes, unsigned* sums) {
+  SWAA_DYNAMIC_SMEM(smem);
+  auto* words = reinterpret_cast<unsigned*>(smem);
+  const int t = threadIdx.x, n = blockDim.x, count = bytes / 4;
+  for (int i = t; i < count; i += n) swaa::simt::st_shared(words + i, unsigned(i) * 7u);
+  __syncthreads();
+  unsigned sum = 0;
+  for (int i = (t + 1) % n; i < count; i += n) sum += swaa::simt::ld_shared(words + i);
+  sums[t] = sum;
+}
+
+static void check_large_smem(const char* mode) {
+  const int bytes = 96 * 1024, n = 256, count = bytes / 4;
+  Buffer<unsigned> sums(n, 0);
+  run_kernel(large_smem_kernel, dim3(1), dim3(n), bytes, bytes, sums.get());
+  for (int t = 0; t < n; ++t) {
+    unsigned want = 0;
+    for (int i = (t + 1) % n; i < count; i += n) want += unsigned(i) * 7u;
+    EXPECT(sums.read()[t] == want, "96 KiB smem [%s] thread %d: %u, want %u", mode, t,
+           sums.read()[t], want);
+  }
+}
+
 // ---- several OS threads emulate at once (OpenMP does) -------------------------------------------
+#if defined(SWAA_SIMT_HOST)
 static void check_concurrent_launches(const char* mode) {
   std::atomic<int> bad{0};
   auto worker = [&] {
     for (int rep = 0; rep < 3; ++rep) {
       std::vector<int> out(3 * 128);
       std::vector<unsigned> before(3 * 128), dims(4);
-      launch(smem_kernel, dim3(3), dim3(128), 128 * 4, nullptr, out.data(), before.data(),
-             dims.data());
+      run_kernel(smem_kernel, dim3(3), dim3(128), 128 * 4, out.data(), before.data(), dims.data());
       for (int b = 0; b < 3; ++b) {
         for (int t = 0; t < 128; ++t) bad += out[b * 128 + t] != b * 1000 + (127 - t) + b + 7;
       }
@@ -363,6 +537,7 @@ static void check_concurrent_launches(const char* mode) {
   EXPECT(bad == 0, "[%s] concurrent launches from two OS threads: %d wrong values", mode,
          bad.load());
 }
+#endif
 
 int main() {
   for_each_mode("mma f16", check_mma<false>);
@@ -378,6 +553,14 @@ int main() {
   for_each_mode("atomics", check_atomics);
   for_each_mode("cp.async", check_cp_async);
   for_each_mode("shared memory", check_shared_memory);
+  for_each_mode("cp.async.ca 4", check_cp_async_ca<4>);
+  for_each_mode("cp.async.ca 8", check_cp_async_ca<8>);
+  for_each_mode("cp.async.ca 16", check_cp_async_ca<16>);
+  for_each_mode("plain loads and stores", check_plain_access);
+  for_each_mode("block sizes", check_block_sizes);
+  for_each_mode("96 KiB of dynamic shared memory", check_large_smem);
+#if defined(SWAA_SIMT_HOST)
   for_each_mode("concurrent launches", check_concurrent_launches);
+#endif
   return report("simt intrinsics");
 }

@@ -13,6 +13,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -39,7 +41,7 @@ namespace swaa::simt {
 // Runs the whole grid before returning (the stream is ignored); throws std::runtime_error with
 // the kernel, block, threads and file:line involved when the emulator detects a bug.
 template <typename... KArgs, typename... Args>
-cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes,
+cudaError_t launch(void (*kernel)(KArgs...), host::LaunchGrid grid, dim3 block, size_t smem_bytes,
                    cudaStream_t /*stream*/, Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args), "launch: wrong number of kernel arguments");
   using Params = std::tuple<std::decay_t<KArgs>...>;
@@ -58,5 +60,16 @@ inline void set_mode(Mode m, uint64_t seed = 0) {
   host::global_mode = m;
 }
 inline Mode mode() { return host::global_mode.load(); }
+
+// The GPU whose limits each launch is checked against (dynamic shared memory per block): 80 (the
+// default: the smallest limit of the targets we build for), 86, 87, 89 or 90. Process-wide.
+inline void set_target_sm(int sm) {
+  if (host::max_dynamic_smem_bytes(sm) == 0) {
+    throw std::invalid_argument("swaa::simt::set_target_sm: unknown target sm_" +
+                                std::to_string(sm) + " (known: 80, 86, 87, 89, 90)");
+  }
+  host::global_target_sm = sm;
+}
+inline int target_sm() { return host::global_target_sm.load(); }
 
 }  // namespace swaa::simt

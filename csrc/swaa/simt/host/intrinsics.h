@@ -11,6 +11,7 @@
 #include <source_location>
 #include <type_traits>
 
+#include "memory.h"
 #include "scheduler.h"
 
 // ---- barriers, shuffles, votes ----------------------------------------------------------------
@@ -224,35 +225,46 @@ SWAA_SIMT_LDMATRIX(ldmatrix_x2_trans, 2, Ldmatrix2T)
 SWAA_SIMT_LDMATRIX(ldmatrix_x4_trans, 4, Ldmatrix4T)
 #undef SWAA_SIMT_LDMATRIX
 
+namespace host {
 // Queued per thread and copied at cp.async.wait_group (Default: catches reads before the wait),
 // or copied at issue (WarpSerial: catches overwrites of a buffer others still read); Random picks
 // one of the two per copy by a coin flip.
 // RaceCheck copies at issue and counts the bytes as written again at the wait, so a conflicting
 // access in the barrier interval of either end is reported.
-inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
-                        std::source_location loc = std::source_location::current()) {
-  host::Emulator& e = *host::tls_emulator;
-  host::Fiber& f = host::current_fiber();
-  if (reinterpret_cast<uintptr_t>(smem_dst) % 16 != 0 ||
-      (pred && reinterpret_cast<uintptr_t>(gmem_src) % 16 != 0)) {
-    host::fail(host::to_string(host::make_site("cp_async_16", loc)) + ": thread " +
-               std::to_string(f.id) + " passed an address that is not 16-byte aligned");
-  }
+inline void cp_async(const Site& site, void* smem_dst, const void* gmem_src, bool pred,
+                     unsigned bytes) {
+  Emulator& e = *tls_emulator;
+  Fiber& f = current_fiber();
+  check_shared(site, f, smem_dst, bytes, bytes);
+  if (pred) check_global_aligned(site, gmem_src, bytes);
 #if SWAA_SIMT_ASAN
   if (pred) {  // read the source now too, so ASan's report points at this call, not the wait
     alignas(16) unsigned char probe[16];
-    std::memcpy(probe, gmem_src, 16);
+    std::memcpy(probe, gmem_src, bytes);
     asm volatile("" : : "r"(probe) : "memory");
   }
 #endif
-  host::CpAsyncCopy copy{smem_dst, gmem_src, pred, false};
+  CpAsyncCopy copy{smem_dst, gmem_src, bytes, pred, false};
   const bool at_issue = e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck ||
                         (e.mode == Mode::Random && (e.rng() & 1));
   if (at_issue) {
-    host::execute_copy(copy);
+    execute_copy(copy);
     copy.done = true;
   }
   f.uncommitted.push_back(copy);
+}
+}  // namespace host
+
+inline void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
+                        std::source_location loc = std::source_location::current()) {
+  host::cp_async(host::make_site("cp_async_16", loc), smem_dst, gmem_src, pred, 16);
+}
+
+template <int kBytes>
+void cp_async_ca(void* smem_dst, const void* gmem_src, bool pred,
+                 std::source_location loc = std::source_location::current()) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async.ca copies 4, 8 or 16 bytes");
+  host::cp_async(host::make_site("cp_async_ca", loc), smem_dst, gmem_src, pred, kBytes);
 }
 
 inline void cp_async_commit() {
@@ -270,11 +282,53 @@ void cp_async_wait() {
   while (f.groups.size() - completed > size_t(N)) {
     for (const auto& copy : f.groups[completed]) {
       if (!copy.done) host::execute_copy(copy);
-      if (e.race) e.race->note_async_write(copy.dst, 16, f);
+      if (e.race) e.race->note_written(copy.dst, copy.bytes, f);
     }
     ++completed;
   }
   f.groups.erase(f.groups.begin(), f.groups.begin() + completed);
+}
+
+// Plain shared-memory loads and stores: checked (inside the block's shared memory, naturally
+// aligned) and, in RaceCheck mode, recorded as the accesses they are.
+template <typename T>
+T ld_shared(const T* p, std::source_location loc = std::source_location::current()) {
+  static_assert(std::has_single_bit(sizeof(T)) && sizeof(T) <= 16, "a 1-16 byte access");
+  host::Fiber& f = host::current_fiber();
+  const host::Site site = host::make_site("ld_shared", loc);
+  host::check_shared(site, f, p, sizeof(T), sizeof(T));
+  if (host::Emulator& e = *host::tls_emulator; e.race) e.race->note_read(p, sizeof(T), f, site);
+  T v;
+  std::memcpy(static_cast<void*>(&v), p, sizeof(T));
+  return v;
+}
+
+template <typename T>
+void st_shared(T* p, const std::type_identity_t<T>& v,
+               std::source_location loc = std::source_location::current()) {
+  static_assert(std::has_single_bit(sizeof(T)) && sizeof(T) <= 16, "a 1-16 byte access");
+  host::Fiber& f = host::current_fiber();
+  host::check_shared(host::make_site("st_shared", loc), f, p, sizeof(T), sizeof(T));
+  std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(T));
+  if (host::Emulator& e = *host::tls_emulator; e.race) e.race->note_written(p, sizeof(T), f);
+}
+
+// Plain global-memory loads and stores, checked for natural alignment.
+template <typename T>
+T ld_global(const T* p, std::source_location loc = std::source_location::current()) {
+  static_assert(std::has_single_bit(sizeof(T)) && sizeof(T) <= 16, "a 1-16 byte access");
+  host::check_global_aligned(host::make_site("ld_global", loc), p, sizeof(T));
+  T v;
+  std::memcpy(static_cast<void*>(&v), p, sizeof(T));
+  return v;
+}
+
+template <typename T>
+void st_global(T* p, const std::type_identity_t<T>& v,
+               std::source_location loc = std::source_location::current()) {
+  static_assert(std::has_single_bit(sizeof(T)) && sizeof(T) <= 16, "a 1-16 byte access");
+  host::check_global_aligned(host::make_site("st_global", loc), p, sizeof(T));
+  std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(T));
 }
 
 }  // namespace swaa::simt

@@ -6,10 +6,13 @@
 // stale bytes -- wrong results, as a real race may give. At each barrier every copy is compared
 // with the view committed at the previous one; the bytes a thread changed are its writes, and they
 // are merged and handed to everyone. Reported, per barrier interval: two threads writing one byte,
-// and a byte read through ldmatrix by one thread and written by another (read-after-write or
-// write-after-read: within one interval both are races). A cp.async counts as a write both in
-// the interval of its issue and in that of the wait_group that completes it. Atomics act on every
-// copy at once. Static __shared__ arrays are shared as usual and not tracked.
+// and a byte read by one thread and written by another (read-after-write or write-after-read:
+// within one interval both are races).
+// What counts as an access: a read is an ldmatrix row or a simt::ld_shared; a write is a byte
+// that changed (any store), a simt::st_shared (even of the value already there) or a cp.async,
+// which counts both in the interval of its issue and in that of the wait_group that completes it.
+// Plain C++ reads (`x = s[i]`) are not seen: kernels read shared memory through ld_shared.
+// Atomics act on every copy at once. Static __shared__ arrays are shared as usual and not tracked.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -49,7 +52,7 @@ class RaceChecker {
 
   char* private_smem(unsigned thread) { return reinterpret_cast<char*>(copy(thread)); }
 
-  // An ldmatrix row read by `reader` from its own copy.
+  // An ldmatrix row or an ld_shared read by `reader` from its own copy.
   void note_read(const void* p, size_t n, const Fiber& reader, const Site& site) {
     uint32_t offset;
     if (!offset_in_copy(p, n, reader.id, offset)) return;
@@ -61,8 +64,10 @@ class RaceChecker {
     }
   }
 
-  // A cp.async completing at cp.async.wait_group: its bytes count as written in this interval too.
-  void note_async_write(const void* p, size_t n, const Fiber& f) {
+  // Bytes written by `f` that the diff at the barrier may not see: an st_shared (even of the
+  // value already there), or a cp.async completing at cp.async.wait_group (its bytes count as
+  // written in that interval too).
+  void note_written(const void* p, size_t n, const Fiber& f) {
     uint32_t offset;
     if (!offset_in_copy(p, n, f.id, offset)) return;
     for (uint32_t o = offset; o < offset + n; ++o) note_write(o, int32_t(f.id));

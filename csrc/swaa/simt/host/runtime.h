@@ -74,6 +74,7 @@ struct LaneSlot {
 struct CpAsyncCopy {
   void* dst;
   const void* src;
+  unsigned bytes;  // 4, 8 or 16
   bool pred;
   bool done;  // already copied at issue (WarpSerial, RaceCheck, half of Random's)
 };

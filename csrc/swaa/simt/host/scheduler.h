@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "memory.h"
 #include "race_check.h"
 #include "runtime.h"
 #include "warp_ops.h"
@@ -16,9 +17,9 @@ namespace swaa::simt::host {
 
 inline void execute_copy(const CpAsyncCopy& c) {
   if (c.pred) {
-    std::memcpy(c.dst, c.src, 16);
+    std::memcpy(c.dst, c.src, c.bytes);
   } else {
-    std::memset(c.dst, 0, 16);
+    std::memset(c.dst, 0, c.bytes);
   }
 }
 
@@ -276,20 +277,35 @@ struct LaunchScope {
   }
 };
 
-inline void run_grid(void (*invoke)(void (*)(), void*), void (*kernel)(), void* params, dim3 grid,
-                     dim3 block, size_t smem_bytes) {
+// A launch's grid, and the file:line of the launch call (where the dim3 was converted).
+struct LaunchGrid {
+  LaunchGrid(dim3 dims_, std::source_location loc_ = std::source_location::current())
+      : dims(dims_), loc(loc_) {}
+  dim3 dims;
+  std::source_location loc;
+};
+
+inline void run_grid(void (*invoke)(void (*)(), void*), void (*kernel)(), void* params,
+                     const LaunchGrid& launch_grid, dim3 block, size_t smem_bytes) {
   Emulator& e = emulator();
   if (e.active) throw std::logic_error("swaa::simt: launch from inside a kernel");
   e.kernel = kernel;
+  const dim3 grid = launch_grid.dims;
   const auto invalid = [&](const std::string& what) {
-    throw std::invalid_argument("swaa::simt::launch " + kernel_name(kernel) + ": " + what);
+    throw std::invalid_argument(
+        "swaa::simt::launch " + kernel_name(kernel) + " at " + launch_grid.loc.file_name() + ":" +
+        std::to_string(launch_grid.loc.line()) + ": " + what);
   };
   if (block.y != 1 || block.z != 1 || block.x == 0 || block.x % 32 != 0 || block.x > 1024) {
     invalid("blocks must be 1-D with a multiple of 32 threads (at most 1024)");
   }
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) invalid("empty grid");
-  constexpr size_t kMaxSmem = 227 * 1024;  // sm_90 opt-in limit
-  if (smem_bytes > kMaxSmem) invalid("more than 227 KiB of dynamic shared memory");
+  const int sm = global_target_sm.load();
+  if (const size_t limit = max_dynamic_smem_bytes(sm); smem_bytes > limit) {
+    invalid(std::to_string(smem_bytes) + " bytes of dynamic shared memory, more than sm_" +
+            std::to_string(sm) + " allows per block (" + std::to_string(limit / 1024) +
+            " KiB; swaa::simt::set_target_sm picks the GPU the emulator checks against)");
+  }
 
   LaunchScope scope{e, nullptr};
   e.active = true;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "memory.h"
 #include "race_check.h"
 #include "runtime.h"
 
@@ -82,10 +83,7 @@ inline void complete_ldmatrix(Emulator& e, Fiber* const* lanes, int count, bool 
     for (int r = 0; r < 8; ++r) {
       const Fiber& supplier = *lanes[8 * i + r];
       const void* row = supplier.slot.in;
-      if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
-        fail(to_string(site) + ": thread " + std::to_string(supplier.id) +
-             " passed a row address that is not 16-byte aligned");
-      }
+      check_shared(site, supplier, row, 16, 16);
       std::memcpy(m[i][r], row, 16);
       if (e.race) e.race->note_read(row, 16, supplier, site);
     }
