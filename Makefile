@@ -51,13 +51,14 @@ ctest: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake
 	ctest --test-dir build-cmake --output-on-failure
 
-# The SIMT layer's tests and the emulated forward kernel again under AddressSanitizer (+UBSan),
-# plus the planted out-of-bounds cp.async.
+# The SIMT layer's tests and the emulated forward and backward kernels again under
+# AddressSanitizer (+UBSan), plus the planted out-of-bounds cp.async.
 ctest-asan: venv
 	cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
 		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake-asan --target \
 		test_simt_intrinsics test_simt_planted_bugs test_simt_memory_checks test_emulated_forward \
+		test_emulated_backward \
 		test_simt_asan_cp_async_oob
 	ctest --test-dir build-cmake-asan -L simt -E device_compile --output-on-failure
 

@@ -1,10 +1,11 @@
-"""The CUDA forward kernel run on the CPU by the SIMT emulator (DESIGN.md §6).
+"""The CUDA forward and backward kernels run on the CPU by the SIMT emulator (DESIGN.md §6).
 
-Same source as the GPU build, compiled by g++ into `swaa_ext._C_emulated`: this is how the kernel
-is tested without a GPU. Roughly 1 GFLOP/s, so for tests and debugging on small shapes only.
+Same source as the GPU build, compiled by g++ into `swaa_ext._C_emulated`: this is how the kernels
+are tested without a GPU. Roughly 1 GFLOP/s, so for tests and debugging on small shapes only.
 
     with emulated.mode("race_check"):
         out = emulated.sliding_attention(q, k, v, window=16, sinks=4)
+        out.sum().backward()  # the CUDA backward kernels, emulated
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from . import _C_emulated  # noqa: F401  (loads the library that registers swaa_emulated ops)
-from .ops import _check_int, _fwd_fake, op_arguments
+from .ops import _bwd_fake, _check_int, _fwd_fake, op_arguments, register_autograd
 
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
 MODES = ("default", "random", "warp_serial", "race_check")
@@ -59,10 +60,13 @@ def sliding_attention(
     return_lse: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`swaa_ext.sliding_attention` through the emulated CUDA kernel: CPU tensors, float16 or
-    bfloat16, head dim 64 or 128. Forward only (no autograd)."""
+    bfloat16, head dim 64 or 128. Differentiable through out and LSE: the backward runs the CUDA
+    backward kernels, emulated."""
     out, lse = torch.ops.swaa_emulated.fwd(*op_arguments(q, k, v, window, sinks, full_from,
                                                          scale))
     return (out, lse) if return_lse else out
 
 
 torch.library.register_fake("swaa_emulated::fwd")(_fwd_fake)
+torch.library.register_fake("swaa_emulated::bwd")(_bwd_fake)
+register_autograd("swaa_emulated::fwd", torch.ops.swaa_emulated.bwd)

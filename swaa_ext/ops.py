@@ -101,13 +101,24 @@ def _setup_context(ctx, inputs, output):
     ctx.window, ctx.sinks, ctx.scale = window, sinks, scale
 
 
-def _backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse, full_from = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
-    dq, dk, dv = torch.ops.swaa_ext.bwd(grad_out, grad_lse, q, k, v, out, lse, ctx.window,
-                                        ctx.sinks, full_from, ctx.scale)
-    return dq, dk, dv, None, None, None, None
+def make_backward(bwd_op):
+    """The autograd formula of a fwd op whose gradients `bwd_op` (the matching bwd schema)
+    computes; shared by swaa_ext::fwd and the emulated swaa_emulated::fwd."""
+
+    def backward(ctx, grad_out, grad_lse):
+        q, k, v, out, lse, full_from = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        dq, dk, dv = bwd_op(grad_out, grad_lse, q, k, v, out, lse, ctx.window, ctx.sinks,
+                            full_from, ctx.scale)
+        return dq, dk, dv, None, None, None, None
+
+    return backward
 
 
-torch.library.register_autograd("swaa_ext::fwd", _backward, setup_context=_setup_context)
+def register_autograd(fwd_name: str, bwd_op) -> None:
+    torch.library.register_autograd(fwd_name, make_backward(bwd_op),
+                                    setup_context=_setup_context)
+
+
+register_autograd("swaa_ext::fwd", torch.ops.swaa_ext.bwd)

@@ -1,6 +1,7 @@
-"""Sample inputs shared by the CUDA kernel's tests (emulated and real GPU): small shapes that are
-ragged around the kernel's tiles (64 query rows; 64 keys for head dim 64, 32 for head dim 128), and
-the same-precision PyTorch attention that sets each case's error budget."""
+"""Sample inputs shared by the CUDA kernels' tests (emulated and real GPU): small shapes that are
+ragged around the kernels' tiles (forward and dQ: 64 query rows, 64 keys for head dim 64, 32 for
+head dim 128; dK/dV: 128 keys, 64 / 32 query rows), and the same-precision PyTorch attention that
+sets each case's error budget, forward and backward."""
 
 from __future__ import annotations
 
@@ -52,6 +53,18 @@ CASES = [
 ]
 
 
+# The backward's own edges on top of CASES.
+BACKWARD_CASES = [
+    Case(1, 300, window=20),                                # keys 0-279 are seen by no query
+    Case(1, 700, window=40, sinks=3, heads_q=4, heads_kv=1),  # decode row, long Lk, MQA
+    Case(90, 200, window=16, sinks=45),                     # sinks past the window start, ragged
+    Case(100, 130, window=2, sinks=1),                      # window 2 across tiles
+    Case(80, 150, window=10, batch=2, full_from=(100, 140)),  # full_from mid-sequence per row
+    Case(40, 60, window=12, sinks=3, heads_q=8, heads_kv=1),  # GQA 8
+    Case(70, 70, window=30, heads_q=8, heads_kv=2),         # GQA 4
+]
+
+
 def make_inputs(case: Case, dtype: torch.dtype, head_dim: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
 
@@ -68,14 +81,16 @@ def make_inputs(case: Case, dtype: torch.dtype, head_dim: int, seed: int = 0):
     return q, k, v, full_from
 
 
-def same_precision_attention(q, k, v, window, sinks, full_from):
+def same_precision_attention(q, k, v, window, sinks, full_from, return_lse=False):
     """Dense masked attention in the inputs' own precision: the error budget a same-precision
     PyTorch implementation needs, against which the kernel's error is judged."""
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     mask = reference.visible(q.shape[2], k.shape[2], window, sinks, full_from, device=q.device)
     scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+    scores = scores.masked_fill(~mask, float("-inf"))
+    out = scores.softmax(dim=-1) @ v
+    return (out, scores.float().logsumexp(dim=-1)) if return_lse else out
 
 
 def max_error(out: torch.Tensor, q, k, v, window, sinks, full_from) -> tuple[float, float]:
@@ -86,3 +101,31 @@ def max_error(out: torch.Tensor, q, k, v, window, sinks, full_from) -> tuple[flo
     err = (out.double().cpu() - ref64).abs().max().item()
     pt_err = (pt.double().cpu() - ref64).abs().max().item()
     return err, pt_err
+
+
+def gradients(attention, q, k, v, window, sinks, full_from, *, with_lse: bool, seed: int = 1):
+    """(dq, dk, dv) of `attention(q, k, v, window, sinks, full_from=..., return_lse=True)` for a
+    random dO (and a random dLSE when `with_lse`), the same for every implementation and dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out, lse = attention(*leaves, window, sinks, full_from=full_from, return_lse=True)
+    d_o = torch.randn(out.shape, generator=gen).to(out.dtype).to(out.device)
+    outputs, grads = [out], [d_o]
+    if with_lse:
+        outputs.append(lse)
+        grads.append(torch.randn(lse.shape, generator=gen).to(lse.dtype).to(lse.device))
+    return torch.autograd.grad(outputs, leaves, grads)
+
+
+def _same_precision(q, k, v, window, sinks, *, full_from, return_lse):
+    return same_precision_attention(q, k, v, window, sinks, full_from, return_lse=True)
+
+
+def gradient_errors(grads, q, k, v, window, sinks, full_from, *, with_lse: bool):
+    """Per gradient (dq, dk, dv): (kernel error, same-precision PyTorch error) against float64."""
+    args = (window, sinks, full_from)
+    ref = gradients(reference.sliding_attention, q.double().cpu(), k.double().cpu(),
+                    v.double().cpu(), *args, with_lse=with_lse)
+    pt = gradients(_same_precision, q, k, v, *args, with_lse=with_lse)
+    return [((g.double().cpu() - r).abs().max().item(), (p.double().cpu() - r).abs().max().item())
+            for g, p, r in zip(grads, pt, ref)]

@@ -1,12 +1,13 @@
-"""Property-based check of the emulated CUDA forward: random shapes, windows, sinks, GQA ratios and
-full_from positions against the float64 reference (default schedule; few, small examples because
-emulation is slow)."""
+"""Property-based check of the emulated CUDA forward and backward: random shapes, windows, sinks,
+GQA ratios and full_from positions against the float64 reference (default schedule; few, small
+examples because emulation is slow)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from cuda_kernel_cases import DTYPES, HEAD_DIMS, Case, make_inputs, max_error
+from cuda_kernel_cases import (DTYPES, HEAD_DIMS, Case, gradient_errors, gradients, make_inputs,
+                               max_error)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +15,8 @@ emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated
 
 
 @st.composite
-def cases(draw) -> tuple[Case, torch.dtype, int]:
-    len_k = draw(st.integers(1, 140))
+def cases(draw, max_len: int = 140) -> tuple[Case, torch.dtype, int]:
+    len_k = draw(st.integers(1, max_len))
     len_q = draw(st.integers(1, len_k))
     heads_kv = draw(st.integers(1, 2))
     full_from = draw(st.none() | st.integers(-5, len_k + 5))
@@ -37,3 +38,15 @@ def test_forward_matches_reference(drawn: tuple[Case, torch.dtype, int]) -> None
     out = emulated.sliding_attention(q, k, v, case.window, case.sinks, full_from=full_from)
     err, pt_err = max_error(out, q, k, v, case.window, case.sinks, full_from)
     assert err <= 2 * pt_err + 1e-5, f"max error {err:.3g} vs same-precision PyTorch {pt_err:.3g}"
+
+
+@settings(max_examples=10, deadline=None)
+@given(cases(max_len=100), st.booleans())
+def test_backward_matches_reference(drawn: tuple[Case, torch.dtype, int], with_lse: bool) -> None:
+    case, dtype, head_dim = drawn
+    q, k, v, full_from = make_inputs(case, dtype, head_dim)
+    args = (q, k, v, case.window, case.sinks, full_from)
+    grads = gradients(emulated.sliding_attention, *args, with_lse=with_lse)
+    for name, (err, pt_err) in zip(("dq", "dk", "dv"), gradient_errors(grads, *args,
+                                                                       with_lse=with_lse)):
+        assert err <= 2 * pt_err + 1e-4, f"{name}: max error {err:.3g} vs PyTorch {pt_err:.3g}"

@@ -13,7 +13,10 @@ struct AttentionParams {
   const void* k;
   const void* v;
   void* o;
-  void* lse;  // (B, Hq, Lq) contiguous, float32 (float64 for float64 inputs); natural log
+  // (B, Hq, Lq) contiguous, float32 (float64 for float64 inputs); natural log. A row with no
+  // visible key (unreachable today: every row sees itself) gets +inf, as in FlashAttention, so a
+  // backward's recomputed probabilities exp(scale * s - lse) are 0 there, never inf or NaN.
+  void* lse;
 
   int64_t q_batch_stride, q_head_stride, q_row_stride;
   int64_t k_batch_stride, k_head_stride, k_row_stride;

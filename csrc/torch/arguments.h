@@ -55,6 +55,27 @@ inline void check_attention_inputs(const at::Tensor& q, const at::Tensor& k, con
   }
 }
 
+// The backward's extra inputs (grad_out, grad_lse, out, lse) against q, after
+// check_attention_inputs(q, k, v, ...).
+inline void check_backward_inputs(const at::Tensor& grad_out,
+                                  const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+                                  const at::Tensor& out, const at::Tensor& lse) {
+  for (const auto& [name, t] : {std::pair{"grad_out", &grad_out}, {"out", &out}}) {
+    TORCH_CHECK_VALUE(t->sizes() == q.sizes(), name, " must have q's shape ", q.sizes(), ", got ",
+                      t->sizes());
+  }
+  const auto rows = q.sizes().slice(0, 3);
+  TORCH_CHECK_VALUE(lse.sizes() == rows, "lse must have shape ", rows, ", got ", lse.sizes());
+  TORCH_CHECK_VALUE(!grad_lse.has_value() || grad_lse->sizes() == rows, "grad_lse must have shape ",
+                    rows, ", got ", grad_lse.has_value() ? grad_lse->sizes() : rows);
+  for (const at::Tensor* t : {&grad_out, &out, &lse}) {
+    TORCH_CHECK_VALUE(t->device() == q.device(), "grad_out, out and lse must be on q's device ",
+                      q.device(), ", got ", t->device());
+  }
+  TORCH_CHECK_VALUE(!grad_lse.has_value() || grad_lse->device() == q.device(),
+                    "grad_lse must be on q's device ", q.device(), ", got ", grad_lse->device());
+}
+
 inline void check_head_dim(const at::Tensor& q, int64_t max_head_dim, const char* backend) {
   TORCH_CHECK_VALUE(q.size(3) >= 1 && q.size(3) <= max_head_dim, "head_dim must be in [1, ",
                     max_head_dim, "] on ", backend, ", got ", q.size(3));

@@ -43,8 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     double scale) {
   check_attention_inputs(q, k, v, window, sinks, full_from);
   check_head_dim(q, kCpuMaxHeadDim, "CPU");
-  TORCH_CHECK_VALUE(grad_out.sizes() == q.sizes(), "grad_out must have q's shape ", q.sizes(),
-                    ", got ", grad_out.sizes());
+  check_backward_inputs(grad_out, grad_lse, q, out, lse);
   const at::ScalarType dtype = compute_dtype(q);
   const at::Tensor qc = q.to(dtype), kc = k.to(dtype), vc = v.to(dtype);
   // The kernels need a contiguous last dim; autograd may hand us any layout.

@@ -36,16 +36,18 @@ inline at::Tensor aligned_for_kernel(const at::Tensor& t) {
   return aligned ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
-inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
-                                        const at::Tensor& v, std::optional<int64_t> window,
-                                        int64_t sinks, const std::optional<at::Tensor>& full_from,
-                                        double scale, const char* backend) {
+// The checks every CUDA kernel (forward and backward) needs beyond the common argument check;
+// returns the kernel's element type.
+inline cuda::Dtype check_cuda_kernel_inputs(const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, std::optional<int64_t> window,
+                                            int64_t sinks,
+                                            const std::optional<at::Tensor>& full_from,
+                                            double scale, const char* backend) {
   check_attention_inputs(q, k, v, window, sinks, full_from);
-  CudaForward f;
-  f.dtype = kernel_dtype(q, backend);
-  TORCH_CHECK_VALUE(cuda::forward_supports(f.dtype, q.size(3)), "head_dim must be 64 or 128 on ",
+  const cuda::Dtype dtype = kernel_dtype(q, backend);
+  TORCH_CHECK_VALUE(cuda::forward_supports(dtype, q.size(3)), "head_dim must be 64 or 128 on ",
                     backend, ", got ", q.size(3));
-  // The grid is (query blocks, heads_q, batch); CUDA caps the last two at 65535.
+  // The grids are (blocks, heads, batch); CUDA caps the last two at 65535.
   constexpr int64_t kMaxGridYZ = 65535;
   TORCH_CHECK_VALUE(q.size(0) <= kMaxGridYZ && q.size(1) <= kMaxGridYZ,
                     "batch and q's heads must be <= ", kMaxGridYZ, " on ", backend, ", got ",
@@ -53,6 +55,15 @@ inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k
   // The kernel scales masked (-inf) scores: a zero, negative or NaN scale would turn them into NaN.
   TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "scale must be a positive finite number on ",
                     backend, ", got ", scale);
+  return dtype;
+}
+
+inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, std::optional<int64_t> window,
+                                        int64_t sinks, const std::optional<at::Tensor>& full_from,
+                                        double scale, const char* backend) {
+  CudaForward f;
+  f.dtype = check_cuda_kernel_inputs(q, k, v, window, sinks, full_from, scale, backend);
   f.q = aligned_for_kernel(q);
   f.k = aligned_for_kernel(k);
   f.v = aligned_for_kernel(v);

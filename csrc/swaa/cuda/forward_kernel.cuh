@@ -75,28 +75,31 @@ __device__ __forceinline__ void load_kv_async(typename Traits::Element* smem_k,
   load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, p.len_k);
 }
 
-// This warp's 16 query rows as mma A fragments, one per 16-wide slice of the head dim.
+// This warp's 16 rows of a shared tile (the forward's query rows) as mma A fragments, one per
+// 16-wide slice of the head dim.
 template <typename Traits>
-__device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[Traits::kDSteps][4],
-                                                 const typename Traits::Element* smem_q,
-                                                 int warp, int lane) {
+__device__ __forceinline__ void load_row_fragments(uint32_t (&frag)[Traits::kDSteps][4],
+                                                   const typename Traits::Element* smem,
+                                                   int warp, int lane) {
   // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
   const int row = warp * Traits::kRowsPerWarp + lane % 16;
   for (int ds = 0; ds < Traits::kDSteps; ++ds) {
     const int col = ds * kMmaK + (lane / 16) * 8;
-    simt::ldmatrix_x4(q_frag[ds], smem_q + Traits::smem_offset(row, col));
+    simt::ldmatrix_x4(frag[ds], smem + Traits::smem_offset(row, col));
   }
 }
 
-// s <- Q K^T for this warp's rows and one K tile (raw dot products, unscaled).
-template <typename Traits>
-__device__ __forceinline__ void qk_scores(float (&s)[Traits::kNTiles][4],
+// s <- Q K^T for this warp's rows and one K tile of 8 kNTiles rows (raw dot products, unscaled).
+// The backward uses it for every product over the head dim (dO V^T, K Q^T, V dO^T).
+template <typename Traits, int kNTiles>
+__device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
                                           const uint32_t (&q_frag)[Traits::kDSteps][4],
                                           const typename Traits::Element* smem_k, int lane) {
-  for (int nt = 0; nt < Traits::kNTiles; ++nt)
+  static_assert(kNTiles % 2 == 0, "ldmatrix.x4 loads n-tiles in pairs");
+  for (int nt = 0; nt < kNTiles; ++nt)
     for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
   for (int ds = 0; ds < Traits::kDSteps; ++ds) {
-    for (int np = 0; np < Traits::kNTiles / 2; ++np) {
+    for (int np = 0; np < kNTiles / 2; ++np) {
       // ldmatrix.x4 of keys [16 np, 16 np + 16): registers {0,1} are n-tile 2 np, {2,3} the next.
       const int key = np * 2 * kMmaN + (lane / 16) * 8 + lane % 8;
       const int col = ds * kMmaK + ((lane / 8) % 2) * 8;
@@ -111,10 +114,10 @@ __device__ __forceinline__ void qk_scores(float (&s)[Traits::kNTiles][4],
 
 // s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule.
 // Accumulator layout: lane holds rows lane/4 (+8 for e >= 2), columns 2 (lane % 4) + (e % 2).
-template <typename Traits>
-__device__ __forceinline__ void apply_mask(float (&s)[Traits::kNTiles][4], const MaskRule& rule,
+template <int kNTiles>
+__device__ __forceinline__ void apply_mask(float (&s)[kNTiles][4], const MaskRule& rule,
                                            int64_t row0, int64_t n0, int lane) {
-  for (int nt = 0; nt < Traits::kNTiles; ++nt) {
+  for (int nt = 0; nt < kNTiles; ++nt) {
     for (int e = 0; e < 4; ++e) {
       const int64_t i = row0 + lane / 4 + (e / 2) * 8;
       const int64_t j = n0 + nt * kMmaN + 2 * (lane % 4) + e % 2;
@@ -169,14 +172,15 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kNTiles][4],
   }
 }
 
-// o += P V. The accumulator layout of two adjacent S n-tiles is exactly the A fragment of one
-// 16-key k-step, so P goes from registers to the tensor cores without shared memory.
-template <typename Traits>
+// o += P V for P of 8 kNTiles keys. The accumulator layout of two adjacent S n-tiles is exactly
+// the A fragment of one 16-key k-step, so P goes from registers to the tensor cores without
+// shared memory. The backward uses it for every product over the key or query axis.
+template <typename Traits, int kNTiles>
 __device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
-                                              const float (&p)[Traits::kNTiles][4],
+                                              const float (&p)[kNTiles][4],
                                               const typename Traits::Element* smem_v, int lane) {
   using Ops = typename Traits::Ops;
-  for (int ks = 0; ks < Traits::kKeySteps; ++ks) {
+  for (int ks = 0; ks < kNTiles / 2; ++ks) {
     const float(&lo)[4] = p[2 * ks];
     const float(&hi)[4] = p[2 * ks + 1];
     const uint32_t a[4] = {Ops::pack2(lo[0], lo[1]), Ops::pack2(lo[2], lo[3]),
@@ -210,12 +214,14 @@ __device__ __forceinline__ void store_output(const BlockProblem<Traits>& bp, int
       const int col = dt * kMmaN + 2 * (lane % 4);
       out[col / 2] = Traits::Ops::pack2(o[dt][2 * r] * inv_sum, o[dt][2 * r + 1] * inv_sum);
     }
-    if (lane % 4 == 0) bp.lse[row] = sum > 0.f ? st.max[r] * scale + logf(sum) : -INFINITY;
+    // A row with no visible key gets +inf, so a backward's exp(s - lse) is 0 there (params.h).
+    if (lane % 4 == 0) bp.lse[row] = sum > 0.f ? st.max[r] * scale + logf(sum) : INFINITY;
   }
 }
 
-// The k-th key block of the visiting order: the sink blocks, then the window blocks.
-__device__ __forceinline__ int64_t nth_key_block(const TwoRanges& blocks, int64_t t) {
+// The t-th block of the visiting order: `first`, then `second` (for key_blocks: the sink
+// blocks, then the window blocks).
+__device__ __forceinline__ int64_t nth_block(const TwoRanges& blocks, int64_t t) {
   const int64_t n_first = blocks.first.end - blocks.first.begin;
   return t < n_first ? blocks.first.begin + t : blocks.second.begin + (t - n_first);
 }
@@ -242,13 +248,13 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits)
-      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, nth_key_block(blocks, t) * kBlockN);
+      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, nth_block(blocks, t) * kBlockN);
     simt::cp_async_commit();
   }
   simt::cp_async_wait<kStages - 1>();
   __syncthreads();
   uint32_t q_frag[Traits::kDSteps][4];
-  load_q_fragments<Traits>(q_frag, smem_q, warp, lane);
+  load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t warp_row0 = bp.m0 + warp * Traits::kRowsPerWarp;
@@ -262,16 +268,16 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
     const int64_t t_next = t + kStages - 1;
     if (t_next < n_visits)
       load_kv_async<Traits>(smem_k, smem_v, int(t_next % kStages), bp, p,
-                            nth_key_block(blocks, t_next) * kBlockN);
+                            nth_block(blocks, t_next) * kBlockN);
     simt::cp_async_commit();
 
     const int stage = int(t % kStages);
-    const int64_t n0 = nth_key_block(blocks, t) * kBlockN;
+    const int64_t n0 = nth_block(blocks, t) * kBlockN;
     float s[Traits::kNTiles][4];
     qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
     // The tile's unclipped end: keys past len_k are zero-filled and must be masked out.
     if (!bp.rule.tile_fully_visible(bp.m0, bp.m1, n0, n0 + kBlockN))
-      apply_mask<Traits>(s, bp.rule, warp_row0, n0, lane);
+      apply_mask(s, bp.rule, warp_row0, n0, lane);
     online_softmax<Traits>(s, o, st, scale_log2);
     pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
   }

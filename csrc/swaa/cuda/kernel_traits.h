@@ -77,28 +77,22 @@ struct ElementOps<__nv_bfloat16> {
   }
 };
 
-template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_>
-struct ForwardTraitsBase {
+// What every kernel's tiles share: the element type, the thread count, the head dim and the
+// swizzled shared-memory layout of a (rows, kHeadDim) tile. Any whole number of warps works
+// (the SIMT layer runs any 1-D block of a multiple of 32 threads, up to 1024).
+template <typename Element_, int kHeadDim_, int kNWarps_>
+struct TileTraits {
   using Element = Element_;
   using Ops = ElementOps<Element>;
   static_assert(sizeof(Element) == 2, "the tensor-core path takes 16-bit elements");
 
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kNWarps = 4;
+  static constexpr int kNWarps = kNWarps_;
   static constexpr int kNThreads = kNWarps * kWarpSize;
-  static constexpr int kRowsPerWarp = kMmaM;
-  static constexpr int kBlockM = kNWarps * kRowsPerWarp;
-  static constexpr int kBlockN = kBlockN_;
-  static constexpr int kStages = kStages_;
-  static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
-
-  // Fragment counts per warp.
-  static constexpr int kDSteps = kHeadDim / kMmaK;   // k-steps of S = Q K^T
-  static constexpr int kNTiles = kBlockN / kMmaN;    // n-tiles of S (8 keys each)
-  static constexpr int kKeySteps = kBlockN / kMmaK;  // k-steps of O += P V
-  static constexpr int kDTiles = kHeadDim / kMmaN;   // n-tiles of O (8 dims each)
-  static_assert(kBlockN % (2 * kMmaN) == 0 && kHeadDim % (2 * kMmaN) == 0,
-                "ldmatrix.x4 loads n-tiles in pairs");
+  static constexpr int kRowsPerWarp = kMmaM;  // each warp owns one m16 tile of the block's rows
+  static constexpr int kDSteps = kHeadDim / kMmaK;  // k-steps of a product over the head dim
+  static constexpr int kDTiles = kHeadDim / kMmaN;  // n-tiles of a (16, kHeadDim) accumulator
+  static_assert(kHeadDim % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
 
   // Shared-memory tiles are row-major with 16-byte chunks XOR-swizzled by (row % 8): the 8 rows
   // one ldmatrix reads then hit 8 different bank groups instead of one.
@@ -107,16 +101,31 @@ struct ForwardTraitsBase {
   static constexpr int kSwizzleRows = 8;
   static_assert(kChunksPerRow >= kSwizzleRows, "the swizzle needs 8 chunks per row");
 
+  static __device__ __forceinline__ int smem_offset(int row, int col) {
+    const int chunk = (col / kChunkElems) ^ (row % kSwizzleRows);
+    return row * kHeadDim + chunk * kChunkElems + col % kChunkElems;
+  }
+};
+
+template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_>
+struct ForwardTraitsBase : TileTraits<Element_, kHeadDim_, /*kNWarps=*/4> {
+  using Base = TileTraits<Element_, kHeadDim_, 4>;
+  using typename Base::Element;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = Base::kNWarps * Base::kRowsPerWarp;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
+
+  // Fragment counts per warp.
+  static constexpr int kNTiles = kBlockN / kMmaN;  // n-tiles of S (8 keys each)
+  static_assert(kBlockN % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
+
   static constexpr int kSmemQElems = kBlockM * kHeadDim;
   static constexpr int kSmemKVElems = kBlockN * kHeadDim;  // one K (or V) stage
   static constexpr size_t kSmemQBytes = kSmemQElems * sizeof(Element);
   static constexpr size_t kSmemKVBytes = 2 * kStages * kSmemKVElems * sizeof(Element);
   static constexpr size_t kSmemBytes = kSmemQBytes + kSmemKVBytes;
-
-  static __device__ __forceinline__ int smem_offset(int row, int col) {
-    const int chunk = (col / kChunkElems) ^ (row % kSwizzleRows);
-    return row * kHeadDim + chunk * kChunkElems + col % kChunkElems;
-  }
 };
 
 template <typename Element, int kHeadDim>
@@ -130,5 +139,86 @@ struct ForwardTraits<Element, 64>
 template <typename Element>
 struct ForwardTraits<Element, 128>
     : ForwardTraitsBase<Element, 128, /*kBlockN=*/32, /*kStages=*/3> {};
+
+// ---- Backward (backward_kernel.cuh) -------------------------------------------------------------
+// Two kernels, so that every gradient element has exactly one writer (deterministic, no atomics):
+//   dK/dV: one block = kBlockN keys of one (batch, KV head), kRowsPerWarp = 16 keys per warp, so
+//          the key gradients accumulate in registers; it streams query tiles of kBlockM rows of
+//          every query head of the GQA group through a kStages-deep ring (Q, dO, LSE, delta).
+//          The products are transposed (S^T = K Q^T, dP^T = V dO^T), which puts P^T and dS^T in
+//          accumulator layout, i.e. already the A operand of dV += P^T dO and dK += dS^T Q.
+//   dQ:    one block = kBlockM query rows of one (batch, query head), like the forward; it streams
+//          K/V tiles of kBlockN keys and accumulates dQ += dS K in registers.
+// Per-thread fragment registers (float accumulators held across the loop, 4 per 8-wide n-tile):
+//   dK/dV: dK + dV = 2 * kHeadDim/8 * 4; S^T + dP^T = 2 * kBlockM/8 * 4; K or V row fragments
+//          (kHeadDim/16 * 4) are reloaded from shared memory per query tile, not held.
+//     D=64,  8 warps, kBlockM=64: 64 + 64 + 16 = 144.    D=128, 8 warps, kBlockM=32: 128 + 32 + 32 = 192.
+//   dQ:    Q and dO fragments 2 * kHeadDim/16 * 4, dQ kHeadDim/8 * 4, S + dP 2 * kBlockN/8 * 4.
+//     D=64,  kBlockN=64: 32 + 32 + 64 = 128.             D=128, kBlockN=32: 64 + 64 + 32 = 160.
+// Shared memory (derived below; sm_80 164 KiB per SM, sm_90 228 KiB):
+//   dK/dV: K + V tiles + kStages * (Q + dO tiles + LSE + delta rows).
+//     D=64:  2 * 16 KiB + 2 * (2 * 8 KiB + 0.5 KiB) = 65 KiB; D=128: 2 * 32 KiB + 2 * (2 * 8 KiB +
+//     0.25 KiB) = 96.5 KiB: one or two blocks (8 / 16 warps) per SM by shared memory.
+//   dQ:    Q + dO tiles + kStages * (K + V tiles): D=64 16 + 2 * 16 = 48 KiB, D=128 32 + 2 * 16 =
+//          64 KiB, as the forward's occupancy.
+// LSE and delta rows go through shared memory with plain loads, not cp.async: a 16-byte copy
+// would need len_q % 4 == 0. Measured registers: backward_kernel.cuh.
+template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockM_, int kStages_>
+struct BackwardKVTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
+  using Base = TileTraits<Element_, kHeadDim_, kNWarps_>;
+  using typename Base::Element;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockN = Base::kNWarps * Base::kRowsPerWarp;  // keys per block
+  static constexpr int kBlockM = kBlockM_;                            // query rows per tile
+  static constexpr int kStages = kStages_;
+  static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
+  static constexpr int kQTiles = kBlockM / kMmaN;  // n-tiles of S^T (8 queries each)
+  static_assert(kBlockM % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
+
+  static constexpr int kSmemKElems = kBlockN * kHeadDim;  // K, and V
+  static constexpr int kSmemQElems = kBlockM * kHeadDim;  // one Q (or dO) stage
+  static constexpr size_t kSmemKVBytes = 2 * kSmemKElems * sizeof(Element);
+  static constexpr size_t kSmemQBytes = 2 * kStages * kSmemQElems * sizeof(Element);
+  static constexpr size_t kSmemRowBytes = 2 * kStages * kBlockM * sizeof(float);  // LSE, delta
+  static constexpr size_t kSmemBytes = kSmemKVBytes + kSmemQBytes + kSmemRowBytes;
+};
+
+template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockN_, int kStages_>
+struct BackwardQTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
+  using Base = TileTraits<Element_, kHeadDim_, kNWarps_>;
+  using typename Base::Element;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = Base::kNWarps * Base::kRowsPerWarp;  // query rows per block
+  static constexpr int kBlockN = kBlockN_;                            // keys per tile
+  static constexpr int kStages = kStages_;
+  static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
+  static constexpr int kNTiles = kBlockN / kMmaN;  // n-tiles of S (8 keys each)
+  static_assert(kBlockN % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
+
+  static constexpr int kSmemQElems = kBlockM * kHeadDim;  // Q, and dO
+  static constexpr int kSmemKElems = kBlockN * kHeadDim;  // one K (or V) stage
+  static constexpr size_t kSmemQBytes = 2 * kSmemQElems * sizeof(Element);
+  static constexpr size_t kSmemKVBytes = 2 * kStages * kSmemKElems * sizeof(Element);
+  static constexpr size_t kSmemBytes = kSmemQBytes + kSmemKVBytes;
+};
+
+template <typename Element, int kHeadDim>
+struct BackwardKVTraits;
+template <typename Element, int kHeadDim>
+struct BackwardQTraits;
+
+// Shapes per head dim; the reasoning is in the comment above.
+template <typename Element>
+struct BackwardKVTraits<Element, 64>
+    : BackwardKVTraitsBase<Element, 64, /*kNWarps=*/8, /*kBlockM=*/64, /*kStages=*/2> {};
+template <typename Element>
+struct BackwardKVTraits<Element, 128>
+    : BackwardKVTraitsBase<Element, 128, /*kNWarps=*/8, /*kBlockM=*/32, /*kStages=*/2> {};
+template <typename Element>
+struct BackwardQTraits<Element, 64>
+    : BackwardQTraitsBase<Element, 64, /*kNWarps=*/4, /*kBlockN=*/64, /*kStages=*/2> {};
+template <typename Element>
+struct BackwardQTraits<Element, 128>
+    : BackwardQTraitsBase<Element, 128, /*kNWarps=*/4, /*kBlockN=*/32, /*kStages=*/2> {};
 
 }  // namespace swaa::cuda

@@ -1,8 +1,7 @@
-// CUDA registrations of swaa_ext::fwd / swaa_ext::bwd. The forward runs the tensor-core kernel
-// (csrc/swaa/cuda) on the current stream, without syncing; the backward is not written yet and
-// says so instead of falling back to something slower or different. Host code only, so g++
-// compiles it (nvcc through the torch headers takes minutes); the kernels are the .cu files.
-#include "../cuda_forward_boundary.h"
+// CUDA registrations of swaa_ext::fwd / swaa_ext::bwd: the tensor-core kernels (csrc/swaa/cuda)
+// on the current stream, without syncing. Host code only, so g++ compiles it (nvcc through the
+// torch headers takes minutes); the kernels are the .cu files.
+#include "../cuda_backward_boundary.h"
 
 // c10's stream header, not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE/cuBLAS headers.
 #include <c10/cuda/CUDAException.h>
@@ -25,12 +24,15 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::T
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
-    const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, std::optional<int64_t>, int64_t,
-    const std::optional<at::Tensor>&, double) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false,
-                              "CUDA backward is not implemented yet: swaa_ext runs the forward "
-                              "on CUDA only (move the tensors to the CPU to train)");
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
+    double scale) {
+  const c10::cuda::CUDAGuard device_guard(q.device());
+  CudaBackward g = prepare_cuda_backward(grad_out, grad_lse, q, k, v, out, lse, window, sinks,
+                                         full_from, scale, "CUDA");
+  C10_CUDA_CHECK(cuda::backward(g.params, g.dtype, c10::cuda::getCurrentCUDAStream()));
+  return {g.dq, g.dk, g.dv};
 }
 
 }  // namespace

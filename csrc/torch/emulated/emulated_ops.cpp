@@ -1,17 +1,20 @@
-// swaa_ext._C_emulated: the CUDA forward kernel's own source, compiled by g++ in SIMT host mode
-// (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernel is tested without a GPU (DESIGN.md §6).
-// Ops (CPU tensors, same schema as swaa_ext::fwd):
+// swaa_ext._C_emulated: the CUDA kernels' own source, compiled by g++ in SIMT host mode
+// (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernels are tested without a GPU (DESIGN.md §6).
+// Ops (CPU tensors, same schemas as swaa_ext::fwd / swaa_ext::bwd):
 //   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
+//   swaa_emulated::bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale)
+//       -> (dq, dk, dv)
 //   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
-// The instantiations come from the generated list (csrc/swaa/cuda/instantiations/forward_list.inc),
-// the same one the nvcc build compiles.
-#include "../cuda_forward_boundary.h"  // first: the SIMT layer precedes every CUDA header
+// The instantiations come from the generated lists (csrc/swaa/cuda/instantiations/*_list.inc),
+// the same ones the nvcc build compiles.
+#include "../cuda_backward_boundary.h"  // first: the SIMT layer precedes every CUDA header
 
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "../../swaa/cuda/backward_launch.cuh"
 #include "../../swaa/cuda/forward_launch.cuh"
 
 namespace swaa::cuda {
@@ -19,6 +22,10 @@ namespace swaa::cuda {
   template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
 #include "../../swaa/cuda/instantiations/forward_list.inc"
 #undef SWAA_FORWARD_INSTANTIATION
+#define SWAA_BACKWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  template cudaError_t run_backward<ELEMENT, HEAD_DIM>(const AttentionBackwardParams&, cudaStream_t);
+#include "../../swaa/cuda/instantiations/backward_list.inc"
+#undef SWAA_BACKWARD_INSTANTIATION
 }  // namespace swaa::cuda
 
 // `import swaa_ext._C_emulated` loads this library, which runs the registrations below.
@@ -46,6 +53,20 @@ std::tuple<at::Tensor, at::Tensor> forward_emulated(const at::Tensor& q, const a
   return {f.out, f.lse};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_emulated(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
+    double scale) {
+  TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k and v must be CPU tensors for ", kBackend,
+                    ", got ", q.device());
+  CudaBackward g = prepare_cuda_backward(grad_out, grad_lse, q, k, v, out, lse, window, sinks,
+                                         full_from, scale, kBackend);
+  const cudaError_t err = cuda::backward(g.params, g.dtype, cudaStream_t{});
+  TORCH_CHECK(err == cudaSuccess, kBackend, " failed to launch: error ", int(err));
+  return {g.dq, g.dk, g.dv};
+}
+
 void set_mode(const std::string& mode, int64_t seed) {
   const std::pair<const char*, simt::Mode> modes[] = {{"default", simt::Mode::Default},
                                                       {"random", simt::Mode::Random},
@@ -63,9 +84,15 @@ void set_mode(const std::string& mode, int64_t seed) {
 TORCH_LIBRARY(swaa_emulated, m) {
   m.def("fwd(Tensor q, Tensor k, Tensor v, int? window, int sinks, Tensor? full_from, float scale)"
         " -> (Tensor, Tensor)");
+  m.def("bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
+        " Tensor lse, int? window, int sinks, Tensor? full_from, float scale)"
+        " -> (Tensor, Tensor, Tensor)");
   m.def("set_mode(str mode, int seed) -> ()", &set_mode);
 }
 
-TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) { m.impl("fwd", &forward_emulated); }
+TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) {
+  m.impl("fwd", &forward_emulated);
+  m.impl("bwd", &backward_emulated);
+}
 
 }  // namespace swaa::torch_boundary
