@@ -1,20 +1,38 @@
-"""Builds swaa_ext._C: the CPU kernels always, the CUDA kernels when nvcc and a CUDA build of
-torch are present (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST,
+"""Builds swaa_ext._C: the CPU kernels always, the CUDA kernels when torch is a CUDA build and
+nvcc is found (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST,
 default "8.0;9.0" (sm_80-style kernels that also run on sm_86/sm_89/sm_90).
 
-Also builds swaa_ext._C_emulated when the CUDA headers are present (no nvcc, no GPU needed): the
+Also builds swaa_ext._C_emulated when the CUDA headers are found (no nvcc, no GPU needed): the
 same CUDA kernel source compiled by g++ against the SIMT emulator, so tests run it on the CPU
-(set SWAA_BUILD_EMULATED=0 to skip it)."""
+(set SWAA_BUILD_EMULATED=0 to skip it).
+
+The toolkit root comes from cuda_toolkit.py (CUDA_HOME, else the real nvcc on PATH, else the
+nvidia-* wheels in site-packages); one printed line says which root and what gets built."""
 
 import glob
 import os
+import sys
 
 import scipy_openblas32
 import torch
 from setuptools import setup
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+import cuda_toolkit  # noqa: E402  (beside this file)
+
+TOOLKIT = cuda_toolkit.find(cuda_major=(torch.version.cuda or "").split(".")[0])
+PLAN = cuda_toolkit.plan(TOOLKIT, os.environ, torch.version.cuda)
+# torch.utils.cpp_extension reads CUDA_HOME once, at import: set it first (and its copy after,
+# in case something imported it already), or it guesses dirname(dirname(nvcc on PATH)).
+if TOOLKIT.root:
+    os.environ["CUDA_HOME"] = TOOLKIT.root
+from torch.utils import cpp_extension  # noqa: E402
+
+if TOOLKIT.root:
+    cpp_extension.CUDA_HOME = TOOLKIT.root
+print(PLAN.line, file=sys.stderr)
+
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
@@ -22,20 +40,11 @@ def sources(*patterns: str) -> list[str]:
     return sorted(f for p in patterns for f in glob.glob(os.path.join("csrc", p), recursive=True))
 
 
-def want_cuda() -> bool:
-    if os.environ.get("SWAA_BUILD_CUDA", "1") == "0":
-        return False
-    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
-
-
 def emulated_extension() -> list:
     """g++ build of the CUDA kernels in SIMT host mode; needs only cuda_fp16.h / cuda_bf16.h."""
-    cuda_home = cpp_extension.CUDA_HOME
-    if os.environ.get("SWAA_BUILD_EMULATED", "1") == "0" or cuda_home is None:
+    if not PLAN.emulated:
         return []
-    cuda_include = os.path.join(cuda_home, "include")
-    if not os.path.exists(os.path.join(cuda_include, "cuda_fp16.h")):
-        return []
+    cuda_include = os.path.join(TOOLKIT.root, "include")
     return [
         cpp_extension.CppExtension(
             "swaa_ext._C_emulated",
@@ -48,17 +57,19 @@ def emulated_extension() -> list:
 
 def extensions():
     # BLAS for the CPU tiles: torch keeps its own MKL symbols private, so link OpenBLAS from the
-    # scipy-openblas32 wheel (prefixed symbols, no clash with numpy's copy) and find it by rpath.
+    # scipy-openblas32 wheel (prefixed symbols, no clash with numpy's copy) and find it by rpath:
+    # relative for an installed swaa_ext (site-packages/swaa_ext -> site-packages/scipy_openblas32),
+    # absolute for the in-place build in a checkout.
     blas = dict(
         include_dirs=[scipy_openblas32.get_include_dir()],
         library_dirs=[scipy_openblas32.get_lib_dir()],
         libraries=[scipy_openblas32.get_library()],
-        runtime_library_dirs=[scipy_openblas32.get_lib_dir()],
+        runtime_library_dirs=["$ORIGIN/../scipy_openblas32/lib", scipy_openblas32.get_lib_dir()],
     )
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
     cpp_sources = sources("torch/*.cpp", "swaa/cpu/*.cpp")
     cuda_sources = sources("torch/cuda/*.cpp", "swaa/cuda/**/*.cu")
-    if want_cuda() and cuda_sources:
+    if PLAN.cuda and cuda_sources:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
         return emulated_extension() + [
@@ -81,7 +92,14 @@ def extensions():
     ]
 
 
+def requirements() -> list[str]:
+    # The built library is tied to the torch (C++ ABI) and OpenBLAS it was compiled against.
+    torch_version = torch.__version__.split("+")[0]
+    return [f"torch=={torch_version}", f"scipy-openblas32=={scipy_openblas32.__version__}"]
+
+
 setup(
+    install_requires=requirements(),
     ext_modules=extensions(),
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

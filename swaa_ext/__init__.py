@@ -1,5 +1,7 @@
 """swaa_ext: sink + sliding-window attention kernels and SWAA model adaptation."""
 
+import importlib
+
 from . import _transformers_hook, reference
 from .config import PRESETS, SWAAConfig, preset
 from .ops import sliding_attention
@@ -16,4 +18,11 @@ def __getattr__(name: str):
     if name in ("adapt", "restore"):
         from . import hf
         return getattr(hf, name)
+    # emulated loads _C_emulated, built only where the CUDA headers were found (setup.py).
+    if name == "emulated":
+        try:  # import_module, not `from . import`: that would call this __getattr__ again
+            return importlib.import_module(".emulated", __name__)
+        except ImportError as e:
+            raise AttributeError(f"swaa_ext.emulated is unavailable: {e} (swaa_ext was built "
+                                 "without the CUDA headers; see setup.py's build line)") from e
     raise AttributeError(f"module 'swaa_ext' has no attribute {name!r}")
