@@ -11,11 +11,11 @@ wrapper script (here /usr/local/bin/nvcc execs /usr/local/cuda-13.0/bin/nvcc: to
    emulated kernels need, and nvidia-cuda-nvcc (+ nvvm) adds nvcc for the real CUDA kernels.
 
 A root counts only if its headers compile: cuda_runtime.h needs crt/ and cuda_fp16.h needs nv/,
-which torch's own nvidia-cuda-runtime wheel does not ship (nvidia-cuda-crt and -cccl do). No torch import here, so setup.py can set
-CUDA_HOME before torch.utils.cpp_extension reads it.
+which torch's own nvidia-cuda-runtime wheel does not ship (nvidia-cuda-crt and -cccl do).
+No torch import here, so setup.py can set CUDA_HOME before torch.utils.cpp_extension reads it.
 
 `python cuda_toolkit.py` prints the root (empty line if none), `--nvcc` the compiler,
-`--explain` the sentence setup.py prints."""
+`--explain` where the root came from."""
 
 from __future__ import annotations
 
@@ -86,12 +86,12 @@ def nvidia_folders() -> list[str]:
 
 
 def wheel_roots(folders: list[str], cuda_major: str | None = None) -> list[str]:
-    """Roots laid out by the nvidia-* wheels (nvidia/cuXX), those with nvcc first, then those
-    matching `cuda_major` (torch.version.cuda's major, when the caller knows it)."""
+    """Roots laid out by the nvidia-* wheels (nvidia/cuXX): first those matching `cuda_major`
+    (torch.version.cuda's major; torch refuses an nvcc of another major), then those with nvcc."""
     roots = sorted({os.path.dirname(os.path.dirname(h)) for f in folders
                     for h in glob.glob(os.path.join(f, "cu*", "include", "cuda_runtime.h"))})
-    return sorted(roots, key=lambda r: (_nvcc_in(r) is None,
-                                        os.path.basename(r) != f"cu{cuda_major}"))
+    return sorted(roots, key=lambda r: (os.path.basename(r) != f"cu{cuda_major}",
+                                        _nvcc_in(r) is None))
 
 
 def find(environ: os._Environ | dict = os.environ, cuda_major: str | None = None,

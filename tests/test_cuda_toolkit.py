@@ -78,12 +78,13 @@ def test_root_without_crt_headers_is_rejected(tmp_path):
     assert "lacks include/crt/host_config.h" in toolkit.reason
 
 
-def test_wheels_are_the_last_resort_and_nvcc_is_preferred(tmp_path):
+def test_wheels_are_the_last_resort_matching_torch_first(tmp_path):
     folder = tmp_path / "nvidia"
-    make_root(folder / "cu12", nvcc=False)
-    with_nvcc = make_root(folder / "cu13")
-    toolkit = cuda_toolkit.find(env(), cuda_major="12", wheel_folders=[str(folder)])
-    assert toolkit.root == with_nvcc and toolkit.reason == "nvidia wheels in site-packages"
+    other_major = make_root(folder / "cu12")
+    same_major = make_root(folder / "cu13", nvcc=False)
+    toolkit = cuda_toolkit.find(env(), cuda_major="13", wheel_folders=[str(folder)])
+    assert toolkit.root == same_major and toolkit.reason == "nvidia wheels in site-packages"
+    assert cuda_toolkit.find(env(), wheel_folders=[str(folder)]).root == other_major  # has nvcc
     system = make_root(tmp_path / "cuda-13.0")
     assert cuda_toolkit.find(env(PATH=f"{system}/bin"),
                              wheel_folders=[str(folder)]).root == system

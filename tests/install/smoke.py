@@ -37,7 +37,8 @@ def check_location(checkout: Path) -> None:
     # in the venv that built the wheel.
     maps = Path("/proc/self/maps").read_text().splitlines()
     blas = {line.split()[-1] for line in maps if "libscipy_openblas" in line}
-    check(bool(blas) and all(inside(p, site) for p in blas), f"OpenBLAS comes from this venv's site-packages: {sorted(blas)}")
+    check(bool(blas) and all(inside(p, site) for p in blas),
+          f"OpenBLAS comes from this venv's site-packages: {sorted(blas)}")
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
