@@ -102,7 +102,7 @@ def test_nothing_found(tmp_path):
                                "'cuda-toolkit[nvcc,cccl]==13.0.*', or set CUDA_HOME)"),
     (True, {}, None, False, "no CUDA kernels (torch is a CPU build)"),
     (True, {"SWAA_BUILD_CUDA": "0"}, "13.0", False, "no CUDA kernels (SWAA_BUILD_CUDA=0)"),
-])
+], ids=["nvcc", "no-nvcc", "cpu-torch", "switched-off"])
 def test_plan_cuda(tmp_path, nvcc, environ, torch_cuda, cuda, skipped):
     toolkit = cuda_toolkit.find(env(CUDA_HOME=make_root(tmp_path, nvcc=nvcc)), wheel_folders=[])
     plan = cuda_toolkit.plan(toolkit, environ, torch_cuda)
