@@ -55,6 +55,23 @@ def emulated_extension() -> list:
     ]
 
 
+def cudart_library_dirs() -> list[str]:
+    """torch links CUDA extensions with -lcudart, which needs lib/libcudart.so; the nvidia wheels
+    ship only lib/libcudart.so.13, so link to that from build/ (the soname stays libcudart.so.13:
+    at run time it is the copy torch has loaded)."""
+    lib = os.path.join(TOOLKIT.root, "lib")
+    versioned = sorted(glob.glob(os.path.join(lib, "libcudart.so.*")), key=len)
+    if glob.glob(os.path.join(TOOLKIT.root, "lib*", "libcudart.so")) or not versioned:
+        return []
+    link_dir = os.path.join(ROOT, "build", "cudart")
+    link = os.path.join(link_dir, "libcudart.so")
+    os.makedirs(link_dir, exist_ok=True)
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(versioned[0], link)
+    return [link_dir]
+
+
 def extensions():
     # BLAS for the CPU tiles: torch keeps its own MKL symbols private, so link OpenBLAS from the
     # scipy-openblas32 wheel (prefixed symbols, no clash with numpy's copy) and find it by rpath:
@@ -78,7 +95,7 @@ def extensions():
                 cpp_sources + cuda_sources,
                 extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
                 extra_link_args=["-fopenmp"],
-                **blas,
+                **dict(blas, library_dirs=blas["library_dirs"] + cudart_library_dirs()),
             )
         ]
     return emulated_extension() + [

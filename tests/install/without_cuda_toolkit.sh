@@ -5,18 +5,21 @@
 # finds comes from the nvidia-* wheels in the venv (cuda_toolkit.py). .ci/run runs `make test`
 # under it, so CI proves that the build and every test need no system toolkit.
 set -euo pipefail
-if [[ -z ${SWAA_TOOLKIT_HIDDEN:-} ]]; then
-    exec unshare --mount --propagation private env SWAA_TOOLKIT_HIDDEN=1 "$0" "$@"
+if [[ -z ${SWAA_EMPTY_DIR:-} ]]; then
+    # Outside the namespace: make the empty covers here, so they can be removed afterwards.
+    SWAA_EMPTY_DIR=$(mktemp -d) SWAA_EMPTY_FILE=$(mktemp)
+    export SWAA_EMPTY_DIR SWAA_EMPTY_FILE
+    trap 'rm -rf "$SWAA_EMPTY_DIR" "$SWAA_EMPTY_FILE"' EXIT
+    unshare --mount --propagation private "$0" "$@"
+    exit
 fi
 unset CUDA_HOME CUDA_PATH
-empty_dir=$(mktemp -d) empty_file=$(mktemp)
-trap 'rm -rf "$empty_dir" "$empty_file"' EXIT
 for dir in /usr/local/cuda /usr/local/cuda-*; do
-    [[ -d $dir ]] && mount --bind "$empty_dir" "$(realpath "$dir")"
+    [[ -d $dir ]] && mount --bind "$SWAA_EMPTY_DIR" "$(realpath "$dir")"
 done
 IFS=: read -ra path_dirs <<< "$PATH"
 for dir in "${path_dirs[@]}"; do
-    [[ -x $dir/nvcc && -f $dir/nvcc ]] && mount --bind "$empty_file" "$(realpath "$dir/nvcc")"
+    [[ -x $dir/nvcc && -f $dir/nvcc ]] && mount --bind "$SWAA_EMPTY_FILE" "$(realpath "$dir/nvcc")"
 done
 for dir in "${path_dirs[@]}"; do
     if [[ -x $dir/nvcc ]] || compgen -G "/usr/local/cuda*/include/cuda_runtime.h" > /dev/null; then
@@ -25,4 +28,4 @@ for dir in "${path_dirs[@]}"; do
     fi
 done
 echo "without_cuda_toolkit.sh: /usr/local/cuda* and nvcc on PATH hidden; running: $*" >&2
-"$@"
+exec "$@"
