@@ -74,7 +74,8 @@ __device__ __forceinline__ void store_rows(typename Traits::Element* out, int64_
     auto* dst = reinterpret_cast<uint32_t*>(out + row * row_stride);
     for (int dt = 0; dt < Traits::kDTiles; ++dt) {
       const int col = dt * kMmaN + 2 * (lane % 4);
-      dst[col / 2] = Traits::Ops::pack2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale);
+      simt::st_global(dst + col / 2,
+                      Traits::Ops::pack2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale));
     }
   }
 }
@@ -140,8 +141,9 @@ __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int s
   for (int i = threadIdx.x; i < kBlockM; i += Traits::kNThreads) {
     const int64_t row = m0 + i;
     const bool in_range = row < p.len_q;
-    sm.lse_log2[stage * kBlockM + i] = in_range ? qh.lse[row] * kLog2e : INFINITY;
-    sm.delta[stage * kBlockM + i] = in_range ? qh.delta[row] : 0.f;
+    // Through the layer's accessors, so the emulator's race check sees this exchange.
+    simt::st_shared(&sm.lse_log2[stage * kBlockM + i], in_range ? qh.lse[row] * kLog2e : INFINITY);
+    simt::st_shared(&sm.delta[stage * kBlockM + i], in_range ? qh.delta[row] : 0.f);
   }
 }
 
@@ -170,8 +172,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   if (masked) apply_mask_transposed(s, rule, key0, m0, lane);
   softmax_backward(s, dp, scale_log2, [&](int nt, int e, float& l, float& d) {
     const int col = nt * kMmaN + 2 * (lane % 4) + e % 2;
-    l = lse_log2[col];
-    d = delta[col];
+    l = simt::ld_shared(&lse_log2[col]);
+    d = simt::ld_shared(&delta[col]);
   });
   pv_accumulate<Traits>(dv, s, d_o, lane);
   pv_accumulate<Traits>(dk, dp, q, lane);

@@ -212,7 +212,8 @@ __device__ __forceinline__ void store_output(const BlockProblem<Traits>& bp, int
     auto* out = reinterpret_cast<uint32_t*>(bp.o + row * o_row_stride);
     for (int dt = 0; dt < Traits::kDTiles; ++dt) {
       const int col = dt * kMmaN + 2 * (lane % 4);
-      out[col / 2] = Traits::Ops::pack2(o[dt][2 * r] * inv_sum, o[dt][2 * r + 1] * inv_sum);
+      simt::st_global(out + col / 2,
+                      Traits::Ops::pack2(o[dt][2 * r] * inv_sum, o[dt][2 * r + 1] * inv_sum));
     }
     // A row with no visible key gets +inf, so a backward's exp(s - lse) is 0 there (params.h).
     if (lane % 4 == 0) bp.lse[row] = sum > 0.f ? st.max[r] * scale + logf(sum) : INFINITY;
