@@ -158,6 +158,9 @@ def test_a_cache_rolls_back_only_what_it_kept():
                                    rtol=1e-5)
         with pytest.raises(ValueError, match="can roll back at most 3 tokens, asked for 4"):
             cache.crop(-4)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="rollback must be an int >= 0"):
+            SWAACache(model.config, rollback=bad)
 
 
 @pytest.mark.parametrize("arch, native, field", [

@@ -88,6 +88,9 @@ class SWAACache(DynamicCache):
     need as many as they draft)."""
 
     def __init__(self, config: Any, max_padding: int = 0, rollback: int = 0):
+        for name, value in (("max_padding", max_padding), ("rollback", rollback)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         text_config = config.get_text_config(decoder=True)
         if getattr(text_config, "swaa", None) is None:
             raise ValueError("SWAACache needs an adapted model's config (swaa_ext.adapt first)")
