@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from . import _C_emulated  # noqa: F401  (loads the library that registers swaa_emulated ops)
-from .ops import _bwd_fake, _check_int, _fwd_fake, op_arguments, register_autograd
+from .ops import (_bwd_fake, _check_int, _fwd_fake, _fwd_varlen_fake, op_arguments,
+                  register_autograd, varlen_op_arguments)
 
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
 MODES = ("default", "random", "warp_serial", "race_check")
@@ -67,6 +68,32 @@ def sliding_attention(
     return (out, lse) if return_lse else out
 
 
+def sliding_attention_varlen(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor,
+    cu_seqlens_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`swaa_ext.sliding_attention_varlen` through the emulated CUDA kernels (same limits as
+    `sliding_attention` here); differentiable through out and LSE."""
+    out, lse = torch.ops.swaa_emulated.fwd_varlen(*varlen_op_arguments(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks,
+        full_from, scale))
+    return (out, lse) if return_lse else out
+
+
 torch.library.register_fake("swaa_emulated::fwd")(_fwd_fake)
 torch.library.register_fake("swaa_emulated::bwd")(_bwd_fake)
+torch.library.register_fake("swaa_emulated::fwd_varlen")(_fwd_varlen_fake)
+torch.library.register_fake("swaa_emulated::bwd_varlen")(_bwd_fake)
 register_autograd("swaa_emulated::fwd", torch.ops.swaa_emulated.bwd)
+register_autograd("swaa_emulated::fwd_varlen", torch.ops.swaa_emulated.bwd_varlen)

@@ -1,6 +1,7 @@
-"""Python face of the swaa_ext::fwd / swaa_ext::bwd custom ops: the public function, the fake
-(meta) implementations for torch.compile, and autograd. Argument checks live in the C++ boundary
-(csrc/torch/arguments.h); this file only turns Python values into the schema's types."""
+"""Python face of the swaa_ext::fwd / bwd and fwd_varlen / bwd_varlen custom ops: the public
+functions, the fake (meta) implementations for torch.compile, and autograd. Argument checks live
+in the C++ boundary (csrc/torch/arguments.h); this file only turns Python values into the
+schema's types."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ def _lse_dtype(q: Tensor) -> torch.dtype:
     return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
-def _full_from_tensor(full_from: Tensor | int | None, q: Tensor) -> Tensor | None:
-    """int -> one value for every batch row; tensors pass through (checked in C++)."""
+def _full_from_tensor(full_from: Tensor | int | None, n: int, device: torch.device,
+                      what: str = "batch") -> Tensor | None:
+    """int -> one value for each of the n batch rows (or sequences); tensors pass through
+    (checked in C++)."""
     if full_from is None or isinstance(full_from, Tensor):
         return full_from
     if isinstance(full_from, bool) or not isinstance(full_from, numbers.Integral):
-        raise TypeError(f"full_from must be None, an int or an int64 tensor of shape (batch,), "
+        raise TypeError(f"full_from must be None, an int or an int64 tensor of shape ({what},), "
                         f"got {type(full_from).__name__}")
-    return torch.full((q.shape[0],), int(full_from), dtype=torch.int64, device=q.device)
+    return torch.full((n,), int(full_from), dtype=torch.int64, device=device)
 
 
 def _check_int(name: str, value: object, allow_none: bool = False) -> None:
@@ -60,10 +63,42 @@ def sliding_attention(
     return (out, lse) if return_lse else out
 
 
-def op_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
-                 full_from: Tensor | int | None, scale: float | None) -> tuple:
-    """The public signature's Python values as the op schema's arguments (shared by every
-    backend's entry point); tensor checks happen in C++."""
+def sliding_attention_varlen(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor,
+    cu_seqlens_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`sliding_attention` over a packed batch of variable-length sequences, in FlashAttention's
+    `flash_attn_varlen_func` layout.
+
+    q: (total_q, Hq, D); k, v: (total_k, Hkv, D); cu_seqlens_q / cu_seqlens_k: int32 (n + 1,)
+    prefix sums from 0 on q's device: sequence s owns query rows cu_seqlens_q[s] to
+    cu_seqlens_q[s + 1] and key rows likewise, with len_q(s) <= len_k(s). max_seqlen_q/k bound
+    every sequence's length. Each sequence has its own rule: its queries are the last len_q(s) of
+    its keys, its sinks are its own first keys, and `full_from` (an int, or an int64 tensor (n,))
+    is a position in its own keys. Returns the output like q, and with `return_lse` the LSE
+    (Hq, total_q) in float32 (float64 for float64 inputs). On a CUDA device the values of
+    cu_seqlens are trusted (as in FlashAttention); on the CPU they are checked.
+    """
+    args = varlen_op_arguments(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                               window, sinks, full_from, scale)
+    out, lse = torch.ops.swaa_ext.fwd_varlen(*args)
+    return (out, lse) if return_lse else out
+
+
+def _rule_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
+                    scale: float | None) -> float:
+    """Checks the Python values both layouts share; returns the scale (default 1/sqrt(D))."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -72,8 +107,33 @@ def op_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int
     if scale is not None and not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be None or a float, got {type(scale).__name__}")
     head_dim = q.shape[-1] if q.dim() > 0 else 1
-    scale = 1.0 / math.sqrt(max(head_dim, 1)) if scale is None else float(scale)
-    return q, k, v, window, sinks, _full_from_tensor(full_from, q), scale
+    return 1.0 / math.sqrt(max(head_dim, 1)) if scale is None else float(scale)
+
+
+def op_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
+                 full_from: Tensor | int | None, scale: float | None) -> tuple:
+    """The public signature's Python values as the op schema's arguments (shared by every
+    backend's entry point); tensor checks happen in C++."""
+    scale = _rule_arguments(q, k, v, window, sinks, scale)
+    batch = q.shape[0] if q.dim() > 0 else 0
+    return q, k, v, window, sinks, _full_from_tensor(full_from, batch, q.device), scale
+
+
+def varlen_op_arguments(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
+                        cu_seqlens_k: Tensor, max_seqlen_q: int, max_seqlen_k: int,
+                        window: int | None, sinks: int, full_from: Tensor | int | None,
+                        scale: float | None) -> tuple:
+    """`op_arguments` for the varlen schema (fwd_varlen)."""
+    scale = _rule_arguments(q, k, v, window, sinks, scale)
+    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be an int32 torch.Tensor, got {type(t).__name__}")
+    _check_int("max_seqlen_q", max_seqlen_q)
+    _check_int("max_seqlen_k", max_seqlen_k)
+    n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
+    full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
+    return (q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), window,
+            sinks, full_from, scale)
 
 
 @torch.library.register_fake("swaa_ext::fwd")
@@ -88,30 +148,51 @@ def _fwd_fake(q, k, v, window, sinks, full_from, scale):
 
 
 @torch.library.register_fake("swaa_ext::bwd")
-def _bwd_fake(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale):
+@torch.library.register_fake("swaa_ext::bwd_varlen")
+def _bwd_fake(grad_out, grad_lse, q, k, v, out, lse, *rule_args):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
             torch.empty_like(v, memory_format=torch.contiguous_format))
 
 
+@torch.library.register_fake("swaa_ext::fwd_varlen")
+def _fwd_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window,
+                     sinks, full_from, scale):
+    torch._check(q.dim() == 3 and k.dim() == 3 and v.dim() == 3, lambda: "q, k, v must be 3-D")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, "
+                         f"{v.device}")
+    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
+    return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
 def _setup_context(ctx, inputs, output):
-    q, k, v, window, sinks, full_from, scale = inputs
+    # inputs = (q, k, v, *rest): rest is everything after v in the fwd schema, handed back to
+    # the bwd schema in the same order (tensors saved, the rest kept on ctx).
+    q, k, v, *rest = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, full_from)
-    ctx.window, ctx.sinks, ctx.scale = window, sinks, scale
+    tensors = [a for a in rest if isinstance(a, Tensor)]
+    ctx.save_for_backward(q, k, v, out, lse, *tensors)
+    ctx.rest = [None if isinstance(a, Tensor) else a for a in rest]
+    ctx.is_tensor = [isinstance(a, Tensor) for a in rest]
 
 
 def make_backward(bwd_op):
-    """The autograd formula of a fwd op whose gradients `bwd_op` (the matching bwd schema)
-    computes; shared by swaa_ext::fwd and the emulated swaa_emulated::fwd."""
+    """The autograd formula of a fwd op whose gradients `bwd_op` (the matching bwd schema:
+    grad_out, grad_lse, q, k, v, out, lse, then the fwd's arguments after v) computes; shared by
+    swaa_ext::fwd / fwd_varlen and the emulated swaa_emulated ones."""
 
     def backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse, full_from = ctx.saved_tensors
+        q, k, v, out, lse, *tensors = ctx.saved_tensors
+        tensors = iter(tensors)
+        rest = [next(tensors) if t else a for a, t in zip(ctx.rest, ctx.is_tensor)]
         if grad_out is None:
             grad_out = torch.zeros_like(out)
-        dq, dk, dv = bwd_op(grad_out, grad_lse, q, k, v, out, lse, ctx.window, ctx.sinks,
-                            full_from, ctx.scale)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = bwd_op(grad_out, grad_lse, q, k, v, out, lse, *rest)
+        return (dq, dk, dv) + (None,) * len(rest)
 
     return backward
 
@@ -122,3 +203,4 @@ def register_autograd(fwd_name: str, bwd_op) -> None:
 
 
 register_autograd("swaa_ext::fwd", torch.ops.swaa_ext.bwd)
+register_autograd("swaa_ext::fwd_varlen", torch.ops.swaa_ext.bwd_varlen)

@@ -67,3 +67,46 @@ def sliding_attention(
     if not return_lse:
         return out
     return out, lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
+
+
+def sliding_attention_varlen(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor,
+    cu_seqlens_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Same contract as `swaa_ext.sliding_attention_varlen`: each sequence alone through
+    `sliding_attention` (so `visible` stays the one rule), in float64. q (total_q, Hq, D), k/v
+    (total_k, Hkv, D); LSE (Hq, total_q). max_seqlen_q/k are not needed here."""
+    starts_q, starts_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    outs, lses = [], []
+    for s in range(len(starts_q) - 1):
+        q0, q1, k0, k1 = starts_q[s], starts_q[s + 1], starts_k[s], starts_k[s + 1]
+        if q1 == q0:  # no queries: nothing to compute, and its keys get no gradient
+            continue
+        ff = full_from[s] if isinstance(full_from, Tensor) else full_from
+
+        def heads_first(t: Tensor, a: int, b: int) -> Tensor:  # (L, H, D) -> (1, H, L, D)
+            return t[a:b].transpose(0, 1).unsqueeze(0)
+
+        out, lse = sliding_attention(heads_first(q, q0, q1), heads_first(k, k0, k1),
+                                     heads_first(v, k0, k1), window, sinks, full_from=ff,
+                                     scale=scale, return_lse=True)
+        outs.append(out[0].transpose(0, 1))  # (len_q, Hq, D)
+        lses.append(lse[0])                  # (Hq, len_q)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if not outs:  # total_q == 0: empty results, still differentiable (as the op's are)
+        out = q * 0
+        lse = (q.sum(-1) * 0).t().to(lse_dtype)
+    else:
+        out, lse = torch.cat(outs, dim=0), torch.cat(lses, dim=1).to(lse_dtype)
+    return (out, lse) if return_lse else out

@@ -8,12 +8,17 @@
 namespace swaa {
 
 struct AttentionParams {
-  // q: (B, Hq, Lq, D), k/v: (B, Hkv, Lk, D), o: like q; the last dim is contiguous.
+  // Dense: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D), o like q; the last dim is contiguous.
+  // Varlen (cu_seqlens_q != nullptr): q (total_q, Hq, D), k/v (total_k, Hkv, D) as strided
+  // (head, row) views, batch strides 0; sequence b owns rows [cu_seqlens[b], cu_seqlens[b + 1]).
+  // Kernels read per-sequence rows, lengths and the rule only through swaa::Sequence
+  // (sequence.h), never from len_q / len_k / rule(b) directly.
   const void* q;
   const void* k;
   const void* v;
   void* o;
-  // (B, Hq, Lq) contiguous, float32 (float64 for float64 inputs); natural log. A row with no
+  // Dense (B, Hq, Lq), varlen (Hq, total_q) (lse_batch_stride 0); rows contiguous; float32
+  // (float64 for float64 inputs); natural log. A row with no
   // visible key (unreachable today: every row sees itself) gets +inf, as in FlashAttention, so a
   // backward's recomputed probabilities exp(scale * s - lse) are 0 there, never inf or NaN.
   void* lse;
@@ -22,29 +27,36 @@ struct AttentionParams {
   int64_t k_batch_stride, k_head_stride, k_row_stride;
   int64_t v_batch_stride, v_head_stride, v_row_stride;
   int64_t o_batch_stride, o_head_stride, o_row_stride;
+  int64_t lse_batch_stride, lse_head_stride;  // lse's row stride is 1
 
+  // Dense: batch rows and their lengths. Varlen: batch = number of sequences and len_q / len_k
+  // = max_seqlen_q / max_seqlen_k (grid sizing only: >= every sequence's length).
   int64_t batch, heads_q, heads_kv, len_q, len_k, head_dim;
+  // (batch + 1,) int32 prefix sums of the sequences' lengths, on the kernel's device; nullptr
+  // for a dense batch.
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
 
   // The rule's knobs, already normalised by the torch boundary (see mask.h).
-  int64_t window;              // 1 <= window; window == len_k means full causal
+  int64_t window;              // 1 <= window; window >= len_k means full causal
   int64_t sinks;               // 0 <= sinks
-  const int64_t* full_from;    // (B,) absolute positions, on the kernel's device
+  const int64_t* full_from;    // (B,) positions in each row's / sequence's keys, on the device
   double scale;                // softmax scale applied to q.k
 
   SWAA_HOST_DEVICE int64_t group_size() const { return heads_q / heads_kv; }
-  SWAA_HOST_DEVICE MaskRule rule(int64_t b) const {
-    return MaskRule{window, sinks, full_from[b], len_k - len_q};
-  }
 };
 
 // Backward adds the incoming gradients, the softmax row term and the outputs' gradients.
 struct AttentionBackwardParams : AttentionParams {
   const void* d_o;     // like o (its own strides)
-  const void* delta;   // (B, Hq, Lq) contiguous, accumulation type: rowsum(dO * O) - dLSE
-  void* dq;            // like q, contiguous (B, Hq, Lq, D)
-  void* dk;            // like k, contiguous (B, Hkv, Lk, D)
-  void* dv;            // like v, contiguous (B, Hkv, Lk, D)
+  const void* delta;   // like lse (lse's strides), accumulation type: rowsum(dO * O) - dLSE
+  void* dq;            // like q (its own strides)
+  void* dk;            // like k (its own strides)
+  void* dv;            // like v (its own strides)
   int64_t do_batch_stride, do_head_stride, do_row_stride;
+  int64_t dq_batch_stride, dq_head_stride, dq_row_stride;
+  int64_t dk_batch_stride, dk_head_stride, dk_row_stride;
+  int64_t dv_batch_stride, dv_head_stride, dv_row_stride;
 };
 
 }  // namespace swaa

@@ -15,6 +15,7 @@ struct CudaBackward {
   AttentionBackwardParams params;
 };
 
+// After the layout's argument check; `varlen` null: dense.
 inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
                                           const std::optional<at::Tensor>& grad_lse,
                                           const at::Tensor& q, const at::Tensor& k,
@@ -22,39 +23,113 @@ inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
                                           const at::Tensor& lse, std::optional<int64_t> window,
                                           int64_t sinks,
                                           const std::optional<at::Tensor>& full_from,
-                                          double scale, const char* backend) {
+                                          double scale, const char* backend,
+                                          const Varlen* varlen) {
   CudaBackward g;
-  g.dtype = check_cuda_kernel_inputs(q, k, v, window, sinks, full_from, scale, backend);
-  check_backward_inputs(grad_out, grad_lse, q, out, lse);
-  g.q = aligned_for_kernel(q);
-  g.k = aligned_for_kernel(k);
-  g.v = aligned_for_kernel(v);
+  g.dtype = check_cuda_kernel_inputs(q, scale, backend, varlen);
+  check_backward_inputs(grad_out, grad_lse, q, out, lse, lse_shape(q, varlen));
+  g.q = aligned_for_kernel(heads_rows(q, varlen));
+  g.k = aligned_for_kernel(heads_rows(k, varlen));
+  g.v = aligned_for_kernel(heads_rows(v, varlen));
   // Autograd may hand any layout and dtype: the kernel wants q's dtype and a contiguous last dim.
   at::Tensor d_o = grad_out.to(q.scalar_type());
-  if (d_o.size(3) > 1 && d_o.stride(3) != 1) d_o = d_o.contiguous();
-  g.d_o = aligned_for_kernel(d_o);
-  // delta = rowsum(dO * O) - dLSE, (B, Hq, Lq) float32: one elementwise pass here rather than a
-  // third kernel; the dLSE term makes the gradient through a returned LSE right.
-  at::Tensor delta = (g.d_o.to(at::kFloat) * out.to(at::kFloat)).sum(-1);
+  if (d_o.size(-1) > 1 && d_o.stride(-1) != 1) d_o = d_o.contiguous();
+  // delta = rowsum(dO * O) - dLSE in the LSE's layout, float32: one elementwise pass here rather
+  // than a third kernel; the dLSE term makes the gradient through a returned LSE right.
+  at::Tensor delta = (d_o.to(at::kFloat) * out.to(at::kFloat)).sum(-1);
+  if (varlen) delta = delta.t();  // (total_q, Hq) -> (Hq, total_q)
   if (grad_lse.has_value()) delta = delta - grad_lse->to(at::kFloat);
+  g.d_o = aligned_for_kernel(heads_rows(d_o, varlen));
   g.delta = delta.contiguous();
   g.lse = lse.to(at::kFloat).contiguous();
   g.dq = at::empty(q.sizes(), q.options());
   g.dk = at::empty(k.sizes(), k.options());
   g.dv = at::empty(v.sizes(), v.options());
-  g.full_from = normalized_full_from(q, k.size(2), full_from);
+  g.full_from =
+      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
 
   // The kernels read o only through delta: the params' o points at dq, which has q's layout.
   static_cast<AttentionParams&>(g.params) =
-      make_params(g.q, g.k, g.v, g.dq, g.lse, window, sinks, g.full_from, scale);
-  g.params.d_o = g.d_o.data_ptr();
-  g.params.do_batch_stride = g.d_o.stride(0), g.params.do_head_stride = g.d_o.stride(1);
-  g.params.do_row_stride = g.d_o.stride(2);
-  g.params.delta = g.delta.data_ptr();
-  g.params.dq = g.dq.data_ptr();
-  g.params.dk = g.dk.data_ptr();
-  g.params.dv = g.dv.data_ptr();
+      make_params(g.q, g.k, g.v, heads_rows(g.dq, varlen), lse_rows(g.lse, varlen), window,
+                  sinks, g.full_from, scale);
+  if (varlen) apply_varlen(g.params, *varlen);
+  set_backward_tensors(g.params, g.d_o, g.delta, heads_rows(g.dq, varlen),
+                       heads_rows(g.dk, varlen), heads_rows(g.dv, varlen));
   return g;
 }
+
+// The four ops (fwd, bwd, fwd_varlen, bwd_varlen) of a CUDA-kernel backend, real or emulated.
+// `Backend` supplies `kName`, `guard(q)` (an RAII object: device guard, or a device check) and
+// `forward(params, dtype)` / `backward(params, dtype)` that launch the kernels.
+template <typename Backend>
+struct CudaKernelOps {
+  static std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q, const at::Tensor& k,
+                                                const at::Tensor& v,
+                                                std::optional<int64_t> window, int64_t sinks,
+                                                const std::optional<at::Tensor>& full_from,
+                                                double scale) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    check_attention_inputs(q, k, v, window, sinks, full_from);
+    return run_fwd(q, k, v, window, sinks, full_from, scale, nullptr);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd(
+      const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+      const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+      std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
+      double scale) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    check_attention_inputs(q, k, v, window, sinks, full_from);
+    return run_bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale,
+                   nullptr);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> fwd_varlen(
+      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+      const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q,
+      int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
+      const std::optional<at::Tensor>& full_from, double scale) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    const Varlen varlen = checked_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                         max_seqlen_k, window, sinks, full_from);
+    return run_fwd(q, k, v, window, sinks, full_from, scale, &varlen);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> bwd_varlen(
+      const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+      const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+      const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q,
+      int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
+      const std::optional<at::Tensor>& full_from, double scale) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    const Varlen varlen = checked_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                         max_seqlen_k, window, sinks, full_from);
+    return run_bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale,
+                   &varlen);
+  }
+
+ private:
+  static std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    std::optional<int64_t> window, int64_t sinks,
+                                                    const std::optional<at::Tensor>& full_from,
+                                                    double scale, const Varlen* varlen) {
+    CudaForward f =
+        prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, Backend::kName, varlen);
+    Backend::forward(f.params, f.dtype);
+    return {f.out, f.lse};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> run_bwd(
+      const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+      const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+      std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
+      double scale, const Varlen* varlen) {
+    CudaBackward g = prepare_cuda_backward(grad_out, grad_lse, q, k, v, out, lse, window, sinks,
+                                           full_from, scale, Backend::kName, varlen);
+    Backend::backward(g.params, g.dtype);
+    return {g.dq, g.dk, g.dv};
+  }
+};
 
 }  // namespace swaa::torch_boundary

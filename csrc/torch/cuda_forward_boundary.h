@@ -36,41 +36,43 @@ inline at::Tensor aligned_for_kernel(const at::Tensor& t) {
   return aligned ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
-// The checks every CUDA kernel (forward and backward) needs beyond the common argument check;
-// returns the kernel's element type.
-inline cuda::Dtype check_cuda_kernel_inputs(const at::Tensor& q, const at::Tensor& k,
-                                            const at::Tensor& v, std::optional<int64_t> window,
-                                            int64_t sinks,
-                                            const std::optional<at::Tensor>& full_from,
-                                            double scale, const char* backend) {
-  check_attention_inputs(q, k, v, window, sinks, full_from);
+// The checks every CUDA kernel (forward and backward) needs beyond the common argument check
+// (check_attention_inputs / check_varlen_inputs, done by the caller); returns the kernel's
+// element type.
+inline cuda::Dtype check_cuda_kernel_inputs(const at::Tensor& q, double scale, const char* backend,
+                                            const Varlen* varlen) {
   const cuda::Dtype dtype = kernel_dtype(q, backend);
-  TORCH_CHECK_VALUE(cuda::forward_supports(dtype, q.size(3)), "head_dim must be 64 or 128 on ",
-                    backend, ", got ", q.size(3));
-  // The grids are (blocks, heads, batch); CUDA caps the last two at 65535.
+  TORCH_CHECK_VALUE(cuda::forward_supports(dtype, q.size(-1)), "head_dim must be 64 or 128 on ",
+                    backend, ", got ", q.size(-1));
+  // The grids are (blocks, heads, batch or sequences); CUDA caps the last two at 65535.
   constexpr int64_t kMaxGridYZ = 65535;
-  TORCH_CHECK_VALUE(q.size(0) <= kMaxGridYZ && q.size(1) <= kMaxGridYZ,
-                    "batch and q's heads must be <= ", kMaxGridYZ, " on ", backend, ", got ",
-                    q.size(0), " and ", q.size(1));
+  const int64_t batch = batch_size(q, varlen), heads = q.size(1);
+  TORCH_CHECK_VALUE(batch <= kMaxGridYZ && heads <= kMaxGridYZ, varlen ? "sequences" : "batch",
+                    " and q's heads must be <= ", kMaxGridYZ, " on ", backend, ", got ", batch,
+                    " and ", heads);
   // The kernel scales masked (-inf) scores: a zero, negative or NaN scale would turn them into NaN.
   TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, "scale must be a positive finite number on ",
                     backend, ", got ", scale);
   return dtype;
 }
 
+// After the layout's argument check; `varlen` null: dense.
 inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, std::optional<int64_t> window,
                                         int64_t sinks, const std::optional<at::Tensor>& full_from,
-                                        double scale, const char* backend) {
+                                        double scale, const char* backend, const Varlen* varlen) {
   CudaForward f;
-  f.dtype = check_cuda_kernel_inputs(q, k, v, window, sinks, full_from, scale, backend);
-  f.q = aligned_for_kernel(q);
-  f.k = aligned_for_kernel(k);
-  f.v = aligned_for_kernel(v);
+  f.dtype = check_cuda_kernel_inputs(q, scale, backend, varlen);
+  f.q = aligned_for_kernel(heads_rows(q, varlen));
+  f.k = aligned_for_kernel(heads_rows(k, varlen));
+  f.v = aligned_for_kernel(heads_rows(v, varlen));
   f.out = at::empty(q.sizes(), q.options());
-  f.lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
-  f.full_from = normalized_full_from(q, k.size(2), full_from);
-  f.params = make_params(f.q, f.k, f.v, f.out, f.lse, window, sinks, f.full_from, scale);
+  f.lse = at::empty(lse_shape(q, varlen), q.options().dtype(at::kFloat));
+  f.full_from =
+      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
+  f.params = make_params(f.q, f.k, f.v, heads_rows(f.out, varlen), lse_rows(f.lse, varlen),
+                         window, sinks, f.full_from, scale);
+  if (varlen) apply_varlen(f.params, *varlen);
   return f;
 }
 

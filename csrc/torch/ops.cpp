@@ -19,4 +19,16 @@ TORCH_LIBRARY(swaa_ext, m) {
       "bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
       " Tensor lse, int? window, int sinks, Tensor? full_from, float scale)"
       " -> (Tensor, Tensor, Tensor)");
+  // The varlen layout (FlashAttention's flash_attn_varlen_func): q (total_q, Hq, D), k/v
+  // (total_k, Hkv, D), cu_seqlens int32 (n + 1,); returns (out like q, lse (Hq, total_q)).
+  // full_from: (n,) int64, positions in each sequence's own keys.
+  m.def(
+      "fwd_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k,"
+      " int max_seqlen_q, int max_seqlen_k, int? window, int sinks, Tensor? full_from,"
+      " float scale) -> (Tensor, Tensor)");
+  m.def(
+      "bwd_varlen(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
+      " Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
+      " int max_seqlen_k, int? window, int sinks, Tensor? full_from, float scale)"
+      " -> (Tensor, Tensor, Tensor)");
 }

@@ -35,6 +35,11 @@ static bool run(const Problem& pr) {
   p.k_head_stride = p.v_head_stride = pr.lk * pr.d;
   p.q_batch_stride = p.o_batch_stride = p.do_batch_stride = pr.hq * pr.lq * pr.d;
   p.k_batch_stride = p.v_batch_stride = pr.hkv * pr.lk * pr.d;
+  p.lse_batch_stride = pr.hq * pr.lq, p.lse_head_stride = pr.lq;
+  p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = pr.d;
+  p.dq_head_stride = pr.lq * pr.d, p.dq_batch_stride = pr.hq * pr.lq * pr.d;
+  p.dk_head_stride = p.dv_head_stride = pr.lk * pr.d;
+  p.dk_batch_stride = p.dv_batch_stride = pr.hkv * pr.lk * pr.d;
   p.batch = pr.b, p.heads_q = pr.hq, p.heads_kv = pr.hkv, p.len_q = pr.lq, p.len_k = pr.lk;
   p.head_dim = pr.d, p.window = pr.window, p.sinks = pr.sinks, p.full_from = full_from.data();
   p.scale = 1.0 / std::sqrt(double(pr.d));

@@ -3,7 +3,9 @@
 // catches out-of-bounds loads and stores that a wrong answer might not show.
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "swaa/cuda/forward_switch.h"  // first: the SIMT layer precedes every CUDA header
@@ -58,6 +60,7 @@ static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mod
   p.k_head_stride = p.v_head_stride = pr.lk * pr.d;
   p.q_batch_stride = p.o_batch_stride = pr.hq * pr.lq * pr.d;
   p.k_batch_stride = p.v_batch_stride = pr.hkv * pr.lk * pr.d;
+  p.lse_batch_stride = pr.hq * pr.lq, p.lse_head_stride = pr.lq;
   p.batch = pr.b, p.heads_q = pr.hq, p.heads_kv = pr.hkv, p.len_q = pr.lq, p.len_k = pr.lk;
   p.head_dim = pr.d, p.window = pr.window, p.sinks = pr.sinks, p.full_from = full_from.data();
   p.scale = 1.0 / std::sqrt(double(pr.d));
@@ -72,6 +75,87 @@ static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mod
               "out %.1e lse %.1e\n", ok ? "ok  " : "FAIL", int(mode), (long long)pr.d,
               (long long)pr.lq, (long long)pr.lk, (long long)pr.hq, (long long)pr.hkv,
               (long long)pr.window, (long long)pr.sinks, (long long)pr.full_from, err_o, err_lse);
+  return ok;
+}
+
+// A packed varlen batch (cu_seqlens, (total, H, D) rows, LSE (Hq, total_q)): every sequence
+// against the naive loop on its own rows, including empty ones and one past the query tile.
+template <typename Element>
+static bool run_varlen(cuda::Dtype dtype, double tol, simt::Mode mode) {
+  const int64_t hq = 2, hkv = 1, d = 64, window = 17, sinks = 5;
+  const std::pair<int64_t, int64_t> lens[] = {{0, 0}, {1, 1}, {65, 65}, {30, 70}, {0, 9}};
+  const int64_t n = int64_t(std::size(lens));
+  std::vector<int32_t> cu_q{0}, cu_k{0};
+  int64_t max_q = 0, max_k = 0;
+  for (const auto& [lq, lk] : lens) {
+    cu_q.push_back(int32_t(cu_q.back() + lq));
+    cu_k.push_back(int32_t(cu_k.back() + lk));
+    max_q = std::max(max_q, lq), max_k = std::max(max_k, lk);
+  }
+  const int64_t tq = cu_q.back(), tk = cu_k.back();
+  std::mt19937 gen(3);
+  std::normal_distribution<double> normal;
+  auto randn = [&](int64_t count) {
+    std::vector<double> x(count);
+    for (auto& e : x) e = rounded<Element>(normal(gen));
+    return x;
+  };
+  const std::vector<double> q = randn(tq * hq * d), k = randn(tk * hkv * d),
+                            v = randn(tk * hkv * d);
+  auto to_elements = [](const std::vector<double>& x) {
+    std::vector<Element> e(x.size());
+    for (size_t i = 0; i < x.size(); ++i) e[i] = Element(float(x[i]));
+    return e;
+  };
+  const std::vector<Element> qe = to_elements(q), ke = to_elements(k), ve = to_elements(v);
+  std::vector<Element> oe(q.size());
+  std::vector<float> lse_e(hq * tq);
+  std::vector<int64_t> full_from(n, tk);  // never
+
+  AttentionParams p{};
+  p.q = qe.data(), p.k = ke.data(), p.v = ve.data(), p.o = oe.data(), p.lse = lse_e.data();
+  p.q_row_stride = p.o_row_stride = hq * d, p.q_head_stride = p.o_head_stride = d;
+  p.k_row_stride = p.v_row_stride = hkv * d, p.k_head_stride = p.v_head_stride = d;
+  p.lse_head_stride = tq;  // every batch stride stays 0
+  p.batch = n, p.heads_q = hq, p.heads_kv = hkv, p.len_q = max_q, p.len_k = max_k, p.head_dim = d;
+  p.cu_seqlens_q = cu_q.data(), p.cu_seqlens_k = cu_k.data();
+  p.window = window, p.sinks = sinks, p.full_from = full_from.data();
+  p.scale = 1.0 / std::sqrt(double(d));
+  simt::set_mode(mode, 5);
+  const cudaError_t err = cuda::forward(p, dtype, cudaStream_t{});
+
+  double err_o = 0, err_lse = 0;
+  for (int64_t s = 0; s < n; ++s) {
+    const auto [lq, lk] = lens[s];
+    if (lq == 0) continue;
+    // This sequence's rows as a dense (1, H, L, D) problem.
+    auto gather = [&](const std::vector<double>& x, int64_t begin, int64_t len, int64_t heads) {
+      std::vector<double> y(heads * len * d);
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t r = 0; r < len; ++r)
+          for (int64_t c = 0; c < d; ++c)
+            y[(h * len + r) * d + c] = x[((begin + r) * heads + h) * d + c];
+      return y;
+    };
+    const swaa::testing::Problem pr{1, hq, hkv, lq, lk, d, std::min(window, lk), sinks, lk};
+    const std::vector<double> qs = gather(q, cu_q[s], lq, hq), ks = gather(k, cu_k[s], lk, hkv),
+                              vs = gather(v, cu_k[s], lk, hkv), dos(qs.size(), 0.0);
+    std::vector<double> os(qs.size()), lses(hq * lq), dqs(qs.size()), dks(ks.size()),
+        dvs(ks.size());
+    swaa::testing::naive(pr, qs, ks, vs, dos, os, lses, dqs, dks, dvs);
+    for (int64_t h = 0; h < hq; ++h) {
+      for (int64_t r = 0; r < lq; ++r) {
+        const int64_t row = cu_q[s] + r;
+        for (int64_t c = 0; c < d; ++c)
+          err_o = std::fmax(err_o, std::fabs(float(oe[(row * hq + h) * d + c]) -
+                                             os[(h * lq + r) * d + c]));
+        err_lse = std::fmax(err_lse, std::fabs(lse_e[h * tq + row] - lses[h * lq + r]));
+      }
+    }
+  }
+  const bool ok = err == cudaSuccess && err_o < tol && err_lse < 1e-3;
+  std::printf("%s mode=%d varlen (0,0) (1,1) (65,65) (30,70) (0,9): out %.1e lse %.1e\n",
+              ok ? "ok  " : "FAIL", int(mode), err_o, err_lse);
   return ok;
 }
 
@@ -93,6 +177,10 @@ int main() {
       passed += a + b;
       failed += !a + !b;
     }
+    const bool a = run_varlen<__half>(cuda::Dtype::fp16, 4e-3, mode);
+    const bool b = run_varlen<__nv_bfloat16>(cuda::Dtype::bf16, 3e-2, mode);
+    passed += a + b;
+    failed += !a + !b;
   }
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

@@ -1,6 +1,6 @@
 // CPU forward: tiled online softmax over the sink and window key blocks only.
-// One work item = (batch, KV head, block of kBlockM query positions) for all the query heads that
-// share the KV head (GQA): their rows are packed into one (group * kBlockM, D) tile, so each K/V
+// One work item = (sequence, KV head, block of kBlockM query positions) for all the query heads
+// that share the KV head (GQA): their rows are packed into one (group * kBlockM, D) tile, so each K/V
 // tile feeds one large product instead of `group` small ones. OpenMP runs items in parallel
 // (torch.set_num_threads sets the same OpenMP runtime's thread count).
 #include <vector>
@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "tile_ops.h"
 #include "vec_math.h"
+#include "work_items.h"
 
 namespace swaa::cpu {
 namespace {
@@ -49,32 +50,31 @@ void online_softmax_step(int64_t rows, int64_t cols, int64_t head_dim, ForwardSc
 }
 
 template <typename T>
-void forward_block(const AttentionParams& p, int64_t b, int64_t hk, int64_t block,
+void forward_block(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t block,
                    ForwardScratch<T>& st) {
   const int64_t D = p.head_dim;
   const int64_t group = p.group_size();
   const int64_t m0 = block * kBlockM;
-  const int64_t rows = std::min(kBlockM, p.len_q - m0);  // per head
-  const int64_t packed = group * rows;                    // packed row g * rows + r: head g
-  const MaskRule rule = p.rule(b);
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+  const int64_t rows = std::min(kBlockM, seq.len_q - m0);  // per head
+  const int64_t packed = group * rows;                      // packed row g * rows + r: head g
+  const MaskRule& rule = seq.rule;
+  const T* k = static_cast<const T*>(p.k) + seq.k_offset(p, hk);
+  const T* v = static_cast<const T*>(p.v) + seq.v_offset(p, hk);
 
   // q_packed <- scale * q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
-    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride +
-                 (hk * group + g) * p.q_head_stride + m0 * p.q_row_stride;
+    const T* q = static_cast<const T*>(p.q) + seq.q_offset(p, hk * group + g) + m0 * p.q_row_stride;
     pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
   }
   std::fill(st.row_max.begin(), st.row_max.end(), -std::numeric_limits<T>::infinity());
   std::fill(st.row_sum.begin(), st.row_sum.end(), T(0));
   std::fill(st.acc.begin(), st.acc.begin() + packed * D, T(0));
 
-  const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, kBlockN, p.len_k);
+  const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, kBlockN, seq.len_k);
   for (const Range& range : {ranges.first, ranges.second}) {
     for (int64_t nb = range.begin; nb < range.end; ++nb) {
       const int64_t n0 = nb * kBlockN;
-      const int64_t cols = std::min(kBlockN, p.len_k - n0);
+      const int64_t cols = std::min(kBlockN, seq.len_k - n0);
       // s <- q_packed . k^T, then -inf where not visible
       packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(), k + n0 * p.k_row_stride,
                        p.k_row_stride, st.scores.data(), kBlockN);
@@ -88,9 +88,8 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t hk, int64_t bloc
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so row_sum > 0.
   for (int64_t g = 0; g < group; ++g) {
     const int64_t h = hk * group + g;
-    T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride +
-             m0 * p.o_row_stride;
-    T* lse = static_cast<T*>(p.lse) + (b * p.heads_q + h) * p.len_q + m0;
+    T* out = static_cast<T*>(p.o) + seq.o_offset(p, h) + m0 * p.o_row_stride;
+    T* lse = static_cast<T*>(p.lse) + seq.lse_offset(p, h) + m0;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t pr = g * rows + r;
       const T inv_sum = T(1) / st.row_sum[pr];
@@ -105,18 +104,17 @@ void forward_block(const AttentionParams& p, int64_t b, int64_t hk, int64_t bloc
 template <typename T>
 void forward(const AttentionParams& p) {
   use_single_threaded_blas();
-  const int64_t q_blocks = ceil_div(p.len_q, kBlockM);
-  const int64_t items = p.batch * p.heads_kv * q_blocks;
+  // (sequence, KV head, query block) over every sequence.
+  const WorkItems items(p, p.heads_kv,
+                        [](const Sequence& s) { return ceil_div(s.len_q, kBlockM); });
   // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp parallel if (worth_parallel(p))
   {
     ForwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim);
 #pragma omp for schedule(dynamic)
-    for (int64_t item = 0; item < items; ++item) {
-      const int64_t block = item % q_blocks;
-      const int64_t hk = (item / q_blocks) % p.heads_kv;
-      const int64_t b = item / (q_blocks * p.heads_kv);
-      forward_block<T>(p, b, hk, block, scratch);
+    for (int64_t i = 0; i < items.size(); ++i) {
+      const WorkItem item = items[i];
+      forward_block<T>(p, Sequence(p, item.b), item.head, item.block, scratch);
     }
   }
 }

@@ -27,7 +27,7 @@
 
 namespace swaa::cuda {
 
-// Pointers of one (batch, query head) of the backward's inputs.
+// Pointers of one (sequence, query head) of the backward's inputs.
 template <typename Element>
 struct QueryHead {
   const Element* q;
@@ -38,10 +38,10 @@ struct QueryHead {
 
 template <typename Element>
 __device__ __forceinline__ QueryHead<Element> query_head(const AttentionBackwardParams& p,
-                                                         int64_t b, int64_t h) {
-  const int64_t row = (b * p.heads_q + h) * p.len_q;
-  return {static_cast<const Element*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride,
-          static_cast<const Element*>(p.d_o) + b * p.do_batch_stride + h * p.do_head_stride,
+                                                         const Sequence& seq, int64_t h) {
+  const int64_t row = seq.lse_offset(p, h);  // delta shares lse's layout
+  return {static_cast<const Element*>(p.q) + seq.q_offset(p, h),
+          static_cast<const Element*>(p.d_o) + seq.do_offset(p, h),
           static_cast<const float*>(p.lse) + row, static_cast<const float*>(p.delta) + row};
 }
 
@@ -129,18 +129,19 @@ __device__ __forceinline__ QueryVisit nth_query_visit(const TwoRanges& blocks, i
 }
 
 // Q, dO rows [m0, m0 + kBlockM) of one query head into ring stage `stage` (cp.async, zero-filled
-// past len_q), and their LSE / delta with plain loads.
+// past the sequence's len_q), and their LSE / delta with plain loads.
 template <typename Traits>
 __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int stage,
                                                  const QueryHead<typename Traits::Element>& qh,
-                                                 const AttentionBackwardParams& p, int64_t m0) {
+                                                 const AttentionBackwardParams& p, int64_t len_q,
+                                                 int64_t m0) {
   constexpr int kBlockM = Traits::kBlockM;
   const int offset = stage * Traits::kSmemQElems;
-  load_tile_async<Traits, kBlockM>(sm.q + offset, qh.q, p.q_row_stride, m0, p.len_q);
-  load_tile_async<Traits, kBlockM>(sm.d_o + offset, qh.d_o, p.do_row_stride, m0, p.len_q);
+  load_tile_async<Traits, kBlockM>(sm.q + offset, qh.q, p.q_row_stride, m0, len_q);
+  load_tile_async<Traits, kBlockM>(sm.d_o + offset, qh.d_o, p.do_row_stride, m0, len_q);
   for (int i = threadIdx.x; i < kBlockM; i += Traits::kNThreads) {
     const int64_t row = m0 + i;
-    const bool in_range = row < p.len_q;
+    const bool in_range = row < len_q;
     // Through the layer's accessors, so the emulator's race check sees this exchange.
     simt::st_shared(&sm.lse_log2[stage * kBlockM + i], in_range ? qh.lse[row] * kLog2e : INFINITY);
     simt::st_shared(&sm.delta[stage * kBlockM + i], in_range ? qh.delta[row] : 0.f);
@@ -179,7 +180,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   pv_accumulate<Traits>(dk, dp, q, lane);
 }
 
-// grid = (ceil(len_k / kBlockN), heads_kv, batch), block = kNThreads, dynamic smem = kSmemBytes.
+// grid = (ceil(len_k / kBlockN), heads_kv, batch), block = kNThreads, dynamic smem = kSmemBytes;
+// varlen: len_k = max_seqlen_k, and blocks past their sequence's keys return at once.
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const AttentionBackwardParams p) {
   using Element = typename Traits::Element;
@@ -187,27 +189,31 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   SWAA_DYNAMIC_SMEM(smem_raw);
   const KVSmem<Traits> sm(smem_raw);
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t b = blockIdx.z, h_kv = blockIdx.y;
+  const int64_t h_kv = blockIdx.y;
+  const Sequence seq(p, blockIdx.z);
   const int64_t n0 = int64_t(blockIdx.x) * Traits::kBlockN;
-  const int64_t n1 = min64(n0 + Traits::kBlockN, p.len_k);
-  const MaskRule rule = p.rule(b);
+  if (n0 >= seq.len_k) return;  // the whole block, before any barrier
+  const int64_t n1 = min64(n0 + Traits::kBlockN, seq.len_k);
+  const MaskRule& rule = seq.rule;
   const int64_t h0 = h_kv * p.group_size();
 
-  // Visits: every query head of the group, each over the same query blocks.
-  const TwoRanges blocks = query_blocks(rule, n0, n1, Traits::kBlockM, p.len_q);
+  // Visits: every query head of the group, each over the same query blocks. A key block that no
+  // query sees (none at all when the sequence has no queries) gets zeros.
+  const TwoRanges blocks = query_blocks(rule, n0, n1, Traits::kBlockM, seq.len_q);
   const int64_t per_head = (blocks.first.end - blocks.first.begin) +
                            (blocks.second.end - blocks.second.begin);
   const int64_t n_visits = per_head * p.group_size();
   auto load_visit = [&](int64_t t) {
     const QueryVisit qv = nth_query_visit(blocks, per_head, h0, Traits::kBlockM, t);
-    load_query_stage<Traits>(sm, int(t % kStages), query_head<Element>(p, b, qv.h), p, qv.m0);
+    load_query_stage<Traits>(sm, int(t % kStages), query_head<Element>(p, seq, qv.h), p,
+                             seq.len_q, qv.m0);
   };
 
   // K and V in their own cp.async group, then the first kStages - 1 query stages, one group each.
-  const auto* k = static_cast<const Element*>(p.k) + b * p.k_batch_stride + h_kv * p.k_head_stride;
-  const auto* v = static_cast<const Element*>(p.v) + b * p.v_batch_stride + h_kv * p.v_head_stride;
-  load_tile_async<Traits, Traits::kBlockN>(sm.k, k, p.k_row_stride, n0, p.len_k);
-  load_tile_async<Traits, Traits::kBlockN>(sm.v, v, p.v_row_stride, n0, p.len_k);
+  const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
+  const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
+  load_tile_async<Traits, Traits::kBlockN>(sm.k, k, p.k_row_stride, n0, seq.len_k);
+  load_tile_async<Traits, Traits::kBlockN>(sm.v, v, p.v_row_stride, n0, seq.len_k);
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits) load_visit(t);
@@ -225,22 +231,22 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
     simt::cp_async_commit();
 
     const int64_t m0 = nth_query_visit(blocks, per_head, h0, Traits::kBlockM, t).m0;
-    const int64_t m1 = min64(m0 + Traits::kBlockM, p.len_q);
+    const int64_t m1 = min64(m0 + Traits::kBlockM, seq.len_q);
     // The key tile's unclipped end, as in the forward (keys past len_k are never stored).
     const bool masked = !rule.tile_fully_visible(m0, m1, n0, n0 + Traits::kBlockN);
     dkdv_tile<Traits>(dk, dv, sm, int(t % kStages), rule, masked, key0, m0, scale_log2, warp, lane);
   }
 
-  const int64_t out_head = (b * p.heads_kv + h_kv) * p.len_k * p.head_dim;  // contiguous
-  store_rows<Traits>(static_cast<Element*>(p.dk) + out_head, p.head_dim, dk, float(p.scale),
-                     key0, p.len_k, lane);
-  store_rows<Traits>(static_cast<Element*>(p.dv) + out_head, p.head_dim, dv, 1.f, key0, p.len_k,
-                     lane);
+  store_rows<Traits>(static_cast<Element*>(p.dk) + seq.dk_offset(p, h_kv), p.dk_row_stride, dk,
+                     float(p.scale), key0, seq.len_k, lane);
+  store_rows<Traits>(static_cast<Element*>(p.dv) + seq.dv_offset(p, h_kv), p.dv_row_stride, dv,
+                     1.f, key0, seq.len_k, lane);
 }
 
 // ---- dQ -----------------------------------------------------------------------------------------
 
-// grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes.
+// grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
+// varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) dq_kernel(const AttentionBackwardParams p) {
   using Element = typename Traits::Element;
@@ -252,26 +258,28 @@ __global__ void __launch_bounds__(Traits::kNThreads) dq_kernel(const AttentionBa
   Element* smem_v = smem_k + kStages * Traits::kSmemKElems;  // kStages V tiles
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const int64_t b = blockIdx.z, h = blockIdx.y, h_kv = h / p.group_size();
+  const int64_t h = blockIdx.y, h_kv = h / p.group_size();
+  const Sequence seq(p, blockIdx.z);
   const int64_t m0 = int64_t(blockIdx.x) * Traits::kBlockM;
-  const int64_t m1 = min64(m0 + Traits::kBlockM, p.len_q);
-  const MaskRule rule = p.rule(b);
-  const QueryHead<Element> qh = query_head<Element>(p, b, h);
-  const auto* k = static_cast<const Element*>(p.k) + b * p.k_batch_stride + h_kv * p.k_head_stride;
-  const auto* v = static_cast<const Element*>(p.v) + b * p.v_batch_stride + h_kv * p.v_head_stride;
-  const TwoRanges blocks = key_blocks(rule, m0, m1, kBlockN, p.len_k);
+  if (m0 >= seq.len_q) return;  // the whole block, before any barrier
+  const int64_t m1 = min64(m0 + Traits::kBlockM, seq.len_q);
+  const MaskRule& rule = seq.rule;
+  const QueryHead<Element> qh = query_head<Element>(p, seq, h);
+  const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
+  const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
+  const TwoRanges blocks = key_blocks(rule, m0, m1, kBlockN, seq.len_k);
   const int64_t n_visits = (blocks.first.end - blocks.first.begin) +
                            (blocks.second.end - blocks.second.begin);
   auto load_kv = [&](int64_t t) {
     const int64_t n0 = nth_block(blocks, t) * kBlockN;
     const int offset = int(t % kStages) * Traits::kSmemKElems;
-    load_tile_async<Traits, kBlockN>(smem_k + offset, k, p.k_row_stride, n0, p.len_k);
-    load_tile_async<Traits, kBlockN>(smem_v + offset, v, p.v_row_stride, n0, p.len_k);
+    load_tile_async<Traits, kBlockN>(smem_k + offset, k, p.k_row_stride, n0, seq.len_k);
+    load_tile_async<Traits, kBlockN>(smem_v + offset, v, p.v_row_stride, n0, seq.len_k);
   };
 
   // Q and dO in their own cp.async group, then the first kStages - 1 K/V tiles, one group each.
-  load_tile_async<Traits, Traits::kBlockM>(smem_q, qh.q, p.q_row_stride, m0, p.len_q);
-  load_tile_async<Traits, Traits::kBlockM>(smem_do, qh.d_o, p.do_row_stride, m0, p.len_q);
+  load_tile_async<Traits, Traits::kBlockM>(smem_q, qh.q, p.q_row_stride, m0, seq.len_q);
+  load_tile_async<Traits, Traits::kBlockM>(smem_do, qh.d_o, p.do_row_stride, m0, seq.len_q);
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits) load_kv(t);
@@ -314,9 +322,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) dq_kernel(const AttentionBa
     // dQ += dS K: K is stored key-major, as V is for the forward's P V.
     pv_accumulate<Traits>(dq, dp, smem_k + stage * Traits::kSmemKElems, lane);
   }
-  const int64_t out_head = (b * p.heads_q + h) * p.len_q * p.head_dim;  // contiguous
-  store_rows<Traits>(static_cast<Element*>(p.dq) + out_head, p.head_dim, dq, float(p.scale),
-                     warp_row0, p.len_q, lane);
+  store_rows<Traits>(static_cast<Element*>(p.dq) + seq.dq_offset(p, h), p.dq_row_stride, dq,
+                     float(p.scale), warp_row0, seq.len_q, lane);
 }
 
 }  // namespace swaa::cuda

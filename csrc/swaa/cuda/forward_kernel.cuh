@@ -14,6 +14,7 @@
 
 #include "../mask.h"
 #include "../params.h"
+#include "../sequence.h"
 #include "kernel_traits.h"
 
 namespace swaa::cuda {
@@ -27,23 +28,26 @@ struct BlockProblem {
   const Element* v;
   Element* o;
   float* lse;
-  int64_t m0, m1;    // query rows [m0, m1) of this block, m1 <= len_q
+  int64_t m0, m1;    // query rows [m0, m1) of this block, m1 <= len_q (m0 >= m1: past the end)
+  int64_t len_q, len_k;  // the sequence's (tile loads zero-fill past them)
   MaskRule rule;
 };
 
 template <typename Traits>
 __device__ __forceinline__ BlockProblem<Traits> block_problem(const AttentionParams& p) {
   using Element = typename Traits::Element;
-  const int64_t b = blockIdx.z, h = blockIdx.y, h_kv = h / p.group_size();
+  const int64_t h = blockIdx.y, h_kv = h / p.group_size();
+  const Sequence seq(p, blockIdx.z);
   BlockProblem<Traits> bp;
-  bp.q = static_cast<const Element*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-  bp.k = static_cast<const Element*>(p.k) + b * p.k_batch_stride + h_kv * p.k_head_stride;
-  bp.v = static_cast<const Element*>(p.v) + b * p.v_batch_stride + h_kv * p.v_head_stride;
-  bp.o = static_cast<Element*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-  bp.lse = static_cast<float*>(p.lse) + (b * p.heads_q + h) * p.len_q;
+  bp.q = static_cast<const Element*>(p.q) + seq.q_offset(p, h);
+  bp.k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
+  bp.v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
+  bp.o = static_cast<Element*>(p.o) + seq.o_offset(p, h);
+  bp.lse = static_cast<float*>(p.lse) + seq.lse_offset(p, h);
   bp.m0 = int64_t(blockIdx.x) * Traits::kBlockM;
-  bp.m1 = min64(bp.m0 + Traits::kBlockM, p.len_q);
-  bp.rule = p.rule(b);
+  bp.m1 = min64(bp.m0 + Traits::kBlockM, seq.len_q);
+  bp.len_q = seq.len_q, bp.len_k = seq.len_k;
+  bp.rule = seq.rule;
   return bp;
 }
 
@@ -71,8 +75,8 @@ __device__ __forceinline__ void load_kv_async(typename Traits::Element* smem_k,
                                               const BlockProblem<Traits>& bp,
                                               const AttentionParams& p, int64_t n0) {
   const int offset = stage * Traits::kSmemKVElems;
-  load_tile_async<Traits, Traits::kBlockN>(smem_k + offset, bp.k, p.k_row_stride, n0, p.len_k);
-  load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, p.len_k);
+  load_tile_async<Traits, Traits::kBlockN>(smem_k + offset, bp.k, p.k_row_stride, n0, bp.len_k);
+  load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, bp.len_k);
 }
 
 // This warp's 16 rows of a shared tile (the forward's query rows) as mma A fragments, one per
@@ -199,7 +203,7 @@ __device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
   }
 }
 
-// out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < len_q.
+// out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < m1.
 template <typename Traits>
 __device__ __forceinline__ void store_output(const BlockProblem<Traits>& bp, int64_t o_row_stride,
                                              float (&o)[Traits::kDTiles][4], const RowStats& st,
@@ -227,7 +231,8 @@ __device__ __forceinline__ int64_t nth_block(const TwoRanges& blocks, int64_t t)
   return t < n_first ? blocks.first.begin + t : blocks.second.begin + (t - n_first);
 }
 
-// grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes.
+// grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
+// varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const AttentionParams p) {
   using Element = typename Traits::Element;
@@ -239,13 +244,14 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const BlockProblem<Traits> bp = block_problem<Traits>(p);
-  const TwoRanges blocks = key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, p.len_k);
+  if (bp.m0 >= bp.m1) return;  // the whole block, before any barrier
+  const TwoRanges blocks = key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, bp.len_k);
   const int64_t n_visits = (blocks.first.end - blocks.first.begin) +
                            (blocks.second.end - blocks.second.begin);
 
   // Q in its own cp.async group, then the first kStages - 1 K/V tiles, one group each (empty
   // groups past the end keep the group count, and so the waits below, uniform).
-  load_tile_async<Traits, Traits::kBlockM>(smem_q, bp.q, p.q_row_stride, bp.m0, p.len_q);
+  load_tile_async<Traits, Traits::kBlockM>(smem_q, bp.q, p.q_row_stride, bp.m0, bp.len_q);
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits)
@@ -276,7 +282,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
     const int64_t n0 = nth_block(blocks, t) * kBlockN;
     float s[Traits::kNTiles][4];
     qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
-    // The tile's unclipped end: keys past len_k are zero-filled and must be masked out.
+    // The tile's unclipped end: keys past the sequence's len_k are zero-filled and masked out.
     if (!bp.rule.tile_fully_visible(bp.m0, bp.m1, n0, n0 + kBlockN))
       apply_mask(s, bp.rule, warp_row0, n0, lane);
     online_softmax<Traits>(s, o, st, scale_log2);

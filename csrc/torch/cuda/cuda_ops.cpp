@@ -1,5 +1,5 @@
-// CUDA registrations of swaa_ext::fwd / swaa_ext::bwd: the tensor-core kernels (csrc/swaa/cuda)
-// on the current stream, without syncing. Host code only, so g++ compiles it (nvcc through the
+// CUDA registrations of swaa_ext::fwd / bwd / fwd_varlen / bwd_varlen: the tensor-core kernels
+// (csrc/swaa/cuda) on the current stream, without syncing. Host code only, so g++ compiles it (nvcc through the
 // torch headers takes minutes); the kernels are the .cu files.
 #include "../cuda_backward_boundary.h"
 
@@ -12,34 +12,28 @@
 namespace swaa::torch_boundary {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::Tensor& k,
-                                                const at::Tensor& v, std::optional<int64_t> window,
-                                                int64_t sinks,
-                                                const std::optional<at::Tensor>& full_from,
-                                                double scale) {
-  const c10::cuda::CUDAGuard device_guard(q.device());
-  CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, "CUDA");
-  C10_CUDA_CHECK(cuda::forward(f.params, f.dtype, c10::cuda::getCurrentCUDAStream()));
-  return {f.out, f.lse};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
-    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
-    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
-    double scale) {
-  const c10::cuda::CUDAGuard device_guard(q.device());
-  CudaBackward g = prepare_cuda_backward(grad_out, grad_lse, q, k, v, out, lse, window, sinks,
-                                         full_from, scale, "CUDA");
-  C10_CUDA_CHECK(cuda::backward(g.params, g.dtype, c10::cuda::getCurrentCUDAStream()));
-  return {g.dq, g.dk, g.dv};
-}
+struct Cuda {
+  static constexpr const char* kName = "CUDA";
+  static c10::cuda::CUDAGuard guard(const at::Tensor& q) {
+    return c10::cuda::CUDAGuard(q.device());
+  }
+  static void forward(const AttentionParams& p, cuda::Dtype dtype) {
+    C10_CUDA_CHECK(cuda::forward(p, dtype, c10::cuda::getCurrentCUDAStream()));
+  }
+  static void backward(const AttentionBackwardParams& p, cuda::Dtype dtype) {
+    C10_CUDA_CHECK(cuda::backward(p, dtype, c10::cuda::getCurrentCUDAStream()));
+  }
+};
+using Ops = CudaKernelOps<Cuda>;
 
 }  // namespace
 
+// The varlen ops trust cu_seqlens' values on the GPU (checking them would sync; arguments.h).
 TORCH_LIBRARY_IMPL(swaa_ext, CUDA, m) {
-  m.impl("fwd", &forward_cuda);
-  m.impl("bwd", &backward_cuda);
+  m.impl("fwd", &Ops::fwd);
+  m.impl("bwd", &Ops::bwd);
+  m.impl("fwd_varlen", &Ops::fwd_varlen);
+  m.impl("bwd_varlen", &Ops::bwd_varlen);
 }
 
 }  // namespace swaa::torch_boundary

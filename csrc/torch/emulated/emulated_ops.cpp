@@ -4,6 +4,7 @@
 //   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
 //   swaa_emulated::bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale)
 //       -> (dq, dk, dv)
+//   swaa_emulated::fwd_varlen / bwd_varlen  (swaa_ext's varlen schemas)
 //   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
 // The instantiations come from the generated lists (csrc/swaa/cuda/instantiations/*_list.inc),
 // the same ones the nvcc build compiles.
@@ -37,35 +38,26 @@ extern "C" PyObject* PyInit__C_emulated(void) {
 namespace swaa::torch_boundary {
 namespace {
 
-constexpr const char* kBackend = "the emulated CUDA kernel";
-
-std::tuple<at::Tensor, at::Tensor> forward_emulated(const at::Tensor& q, const at::Tensor& k,
-                                                    const at::Tensor& v,
-                                                    std::optional<int64_t> window, int64_t sinks,
-                                                    const std::optional<at::Tensor>& full_from,
-                                                    double scale) {
-  TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k and v must be CPU tensors for ", kBackend,
-                    ", got ", q.device());
-  CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, kBackend);
-  // Host mode runs the whole grid now; a kernel fault throws with the block and thread.
-  const cudaError_t err = cuda::forward(f.params, f.dtype, cudaStream_t{});
-  TORCH_CHECK(err == cudaSuccess, kBackend, " failed to launch: error ", int(err));
-  return {f.out, f.lse};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_emulated(
-    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
-    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-    std::optional<int64_t> window, int64_t sinks, const std::optional<at::Tensor>& full_from,
-    double scale) {
-  TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k and v must be CPU tensors for ", kBackend,
-                    ", got ", q.device());
-  CudaBackward g = prepare_cuda_backward(grad_out, grad_lse, q, k, v, out, lse, window, sinks,
-                                         full_from, scale, kBackend);
-  const cudaError_t err = cuda::backward(g.params, g.dtype, cudaStream_t{});
-  TORCH_CHECK(err == cudaSuccess, kBackend, " failed to launch: error ", int(err));
-  return {g.dq, g.dk, g.dv};
-}
+// The emulated backend: CPU tensors; host mode runs the whole grid at launch, and a kernel fault
+// throws with the block and thread.
+struct Emulated {
+  static constexpr const char* kName = "the emulated CUDA kernel";
+  struct CpuCheck {};
+  static CpuCheck guard(const at::Tensor& q) {
+    TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k and v must be CPU tensors for ", kName, ", got ",
+                      q.device());
+    return {};
+  }
+  static void forward(const AttentionParams& p, cuda::Dtype dtype) {
+    const cudaError_t err = cuda::forward(p, dtype, cudaStream_t{});
+    TORCH_CHECK(err == cudaSuccess, kName, " failed to launch: error ", int(err));
+  }
+  static void backward(const AttentionBackwardParams& p, cuda::Dtype dtype) {
+    const cudaError_t err = cuda::backward(p, dtype, cudaStream_t{});
+    TORCH_CHECK(err == cudaSuccess, kName, " failed to launch: error ", int(err));
+  }
+};
+using Ops = CudaKernelOps<Emulated>;
 
 void set_mode(const std::string& mode, int64_t seed) {
   const std::pair<const char*, simt::Mode> modes[] = {{"default", simt::Mode::Default},
@@ -87,12 +79,21 @@ TORCH_LIBRARY(swaa_emulated, m) {
   m.def("bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
         " Tensor lse, int? window, int sinks, Tensor? full_from, float scale)"
         " -> (Tensor, Tensor, Tensor)");
+  m.def("fwd_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k,"
+        " int max_seqlen_q, int max_seqlen_k, int? window, int sinks, Tensor? full_from,"
+        " float scale) -> (Tensor, Tensor)");
+  m.def("bwd_varlen(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out,"
+        " Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
+        " int max_seqlen_k, int? window, int sinks, Tensor? full_from, float scale)"
+        " -> (Tensor, Tensor, Tensor)");
   m.def("set_mode(str mode, int seed) -> ()", &set_mode);
 }
 
 TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) {
-  m.impl("fwd", &forward_emulated);
-  m.impl("bwd", &backward_emulated);
+  m.impl("fwd", &Ops::fwd);
+  m.impl("bwd", &Ops::bwd);
+  m.impl("fwd_varlen", &Ops::fwd_varlen);
+  m.impl("bwd_varlen", &Ops::bwd_varlen);
 }
 
 }  // namespace swaa::torch_boundary
