@@ -22,10 +22,13 @@
 //   D=128, 3 stages: 16 KiB + 3 * 16 KiB = 64 KiB, room for 2 blocks on sm_80, 3 on sm_90; the
 //                    third stage hides load latency when few warps are resident. Needs the opt-in
 //                    to more than 48 KiB of dynamic shared memory, which simt::launch sets.
-// Registers (measured, see forward_kernel.cuh): D=64 146, D=128 168 per thread, ~19K / ~21K per
-// block, so 3 blocks per SM by registers. Occupancy = min of the two: D=64 3 blocks (12 warps);
-// D=128 2 blocks (8 warps) on sm_80, 3 on sm_90. Forcing more with __launch_bounds__ min-blocks
-// (4 for D=64, 3 for D=128) made ptxas spill, so the kernel states only its block size.
+// Registers (measured, see forward_kernel.cuh): D=64 182, D=128 224 per thread since the varlen
+// change (146 / 168 before), ~23K / ~29K per block, so 2 blocks per SM by registers (3 before).
+// Occupancy = min of the two: 2 blocks (8 warps) for both head dims on both archs (before: D=64
+// 3 blocks, D=128 3 on sm_90). Forcing more with __launch_bounds__ min-blocks
+// (4 for D=64, 3 for D=128) made ptxas spill, so the kernel states only its block size. (Since
+// the varlen change, min-blocks 3 gives D=128 168 registers without spills; D=64 spills 60 bytes.
+// Not adopted without a GPU to measure.)
 // Measured counts (nvcc -Xptxas -v) are recorded in forward_kernel.cuh.
 #pragma once
 #include <cstdint>
