@@ -40,8 +40,9 @@ ADAPTED = "_swaa_adapted"
 _BOUNDARY: ContextVar[Tensor | int | None] = ContextVar("swaa_prompt_boundary", default=None)
 # Forwarded by the models but meaningless here: positions are already in q/k (RoPE) and the cache
 # sizes the keys; `sliding_window` is the model's own window, which SWAA replaces. position_ids are
-# read for packing (hf/ragged.py), never for positions.
-_IGNORED_KWARGS = {"position_ids", "seq_idx", "cache_position", "use_cache", "sliding_window", "is_causal",
+# read for packing (hf/ragged.py), never for positions; num_items_in_batch is the Trainer's, for
+# the loss.
+_IGNORED_KWARGS = {"position_ids", "seq_idx", "num_items_in_batch", "cache_position", "use_cache", "sliding_window", "is_causal",
                    "output_attentions", "output_hidden_states", "output_router_logits", "return_dict",
                    "position_embeddings"}
 # Forwarded by some models and changing what attention computes: refused, never ignored.
