@@ -17,7 +17,7 @@ TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
 
 .PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-install test-hf-tf457 \
-	demo bench clean
+	demo bench bench-varlen clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -98,6 +98,10 @@ demo: build
 BENCH_ARGS ?=
 bench: build
 	$(PY) -m bench.kernels $(BENCH_ARGS)
+
+# Ragged batches (bench/varlen.py): one varlen call vs a per-sequence loop vs padded SDPA.
+bench-varlen: build
+	$(PY) -m bench.varlen $(BENCH_ARGS)
 
 clean:
 	rm -rf build build-cmake build-cmake-asan build-gpu-check swaa_ext/*.so $(TF457_DIR)

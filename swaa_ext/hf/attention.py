@@ -7,9 +7,10 @@ prompt boundary attend to everything. The boundary is an absolute position in th
 (int or (B,) tensor): the forward kwarg `swaa_full_from`, else the enclosing `prompt_boundary(...)`
 context (which the adapted `generate` opens with the prompt length), else never.
 
-Padding: without any, the whole batch is one kernel call. With left padding, rows run one by one on
-their unpadded slice (the kernel's sinks are per call, not per row), so a row's sinks are its first
-real tokens and it computes exactly what it would alone.
+Ragged batches (hf/ragged.py): without padding or packing, the whole batch is one dense kernel call.
+A left-padded batch, or packed sequences (transformers' flattening collator), is one varlen call:
+each row or packed sequence is its own sequence, with its own sinks (its first real tokens) and
+window, computing exactly what it would alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 from transformers.utils import logging
 
 from ..ops import sliding_attention
+from . import ragged as ragged_batches
 from .mask import SWAAMask
 
 logger = logging.get_logger(__name__)
@@ -37,8 +39,10 @@ ADAPTED = "_swaa_adapted"
 # A context variable, not model state: scoped to the `with` block, per thread / task.
 _BOUNDARY: ContextVar[Tensor | int | None] = ContextVar("swaa_prompt_boundary", default=None)
 # Forwarded by the models but meaningless here: positions are already in q/k (RoPE) and the cache
-# sizes the keys; `sliding_window` is the model's own window, which SWAA replaces.
-_IGNORED_KWARGS = {"position_ids", "cache_position", "use_cache", "sliding_window", "is_causal",
+# sizes the keys; `sliding_window` is the model's own window, which SWAA replaces. position_ids are
+# read for packing (hf/ragged.py), never for positions; num_items_in_batch is the Trainer's, for
+# the loss.
+_IGNORED_KWARGS = {"position_ids", "seq_idx", "num_items_in_batch", "cache_position", "use_cache", "sliding_window", "is_causal",
                    "output_attentions", "output_hidden_states", "output_router_logits", "return_dict",
                    "position_embeddings"}
 # Forwarded by some models and changing what attention computes: refused, never ignored.
@@ -106,25 +110,34 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
                            dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
     window, sinks, fa_decode = layer_attention(module)
     explicit = kwargs.pop(FULL_FROM_KWARG, None)
-    full_from = _full_from(_BOUNDARY.get() if explicit is None else explicit, query.shape[0],
-                           query.device)
-    if not fa_decode:
-        full_from = None
-    _warn_unsupported(dropout, kwargs)
+    boundary = (_BOUNDARY.get() if explicit is None else explicit) if fa_decode else None
     if attention_mask is not None and not isinstance(attention_mask, SWAAMask):
         raise TypeError("swaa attention got a precomputed mask it cannot honour "
                         f"({type(attention_mask).__name__}); pass a 2-D padding mask instead")
+    batch, len_q = query.shape[0], query.shape[2]
     pad = attention_mask.pad if attention_mask is not None else None
     total = attention_mask.kv_length if attention_mask is not None else key.shape[2]
-    head = _sink_window_head(key.shape[2], total, query.shape[2], window, sinks, pad)
+    has_padding_mask = attention_mask is not None and attention_mask.has_padding_mask
+    ragged = ragged_batches.from_packing(kwargs, batch, len_q, key.shape[2], has_padding_mask,
+                                         query.device)
+    _warn_unsupported(dropout, kwargs)
+    if ragged is not None and pad is not None:
+        raise ValueError("swaa attention got packed sequences (cu_seq_lens_* kwargs) and a "
+                         "padded attention_mask; pass one or the other")
+    head = _sink_window_head(key.shape[2], total, len_q, window, sinks, pad)
 
-    if pad is None:  # no padding: the whole batch in one call; query, key: (B, H, S, D)
-        out = sliding_attention(query, _keys(key, 0, sinks, head), _keys(value, 0, sinks, head),
+    if ragged is None and pad is None:  # one dense call for the batch; query, key: (B, H, S, D)
+        full_from = _full_from(boundary, batch, query.device)
+        out = sliding_attention(query, _keys(key, sinks, head), _keys(value, sinks, head),
                                 window, sinks, full_from=full_from, scale=scaling)
-    else:
-        out = torch.stack([_row(query, key, value, b, int(pad[b]), total, head, window, sinks,
-                                full_from, scaling) for b in range(query.shape[0])])
-    return out.transpose(1, 2), None  # (B, S, H, D)
+        return out.transpose(1, 2), None  # (B, S, H, D)
+    if ragged is None:  # left padding: row b is one sequence starting at its first real token
+        ragged = ragged_batches.from_padding(pad, len_q, key.shape[2], total, sinks, head)
+        boundary = _full_from(boundary, batch, query.device)
+    full_from = ragged_batches.per_sequence_full_from(ragged, boundary)
+    out = ragged_batches.varlen_attention(ragged, query, key, value, window, sinks, full_from,
+                                          scaling)
+    return out, None  # (B, S, H, D)
 
 
 def _sink_window_head(len_k: int, total: int, len_q: int, window: int | None, sinks: int,
@@ -142,29 +155,9 @@ def _sink_window_head(len_k: int, total: int, len_q: int, window: int | None, si
     return head
 
 
-def _keys(states: Tensor, pad: int, sinks: int, head: int | None) -> Tensor:
-    """A row's (or the batch's) real keys in kernel order: from its first real token on, or for a
-    sink + window cache its sinks followed by the window tail."""
+def _keys(states: Tensor, sinks: int, head: int | None) -> Tensor:
+    """The batch's keys in kernel order (no padding): all of them, or for a sink + window cache
+    the sinks followed by the window tail (a padded batch does the same per row, hf/ragged.py)."""
     if head is None:
-        return states[:, :, pad:]
-    return torch.cat([states[:, :, pad:pad + sinks], states[:, :, head:]], dim=2)
-
-
-def _row(query: Tensor, key: Tensor, value: Tensor, b: int, pad: int, total: int,
-         head: int | None, window: int | None, sinks: int, full_from: Tensor | None,
-         scaling: float | None) -> Tensor:
-    """Row b on its unpadded keys: key j of the slice is the row's j-th real token (or, for a
-    sink + window cache, the same sequence minus the dropped middle, which no query sees).
-    Queries that are padding themselves (prefill) see nothing real; they get zeros."""
-    len_q = query.shape[2]
-    first_real_query = max(0, pad - (total - len_q))
-    if first_real_query >= len_q:  # every query of this row is padding
-        return query.new_zeros(query.shape[1], len_q, query.shape[3])  # (Hq, Lq, D)
-    q = query[b:b + 1, :, first_real_query:]  # (1, Hq, Lq', D)
-    row_from = None if full_from is None else full_from[b:b + 1] - pad
-    out = sliding_attention(q, _keys(key[b:b + 1], pad, sinks, head),
-                            _keys(value[b:b + 1], pad, sinks, head), window, sinks,
-                            full_from=row_from, scale=scaling)[0]
-    if first_real_query == 0:
-        return out
-    return torch.cat([out.new_zeros(out.shape[0], first_real_query, out.shape[2]), out], dim=1)
+        return states
+    return torch.cat([states[:, :, :sinks], states[:, :, head:]], dim=2)

@@ -20,10 +20,12 @@ class SWAAMask:
     """Per-row facts for the attention function. `pad`: (B,) int64 count of left-padding keys of
     each row, or None when no row has padding (one kernel call for the whole batch).
     `kv_length`: the absolute key length (past + current); a layer handed fewer keys holds a
-    sink + window cache (hf/cache.py)."""
+    sink + window cache (hf/cache.py). `has_padding_mask`: a 2-D mask was given (then, as in
+    transformers, restarting position ids do not mean packed sequences: hf/ragged.py)."""
 
     pad: Tensor | None
     kv_length: int
+    has_padding_mask: bool = False
 
 
 def left_padding(padding_mask: Tensor) -> Tensor | None:
@@ -60,4 +62,4 @@ def swaa_mask(batch_size: int, *args, kv_length: int, kv_offset: int = 0,
     keys = attention_mask[:, :total].to(torch.bool)
     if keys.shape[1] < total:  # a mask shorter than the keys: the missing tail is real tokens
         keys = torch.nn.functional.pad(keys, (0, total - keys.shape[1]), value=True)
-    return SWAAMask(pad=left_padding(keys), kv_length=total)
+    return SWAAMask(pad=left_padding(keys), kv_length=total, has_padding_mask=True)

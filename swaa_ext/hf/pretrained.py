@@ -40,5 +40,10 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
                                               local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                  dtype=dtype, local_files_only=True)
+    # The GGUF weights are dequantised to `dtype` on load: the model is a plain one from here on.
+    # Dropping the quantizer record is what lets it be fine-tuned (Trainer refuses GGUF
+    # "quantized" models) and saved with save_pretrained.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
     model.eval()
     return model, tokenizer

