@@ -13,8 +13,11 @@ PYTEST_ARGS ?=
 
 # transformers 4.57 for a second run of the HF tests (its own tokenizers/hub pins), layered in
 # front of the venv's site-packages; the rest of its dependencies come from the venv.
+# datasets 4.8 (and the httpx it imports) too: the venv's datasets 5 needs huggingface-hub 2,
+# which 4.57 refuses.
 TF457_DIR := .deps-tf457
-TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
+TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2 datasets==4.8.5 \
+	httpx==0.28.1 httpcore==1.0.9
 
 .PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-install test-hf-tf457 \
 	demo bench bench-varlen clean
