@@ -183,7 +183,8 @@ def _load_merged(args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace, model, tokenizer) -> dict:
     return evaluating.evaluate(model, tokenizer, args.eval_tasks, args.eval_length,
                                args.eval_samples, args.eval_seed, args.window_fraction,
-                               args.sinks, args.style, progress=not args.quiet)
+                               args.sinks, args.style, evaluating.eval_recipes(args.train_recipe),
+                               progress=not args.quiet)
 
 
 def step_evaluate(args: argparse.Namespace) -> str:

@@ -16,13 +16,20 @@ from ..report import summarize
 from ..runner import run_grid
 from ..tasks import TaskOptions, make_samples
 
-# Full attention, naive SWA, the cheapest recipe that keeps decode full, the recommended recipe.
-EVAL_RECIPES = ("fa", "swa", "swa+fa_decode", RECOMMENDED)
+# Full attention and naive SWA around the recipe trained under and the recommended recipe.
+BASELINES = ("fa", "swa")
+
+
+def eval_recipes(train_recipe: str) -> tuple[str, ...]:
+    """fa, swa, the recipe the model was trained under (by default the cheapest one that keeps
+    decode full: every layer slides, with sinks and FA decode), the recommended recipe."""
+    return tuple(dict.fromkeys((*BASELINES, train_recipe, RECOMMENDED)))
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str],
              length: int, samples: int, seed: int, window_fraction: float, sinks: int,
-             style: PromptStyle = PromptStyle(), recipes: Sequence[str] = EVAL_RECIPES,
+             style: PromptStyle = PromptStyle(),
+             recipes: Sequence[str] = eval_recipes("swa+sinks+fa_decode"),
              depths: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), digits: int = 5,
              progress: bool = True) -> dict:
     """Every recipe on `samples` prompts per task; the model must be unadapted (the harness
