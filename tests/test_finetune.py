@@ -239,3 +239,37 @@ def test_cli_arguments_are_checked():
     full = settle(parser.parse_args([]))
     assert full.eval_length == 2048 and full.train_window == 256 and full.eval_samples >= 50
     assert "niah_multikey" not in full.train_tasks and "niah_multikey" in full.eval_tasks
+
+
+def test_before_after_tables_from_the_harness_summary():
+    """The before/after table's ratios are against the original model's FA accuracy, and the
+    depth table shows correct/n per depth before -> after (numbers built here, checked here)."""
+    from swaa_ext.recipes.finetune import evaluate as evaluating
+    from swaa_ext.recipes.report import summarize
+    from swaa_ext.recipes.runner import Record
+
+    def run(config, task, depth, correct, index):
+        return Record(config, task, index, 64, 64, depth, ["1"], ["1" if correct else "0"], correct,
+                      "", None, 0.01, 0.01, 2, None, 0)
+
+    def summary(outcomes):  # {(config, task, depth): [correct, ...]}
+        records = [run(c, t, d, ok, i) for (c, t, d), oks in outcomes.items()
+                   for i, ok in enumerate(oks)]
+        configs = [{"name": c, "recipe": c} for c in dict.fromkeys(c for c, _, _ in outcomes)]
+        out = {"all": summarize(records, configs)}
+        for task in dict.fromkeys(t for _, t, _ in outcomes):
+            out[task] = summarize([r for r in records if r.task == task], configs)
+        return out
+
+    before = summary({("fa", "passkey", 0.1): [True, False], ("fa", "passkey", 0.9): [True, True],
+                      ("swa", "passkey", 0.1): [False, False], ("swa", "passkey", 0.9): [True, False]})
+    after = summary({("fa", "passkey", 0.1): [True, True], ("fa", "passkey", 0.9): [True, True],
+                     ("swa", "passkey", 0.1): [True, False], ("swa", "passkey", 0.9): [True, True]})
+    rows = {(r["group"], r["recipe"]): r for r in evaluating.comparison(before, after, ["passkey"])}
+    assert rows[("passkey", "fa")]["before_vs_fa"] == pytest.approx(1.0)
+    assert rows[("passkey", "fa")]["after_vs_fa"] == pytest.approx(4 / 3)
+    assert rows[("passkey", "swa")]["before_vs_fa"] == pytest.approx(1 / 3)
+    assert rows[("passkey", "swa")]["after_vs_fa"] == pytest.approx(1.0)
+    depth = evaluating.depth_markdown(before, after)
+    assert "| passkey | swa | 0/2 -> 1/2 | 1/2 -> 2/2 |" in depth
+    assert "| passkey | fa | 1/2 -> 2/2 | 2/2 -> 2/2 |" in depth

@@ -202,7 +202,7 @@ def step_evaluate(args: argparse.Namespace) -> str:
             "distill_seed": args.distill_seed, "train_tasks": args.train_tasks,
             "command": args.command}
     rows = evaluating.comparison(before, after, args.train_tasks)
-    table = evaluating.markdown(rows, meta)
+    table = evaluating.markdown(rows, meta) + "\n" + evaluating.depth_markdown(before, after)
     (args.out / "before_after.md").write_text(table)
     evaluating.write(args.out / "before_after.json", {"meta": meta, "rows": rows})
     return table

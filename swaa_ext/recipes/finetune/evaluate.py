@@ -87,5 +87,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def depth_markdown(before: dict, after: dict) -> str:
+    """Correct/n before -> after per task, recipe and needle depth: where in the prompt the
+    answer sits decides whether it is inside the window, so this shows what training changed."""
+    tasks = [g for g in before if g not in ("all", "records")]
+    depths = sorted({d for t in tasks for r in before[t] for d in r["by_depth"]}, key=float)
+    lines = ["**Correct/n by needle depth (0 = start of the prompt), before -> after**", "",
+             "| task | recipe | " + " | ".join(depths) + " |", "|---|---|" + "---|" * len(depths)]
+    for task in tasks:
+        a = {r["recipe"]: r for r in after.get(task, [])}
+        for b in before[task]:
+            def cell(d: str, b=b) -> str:
+                x, y = b["by_depth"].get(d), a.get(b["recipe"], {}).get("by_depth", {}).get(d)
+                show = lambda r: "—" if r is None else f"{r['correct']}/{r['n']}"  # noqa: E731
+                return f"{show(x)} -> {show(y)}"
+            lines.append(f"| {task} | {b['recipe']} | " + " | ".join(map(cell, depths)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
