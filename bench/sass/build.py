@@ -119,7 +119,12 @@ template <typename E> void all(const char* dtype) {
   row<BackwardQTraits<E, 64>>("dq", dtype, BackwardQTraits<E, 64>::kBlockN);
   row<BackwardQTraits<E, 128>>("dq", dtype, BackwardQTraits<E, 128>::kBlockN);
 }
-int main() { std::printf("["); all<__half>("fp16"); all<__nv_bfloat16>("bf16"); std::printf("{}]\n"); }
+int main() {
+  std::printf("[");
+  all<__half>("fp16");
+  all<__nv_bfloat16>("bf16");
+  std::printf("{}]\n");
+}
 """
 
 

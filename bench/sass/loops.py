@@ -23,10 +23,11 @@ from .sass import Function, Instruction
 
 MASK_FUNCTIONS = ("apply_mask", "apply_mask_transposed")
 FLOPS_PER_HMMA = 2 * 16 * 8 * 16  # mma.sync m16n8k16: 4096
+# Integer / address / predicate work (uniform-datapath U* forms included); the rest is grouped
+# as float, memory, hmma or other (branches, barriers, conversions, shuffles).
 INTEGER = {"IMAD", "IADD3", "ISETP", "LOP3", "LEA", "SHF", "SEL", "IABS", "IMNMX", "MOV", "PRMT",
-           "LEA", "ULDC", "UMOV", "UIADD3", "ULOP3", "UISETP", "USHF", "ULEA", "UIMAD", "USEL",
-           "P2R", "R2P", "PLOP3", "S2R", "S2UR", "CS2R", "IMAD.WIDE", "I2F", "F2I", "BMSK", "FLO",
-           "POPC", "VIADD", "VIMNMX", "IMNMX"}
+           "ULDC", "UMOV", "UIADD3", "ULOP3", "UISETP", "USHF", "ULEA", "UIMAD", "USEL", "P2R",
+           "R2P", "PLOP3", "S2R", "S2UR", "CS2R", "BMSK", "FLO", "POPC", "VIADD", "VIMNMX"}
 FLOAT = {"FFMA", "FMUL", "FADD", "FMNMX", "FSETP", "FSEL", "F2FP", "FCHK", "FSET", "FMNMX3"}
 
 

@@ -53,7 +53,8 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
                     "kernel": kind, "dtype": inst.dtype, "head_dim": inst.head_dim, "arch": arch,
                     "source": os.path.relpath(inst.source, build.ROOT),
                     "registers": p.registers, "stack_bytes": p.stack_bytes,
-                    "spill_store_bytes": p.spill_store_bytes, "spill_load_bytes": p.spill_load_bytes,
+                    "spill_store_bytes": p.spill_store_bytes,
+                    "spill_load_bytes": p.spill_load_bytes,
                     "local_bytes": usage[name]["local_bytes"],
                     "tile": {k: t[k] for k in ("warps", "block_m", "block_n", "stages",
                                                 "smem_bytes")},
@@ -123,10 +124,20 @@ def markdown(report: dict) -> str:
             f"{loop['per_hmma_masked']:.1f} | {est['smem_bytes_per_flop']:.3f} | "
             f"{est['global_bytes_per_flop']:.4f} | **{est['tensor_utilisation_bound']:.0%}** "
             f"({b['issue']:.0%}, {b['shared_memory']:.0%}, {b['l2']:.0%}) |")
-    lines += ["", "## How to read it", "", HOW_TO_READ]
+    lines += ["", "## How to read it", "", HOW_TO_READ, "## Machine model (assumed, not measured)",
+              "", "| | " + " | ".join(m["name"] for m in report["machines"].values()) + " |",
+              "|---|" + "---|" * len(report["machines"])]
+    for field in MACHINE_FIELDS:
+        lines.append(f"| {field} | " + " | ".join(
+            f"{m[field]:g}" if isinstance(m[field], float) else str(m[field])
+            for m in report["machines"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
+MACHINE_FIELDS = ("arch", "sms", "clock_ghz", "tensor_flops_per_clk_sm", "schedulers_per_sm",
+                  "smem_bytes_per_clk_sm", "l2_bytes_per_s", "registers_per_sm", "register_unit",
+                  "max_warps_per_sm", "smem_per_sm", "smem_per_block_max",
+                  "smem_reserved_per_block")
 HOW_TO_READ = """\
 - **Hot loop**: the loop (a backward branch, found in the SASS) that holds the most HMMA; one trip
   is one key tile (dK/dV: one query tile) per warp. Counts are static: each instruction in the
@@ -144,7 +155,8 @@ HOW_TO_READ = """\
   global = the tiles the block streams per trip over the block's FLOPs (read from L2).
 - **Tensor-core bound**: the smallest of three ceilings, each assuming everything else perfect:
   issue (HMMA × clocks per HMMA / instructions, 8 clocks on A100, 4 on H100 at its dense peak),
-  shared memory (128 B/clk per SM), L2 (~5 TB/s A100, ~10 TB/s H100: rough). No latency, stall
+  shared memory (128 B/clk per SM), L2 (~5 TB/s A100, ~10 TB/s H100: rough); each capped at
+  100 %. fp16 and bf16 compile to the same counts. No latency, stall
   or bank-conflict model; on H100 the peak is wgmma's, which mma.sync does not reach. **An
   estimate, not a measurement.**
 """

@@ -11,7 +11,8 @@ import subprocess
 _SECTION = re.compile(r"^\.text\.(\S+):\s*$")
 _LABEL = re.compile(r"^(\.L_x_\d+|\$[\w$.]+):\s*$")
 _INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
-_LINE_INFO = re.compile(r'^\s*//## File "([^"]+)", line (\d+)(?: inlined at "([^"]+)", line (\d+))?')
+_LINE_INFO = re.compile(
+    r'^\s*//## File "([^"]+)", line (\d+)(?: inlined at "([^"]+)", line (\d+))?')
 _TARGET = re.compile(r"`\(([^)]+)\)")
 _PREDICATE = re.compile(r"^@!?U?P[T0-9]+\s+")
 
