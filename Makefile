@@ -108,3 +108,17 @@ bench-varlen: build
 
 clean:
 	rm -rf build build-cmake build-cmake-asan build-gpu-check swaa_ext/*.so $(TF457_DIR)
+
+# Static performance report of the CUDA kernels from their SASS (bench/sass): every
+# instantiation for sm_80 and sm_90 -> docs/sass-report.{json,md} and a table (~1 min). The
+# disassembler wheels (13.0 is not on PyPI; 13.2 reads 13.0 cubins) go into their own folder.
+# sass-check: a fresh report against the committed JSON; fails on a spill or a hot loop > 10 % up.
+SASS_DIR := .deps-sass
+SASS_PINS := nvidia-cuda-nvdisasm==13.2.51 nvidia-cuda-cuobjdump==13.2.51
+.PHONY: sass-report sass-check
+$(SASS_DIR)/.installed: Makefile | venv
+	$(PIP) install --quiet --no-deps --upgrade --target $(SASS_DIR) $(SASS_PINS)
+	touch $@
+sass-report sass-check: venv $(SASS_DIR)/.installed
+	$(PY) -m bench.sass --nvdisasm $(SASS_DIR)/nvidia/cu13/bin/nvdisasm \
+		$(if $(filter sass-check,$@),--check)

@@ -1,0 +1,181 @@
+"""bench/sass, the static SASS report, without nvcc: parsing nvdisasm / ptxas / cuobjdump text
+(committed fixtures in tests/fixtures/sass/), finding the key loop and splitting its masked path,
+the occupancy and bound model, the regression check, and the committed docs/sass-report.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from bench.sass import build, loops, model, report, sass
+from bench.sass.machines import A100, H100
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "sass")
+# The fixture's mask function occupies these lines of forward_kernel.cuh (its chains say 131).
+FIXTURE_MASK = {"forward_kernel.cuh": [(125, 134)]}
+
+
+def fixture(name: str) -> str:
+    with open(os.path.join(FIXTURES, name)) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> sass.Function:
+    return sass.parse(fixture("loop_kernel.sass"))["_Z11tiny_kernelv"]
+
+
+def test_parse_functions_instructions_and_line_info(tiny):
+    functions = sass.parse(fixture("loop_kernel.sass"))
+    assert sorted(functions) == ["_Z11tiny_kernelv", "_Z12other_kernelv"]
+    assert len(tiny.instructions) == 20 and len(functions["_Z12other_kernelv"].instructions) == 4
+    assert tiny.labels == {".L_x_1": 0x30, ".L_x_2": 0xC0, ".L_x_3": 0x20, ".L_x_4": 0x130,
+                           ".L_x_5": 1 << 62}
+    branch = tiny.instructions[9]
+    assert (branch.address, branch.predicate, branch.opcode, branch.target) == (
+        0x90, "@P1", "BRA", ".L_x_2")
+    padding = tiny.instructions[3]
+    assert (padding.predicate, padding.mnemonic) == ("@!PT", "LDS")
+    # An instruction carries every frame of the inline chain above it ...
+    assert tiny.instructions[6].frames == {("device.h", 64), ("forward_kernel.cuh", 111),
+                                           ("forward_kernel.cuh", 287)}
+    # ... and keeps it across a label until the next line-info block.
+    assert tiny.instructions[3].frames == tiny.instructions[2].frames
+
+
+def test_loops_and_key_loop(tiny):
+    assert loops.loops(tiny) == [loops.Loop(0x30, 0x50), loops.Loop(0x20, 0x110),
+                                 loops.Loop(0x130, 0x130)]
+    assert loops.key_loop(tiny) == loops.Loop(0x20, 0x110)  # the one with the HMMA
+    other = sass.parse(fixture("loop_kernel.sass"))["_Z12other_kernelv"]
+    assert loops.key_loop(other) is None and loops.count(other, FIXTURE_MASK) is None
+
+
+def test_counts_of_the_fixture_loop(tiny):
+    c = loops.count(tiny, FIXTURE_MASK)
+    assert (c.instructions_masked, c.instructions_unmasked, c.hmma) == (16, 14, 4)
+    assert (c.per_hmma_unmasked, c.per_hmma_masked) == (3.5, 4.0)
+    assert (c.inner_loops, c.flops) == (1, 4 * 4096)
+    # LDSM .4 (512 B) + LDSM .2 (256 B) + LDS.64 (8 B x 32 lanes); the @!PT LDS moves nothing.
+    assert c.smem_read_bytes_unmasked == 512 + 256 + 256 and c.smem_write_bytes_unmasked == 0
+    assert c.by_mnemonic["HMMA"] == 4 and "FSEL" not in c.by_mnemonic  # FSEL is mask-only
+    # BAR and the three BRA are "other"; the loop's only integer op (ISETP) is mask-only.
+    assert loops.group_counts(c.by_mnemonic) == {"memory": 5, "hmma": 4, "float": 1, "other": 4}
+
+
+def test_without_mask_functions_both_paths_are_equal(tiny):
+    c = loops.count(tiny, {})
+    assert c.instructions_unmasked == c.instructions_masked == 16
+
+
+def test_mask_functions_are_found_in_the_kernel_sources():
+    for name, function in (("forward_kernel.cuh", "apply_mask"),
+                           ("backward_kernel.cuh", "apply_mask_transposed")):
+        with open(os.path.join(build.CUDA_DIR, name)) as f:
+            lines = f.read().splitlines()
+        first, last = loops.function_lines("\n".join(lines), function)
+        assert re.search(rf"void {function}\(", lines[first - 1]) and lines[last - 1] == "}"
+        assert "visible(" in "\n".join(lines[first - 1:last])
+
+
+def test_opcode_widths():
+    assert [loops.ldsm_bytes(op) for op in ("LDSM.16.M88.4", "LDSM.16.MT88.2", "LDSM.16.M88")] \
+        == [512, 256, 128]
+    widths = [loops.lane_bytes(op) for op in ("LDS", "LDS.64", "LDS.U.128", "STS.U8")]
+    assert widths == [4, 8, 16, 1]
+
+
+def test_ptxas_and_res_usage():
+    name = ("_ZN4swaa4cuda14forward_kernelINS0_13ForwardTraitsI13__nv_bfloat16Li128EEEEEvNS_15"
+            "AttentionParamsE")
+    p = build.parse_ptxas(fixture("ptxas_forward_bf16_hdim128_sm80.log"))
+    assert p == {name: build.PtxasFunction(224, 0, 0, 0, 0)}
+    usage = build.parse_res_usage(fixture("res_usage_forward_bf16_hdim128_sm80.txt"))
+    assert usage == {name: {"registers": 224, "stack_bytes": 0, "static_smem_bytes": 0,
+                            "local_bytes": 0}}
+    spilling = ("ptxas info    : Function properties for _Z1kv\n"
+                "    96 bytes stack frame, 88 bytes spill stores, 92 bytes spill loads\n"
+                "ptxas info    : Used 128 registers, used 1 barriers, 4096 bytes smem\n")
+    assert build.parse_ptxas(spilling) == {"_Z1kv": build.PtxasFunction(128, 96, 88, 92, 4096)}
+
+
+def test_instantiations_and_flags_match_the_build():
+    found = {i.name for i in build.instantiations()}
+    assert found == {f"{d}_{t}_hdim{h}" for d in ("forward", "backward")
+                     for t in ("fp16", "bf16") for h in (64, 128)}
+    assert all(os.path.isfile(i.source) for i in build.instantiations())
+    with open(os.path.join(build.ROOT, "setup.py")) as f:
+        setup_flags = re.search(r"nvcc_flags = \[([^\]]*)\]", f.read()).group(1)
+    assert set(re.findall(r'"([^"]+)"', setup_flags)) <= set(build.NVCC_FLAGS)
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
+    assert set(COMMON_NVCC_FLAGS) <= set(build.NVCC_FLAGS)
+
+
+def test_occupancy():
+    # 224 registers: 7168 per warp, 2 warps per 16K-register SM quarter: 8 warps, 2 blocks of 4.
+    assert model.blocks_by_registers(A100, 224, 4) == 2
+    assert model.blocks_by_registers(A100, 128, 4) == 4
+    assert model.blocks_by_registers(H100, 242, 8) == 1
+    assert model.blocks_by_registers(A100, 255, 8) == 1
+    assert model.blocks_by_smem(A100, 64 * 1024) == 2 and model.blocks_by_smem(H100, 64 * 1024) == 3
+    assert model.blocks_by_smem(A100, 40 * 1024) == 4 and model.blocks_by_smem(H100, 40 * 1024) == 5
+    assert model.blocks_by_smem(A100, 200 * 1024) == 0  # over the per-block maximum
+    assert (A100.clocks_per_hmma, H100.clocks_per_hmma) == (8, 4)
+    assert round(A100.peak_tflops) == 312 and round(H100.peak_tflops) == 989
+
+
+def test_estimate_of_a_forward_like_loop():
+    counts = loops.LoopCounts(start=0, end=0, instructions_masked=1147, instructions_unmasked=906,
+                              hmma=64, inner_loops=2, calls=0, smem_read_bytes_unmasked=16384,
+                              smem_write_bytes_unmasked=0, by_mnemonic={})
+    traits = {"kernel": "forward", "warps": 4, "block_m": 64, "block_n": 32, "head_dim": 128,
+              "stages": 3, "smem_bytes": 65536, "streamed_rows": 32, "element_bytes": 2}
+    est = model.estimate(A100, counts, build.PtxasFunction(224, 0, 0, 0, 0), traits)
+    assert est["blocks_per_sm"] == 2 and est["warps_per_sm"] == 8
+    # (16 KiB ldmatrix + 16 KiB cp.async / 4 warps) / (64 x 4096 FLOPs); K+V tile / block FLOPs.
+    assert est["smem_bytes_per_flop"] == round(20480 / 262144, 4)
+    assert est["global_bytes_per_flop"] == round(1 / 64, 5)
+    assert est["bound"]["issue"] == round(64 * 8 / 906, 3)
+    assert est["bound"]["shared_memory"] == round(128 / (2048 * 20480 / 262144), 3)
+    assert est["limited_by"] == "issue" and est["tensor_utilisation_bound"] == 0.565
+    h100 = model.estimate(H100, counts, build.PtxasFunction(224, 0, 0, 0, 0), traits)
+    assert h100["bound"]["issue"] == round(64 * 4 / 906, 3) and h100["blocks_per_sm"] == 2
+
+
+def _row(kernel="forward", spill=0, unmasked=900, masked=1100):
+    return {"kernel": kernel, "dtype": "bf16", "head_dim": 128, "arch": "sm_80",
+            "spill_store_bytes": spill, "spill_load_bytes": 0,
+            "hot_loop": {"instructions_unmasked": unmasked, "instructions_masked": masked}}
+
+
+def test_check_flags_spills_and_regressions_over_ten_percent():
+    committed = {"kernels": [_row()]}
+    assert report.check({"kernels": [_row(unmasked=990, masked=1210)]}, committed) == []
+    assert report.check({"kernels": [_row(unmasked=500)]}, committed) == []
+    failures = report.check({"kernels": [_row(unmasked=991)]}, committed)
+    assert failures == ["forward bf16 D=128 sm_80: hot loop instructions_unmasked 900 -> 991 "
+                        "(> 10% up)"]
+    assert report.check({"kernels": [_row(spill=8)]}, committed)[0].endswith(
+        "spills 8 B stores, 0 B loads")
+    assert report.check({"kernels": [_row(kernel="dq")]}, committed) == []  # nothing to compare
+
+
+def test_committed_report_covers_every_instantiation():
+    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
+        committed = json.load(f)
+    rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
+    hmma = {"forward": 64, "dkdv": 128, "dq": 96}  # per warp per tile, from the traits' shapes
+    for inst in build.instantiations():
+        for kernel in (("forward",) if inst.direction == "forward" else ("dkdv", "dq")):
+            for arch in build.ARCHS:
+                r = rows[(kernel, inst.dtype, inst.head_dim, arch)]
+                assert r["spill_store_bytes"] == r["spill_load_bytes"] == 0
+                assert r["hot_loop"]["hmma"] == hmma[kernel]
+                loop = r["hot_loop"]
+                assert loop["instructions_unmasked"] < loop["instructions_masked"]
+                assert 0 < r["estimate"]["tensor_utilisation_bound"] <= 1
+    assert len(rows) == 24
