@@ -93,6 +93,7 @@ test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-hf-tf457
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory sass-check
 
 demo: build
 	$(PY) -m swaa_ext.demo
