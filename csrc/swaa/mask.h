@@ -58,6 +58,34 @@ struct MaskRule {
   }
 };
 
+// The rule on one tile in 32-bit arithmetic, relative to the tile's first row i0 and first key
+// j0 (MaskRule::at): tile.visible(di, dj) == rule.visible(i0 + di, j0 + dj) for every
+// 0 <= di, dj < kTileRuleSpan. The offsets are clamped to +-kTileRuleSpan * 2, which changes
+// no comparison in that range. The kernels' edge tiles use it instead of the 64-bit rule.
+inline constexpr int32_t kTileRuleSpan = 1 << 20;
+
+struct TileRule {
+  int32_t diag;      // causal:      dj <= di + diag          (diag = p(i0) - j0)
+  int32_t band;      // in window:   dj > di + band           (band = diag - window)
+  int32_t sinks;     // a sink:      dj < sinks               (sinks - j0)
+  int32_t full_row;  // full row:    di >= full_row           (full_from - p(i0))
+
+  SWAA_HOST_DEVICE bool visible(int32_t di, int32_t dj) const {
+    return dj <= di + diag && (dj > di + band || dj < sinks || di >= full_row);
+  }
+};
+
+SWAA_HOST_DEVICE int32_t clamp_to_tile_span(int64_t x) {
+  constexpr int64_t kLimit = 2 * int64_t(kTileRuleSpan);
+  return int32_t(x < -kLimit ? -kLimit : x > kLimit ? kLimit : x);
+}
+
+SWAA_HOST_DEVICE TileRule tile_rule(const MaskRule& rule, int64_t i0, int64_t j0) {
+  const int64_t p0 = i0 + rule.offset;
+  return TileRule{clamp_to_tile_span(p0 - j0), clamp_to_tile_span(p0 - j0 - rule.window),
+                  clamp_to_tile_span(rule.sinks - j0), clamp_to_tile_span(rule.full_from - p0)};
+}
+
 // Merge two ordered intervals of absolute indices into block ranges of size `block`, clipped to
 // [0, n_blocks). The second range starts where the first ends when rounding makes them overlap.
 SWAA_HOST_DEVICE TwoRanges to_block_ranges(Range a, Range b, int64_t block, int64_t n_blocks) {

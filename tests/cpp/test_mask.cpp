@@ -1,6 +1,7 @@
 // Exhaustive check of mask.h: the block ranges the kernels visit must cover every visible
 // (query, key) pair, visit each block at most once, and `tile_fully_visible` must never claim a
-// tile that holds a hidden pair.
+// tile that holds a hidden pair. The 32-bit tile form of the rule (TileRule) must agree with
+// `visible` on every pair of a tile, including origins and rules far beyond 32 bits.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -63,8 +64,32 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
   }
 }
 
-int main() {
+// tile_rule(rule, i0, j0).visible(di, dj) == rule.visible(i0 + di, j0 + dj) on a 64 x 64 tile.
+static void check_tile_rule(const MaskRule& rule, int64_t i0, int64_t j0) {
+  const TileRule tile = tile_rule(rule, i0, j0);
+  for (int32_t di = 0; di < 64; ++di)
+    for (int32_t dj = 0; dj < 64; ++dj)
+      EXPECT(tile.visible(di, dj) == rule.visible(i0 + di, j0 + dj),
+             "tile rule at (%lld, %lld) + (%d, %d): w=%lld s=%lld ff=%lld off=%lld", (long long)i0,
+             (long long)j0, di, dj, (long long)rule.window, (long long)rule.sinks,
+             (long long)rule.full_from, (long long)rule.offset);
+}
+
+static int64_t check_tile_rules() {
   int64_t cases = 0;
+  const int64_t big = int64_t(1) << 40;  // past int32: the clamping must keep the answers
+  for (int64_t offset : {int64_t(0), int64_t(7), int64_t(100), big})
+    for (int64_t window : {int64_t(1), int64_t(3), int64_t(40), int64_t(100), big, 4 * big})
+      for (int64_t sinks : {int64_t(0), int64_t(5), int64_t(70), big})
+        for (int64_t full_from : {int64_t(0), int64_t(90), int64_t(150), big, 4 * big})
+          for (int64_t i0 : {int64_t(0), int64_t(32), int64_t(96), big - 40})
+            for (int64_t j0 : {int64_t(0), int64_t(40), int64_t(64), int64_t(120), big})
+              check_tile_rule(MaskRule{window, sinks, full_from, offset}, i0, j0), ++cases;
+  return cases;
+}
+
+int main() {
+  int64_t cases = check_tile_rules();
   for (int64_t lk : {1, 2, 7, 16, 33, 64, 100}) {
     for (int64_t lq : {int64_t(1), lk / 2 + 1, lk}) {
       if (lq > lk) continue;

@@ -14,16 +14,17 @@
 //
 // Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v; fp16 and bf16 are
 // identical; shared memory is all dynamic (kSmemBytes), so ptxas reports none:
-//   dkdv D=64:  sm_80 242 registers, sm_90 240; 65 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dkdv D=128: sm_80 239 registers, sm_90 255; 96.5 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dq   D=64:  sm_80 241 registers, sm_90 238; 48 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dq   D=128: sm_80 238 registers, sm_90 234; 64 KiB dynamic smem; 0 bytes stack, 0 spill.
-// (fp16, measured after the varlen change; before it: dkdv 238/236 and 255/235, dq 182/182 and
-// 242/240.)
+//   dkdv D=64:  sm_80 231 registers, sm_90 238; 65 KiB dynamic smem; 0 bytes stack, 0 spill.
+//   dkdv D=128: sm_80 248 registers, sm_90 248; 96.5 KiB dynamic smem; 0 bytes stack, 0 spill.
+//   dq   D=64:  sm_80 167 registers, sm_90 167; 48 KiB dynamic smem; 0 bytes stack, 0 spill.
+//   dq   D=128: sm_80 246 registers, sm_90 244; 64 KiB dynamic smem; 0 bytes stack, 0 spill.
+// (fp16, measured after the shared tile helpers got compile-time copy loops and swizzle offsets
+// computed once; before: dkdv 242/240 and 239/255, dq 241/238 and 238/234. docs/sass-report.md
+// has the hot-loop counts.)
 // Occupancy: a dkdv block (256 threads x ~240 registers = ~61K of the SM's 64K) runs one per SM,
 // 8 warps, on both archs; registers, not shared memory, bound it. A dq block (128 threads) needs
-// 31K registers: 2 blocks, 8 warps, per SM. D=128 dkdv sits at the 255
-// register cap: a larger tile there would spill.
+// 21K (D=64, 3 blocks = 12 warps per SM) or 31K registers (D=128, 2 blocks, 8 warps). D=128 dkdv
+// is within 7 registers of the 255 cap: a larger tile there would spill.
 #pragma once
 #include "forward_kernel.cuh"  // the tile helpers both directions share
 
@@ -84,16 +85,18 @@ __device__ __forceinline__ void store_rows(typename Traits::Element* out, int64_
 
 // ---- dK / dV ------------------------------------------------------------------------------------
 
-// s^T[j][i] <- -inf where query i does not see key j. Keys are the accumulator rows here:
-// lane holds keys lane/4 (+8 for e >= 2) and queries 2 (lane % 4) + (e % 2) of each n-tile.
+// s^T[j][i] <- -inf where query i does not see key j, in 32-bit arithmetic relative to the tile
+// (mask.h's TileRule). Keys are the accumulator rows here: lane holds keys lane/4 (+8 for
+// e >= 2) and queries 2 (lane % 4) + (e % 2) of each n-tile.
 template <int kNTiles>
 __device__ __forceinline__ void apply_mask_transposed(float (&s)[kNTiles][4], const MaskRule& rule,
                                                       int64_t key0, int64_t m0, int lane) {
+  const TileRule tile = tile_rule(rule, m0, key0);
   for (int nt = 0; nt < kNTiles; ++nt) {
     for (int e = 0; e < 4; ++e) {
-      const int64_t j = key0 + lane / 4 + (e / 2) * 8;
-      const int64_t i = m0 + nt * kMmaN + 2 * (lane % 4) + e % 2;
-      if (!rule.visible(i, j)) s[nt][e] = -INFINITY;
+      const int dj = lane / 4 + (e / 2) * 8;
+      const int di = nt * kMmaN + 2 * (lane % 4) + e % 2;
+      if (!tile.visible(di, dj)) s[nt][e] = -INFINITY;
     }
   }
 }

@@ -6,11 +6,12 @@
 //
 // Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v (budget: kernel_traits.h).
 // Shared memory is all dynamic (kSmemBytes), so ptxas reports none; fp16 and bf16 are identical.
-//   D=64:  sm_80 182 registers, sm_90 184; 40 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-//   D=128: sm_80 224 registers, sm_90 230; 64 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-// (fp16 measured after the varlen change; before it, with the lengths read from the params
-// alone: D=64 146 / 144, D=128 168 / 168. Reading them through swaa::Sequence, which branches on
-// cu_seqlens, keeps them in registers. With a dense-only Sequence D=64 is back at 145.)
+//   D=64:  sm_80 164 registers, sm_90 168; 40 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+//   D=128: sm_80 207 registers, sm_90 209; 64 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+// Hot loop (make sass-report, docs/sass-report.md), SASS per warp per key tile, unmasked:
+// D=64 482 (sm_80) for 64 HMMA = 7.5 per HMMA, D=128 444 = 6.9 (before the copy loops got a
+// compile-time trip count, 32-bit bookkeeping and swizzle offsets computed once: 868 / 906,
+// 13.6 / 14.2 per HMMA, with 182 / 224 registers).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -55,19 +56,30 @@ __device__ __forceinline__ BlockProblem<Traits> block_problem(const AttentionPar
 }
 
 // Asynchronously copies rows [row0, row0 + kRows) of a (len, kHeadDim) matrix into a swizzled
-// shared tile; rows at or past `len` are zero-filled (their source is not read).
+// shared tile; rows at or past `len` are zero-filled (their source is not read). Each thread
+// copies the same 16-byte column of rows r, r + kRowStep, ...: a compile-time trip count, and
+// since kRowStep is a multiple of the swizzle period its shared offsets differ by a constant.
 template <typename Traits, int kRows>
 __device__ __forceinline__ void load_tile_async(typename Traits::Element* smem,
                                                 const typename Traits::Element* gmem,
                                                 int64_t row_stride, int64_t row0, int64_t len) {
-  constexpr int kChunks = kRows * Traits::kChunksPerRow;
-  static_assert(kChunks % Traits::kNThreads == 0, "every thread copies the same number of chunks");
-  for (int c = threadIdx.x; c < kChunks; c += Traits::kNThreads) {
-    const int row = c / Traits::kChunksPerRow;
-    const int col = (c % Traits::kChunksPerRow) * Traits::kChunkElems;
-    const bool in_range = row0 + row < len;
-    const auto* src = in_range ? gmem + (row0 + row) * row_stride + col : gmem;
-    simt::cp_async_16(smem + Traits::smem_offset(row, col), src, in_range);
+  constexpr int kPerThread = kRows * Traits::kChunksPerRow / Traits::kNThreads;
+  constexpr int kRowStep = Traits::kNThreads / Traits::kChunksPerRow;
+  static_assert(kRows * Traits::kChunksPerRow % Traits::kNThreads == 0 &&
+                    Traits::kNThreads % Traits::kChunksPerRow == 0,
+                "every thread copies whole chunks of the same column");
+  static_assert(kPerThread == 1 || kRowStep % Traits::kSwizzleRows == 0,
+                "a thread's rows must share one swizzle");
+  const int row = threadIdx.x / Traits::kChunksPerRow;
+  const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
+  // Rows this thread may read, in 32 bits: its i-th row is in range iff i * kRowStep < rows_left.
+  const int rows_left = int(max64(min64(len - row0 - row, kRows), 0));
+  const auto* src = gmem + (row0 + row) * row_stride + col;
+  const int64_t src_step = kRowStep * row_stride;  // the same for every tile: hoisted
+  auto* dst = smem + Traits::smem_offset(row, col);
+  for (int i = 0; i < kPerThread; ++i, src += src_step) {
+    const bool in_range = i * kRowStep < rows_left;
+    simt::cp_async_16(dst + i * kRowStep * Traits::kHeadDim, in_range ? src : gmem, in_range);
   }
 }
 
@@ -105,13 +117,17 @@ __device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
   static_assert(kNTiles % 2 == 0, "ldmatrix.x4 loads n-tiles in pairs");
   for (int nt = 0; nt < kNTiles; ++nt)
     for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+  // ldmatrix.x4 of keys [16 np, 16 np + 16) x dims [16 ds, 16 ds + 16): registers {0,1} are
+  // n-tile 2 np, {2,3} the next. This lane's address, from kStepsPerSpan swizzled offsets.
+  int offset[Traits::kStepsPerSpan];
+  for (int c = 0; c < Traits::kStepsPerSpan; ++c)
+    offset[c] = Traits::smem_offset((lane / 16) * 8 + lane % 8, c * kMmaK + ((lane / 8) % 2) * 8);
   for (int ds = 0; ds < Traits::kDSteps; ++ds) {
     for (int np = 0; np < kNTiles / 2; ++np) {
-      // ldmatrix.x4 of keys [16 np, 16 np + 16): registers {0,1} are n-tile 2 np, {2,3} the next.
-      const int key = np * 2 * kMmaN + (lane / 16) * 8 + lane % 8;
-      const int col = ds * kMmaK + ((lane / 8) % 2) * 8;
       uint32_t b[4];
-      simt::ldmatrix_x4(b, smem_k + Traits::smem_offset(key, col));
+      simt::ldmatrix_x4(b, smem_k + offset[ds % Traits::kStepsPerSpan] +
+                               (ds / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
+                               np * 2 * kMmaN * Traits::kHeadDim);
       const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
       Traits::Ops::mma(s[2 * np], q_frag[ds], b0, s[2 * np]);
       Traits::Ops::mma(s[2 * np + 1], q_frag[ds], b1, s[2 * np + 1]);
@@ -119,16 +135,18 @@ __device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
   }
 }
 
-// s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule.
+// s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule,
+// in 32-bit arithmetic relative to the tile (mask.h's TileRule).
 // Accumulator layout: lane holds rows lane/4 (+8 for e >= 2), columns 2 (lane % 4) + (e % 2).
 template <int kNTiles>
 __device__ __forceinline__ void apply_mask(float (&s)[kNTiles][4], const MaskRule& rule,
                                            int64_t row0, int64_t n0, int lane) {
+  const TileRule tile = tile_rule(rule, row0, n0);
   for (int nt = 0; nt < kNTiles; ++nt) {
     for (int e = 0; e < 4; ++e) {
-      const int64_t i = row0 + lane / 4 + (e / 2) * 8;
-      const int64_t j = n0 + nt * kMmaN + 2 * (lane % 4) + e % 2;
-      if (!rule.visible(i, j)) s[nt][e] = -INFINITY;
+      const int di = lane / 4 + (e / 2) * 8;
+      const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
+      if (!tile.visible(di, dj)) s[nt][e] = -INFINITY;
     }
   }
 }
@@ -187,18 +205,22 @@ __device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
                                               const float (&p)[kNTiles][4],
                                               const typename Traits::Element* smem_v, int lane) {
   using Ops = typename Traits::Ops;
+  // ldmatrix.x4.trans of keys [16 ks, 16 ks + 16) x dims [16 dp, 16 dp + 16): V is stored
+  // key-major, the B operand wants dim-major, so transpose while loading. This lane's address,
+  // from kStepsPerSpan swizzled offsets (kernel_traits.h).
+  int offset[Traits::kStepsPerSpan];
+  for (int c = 0; c < Traits::kStepsPerSpan; ++c)
+    offset[c] = Traits::smem_offset(((lane / 8) % 2) * 8 + lane % 8, c * kMmaK + (lane / 16) * 8);
   for (int ks = 0; ks < kNTiles / 2; ++ks) {
     const float(&lo)[4] = p[2 * ks];
     const float(&hi)[4] = p[2 * ks + 1];
     const uint32_t a[4] = {Ops::pack2(lo[0], lo[1]), Ops::pack2(lo[2], lo[3]),
                            Ops::pack2(hi[0], hi[1]), Ops::pack2(hi[2], hi[3])};
     for (int dp = 0; dp < Traits::kDTiles / 2; ++dp) {
-      // ldmatrix.x4.trans of keys [16 ks, 16 ks + 16) x dims [16 dp, 16 dp + 16): V is stored
-      // key-major, the B operand wants dim-major, so transpose while loading.
-      const int key = ks * kMmaK + ((lane / 8) % 2) * 8 + lane % 8;
-      const int col = dp * 2 * kMmaN + (lane / 16) * 8;
       uint32_t b[4];
-      simt::ldmatrix_x4_trans(b, smem_v + Traits::smem_offset(key, col));
+      simt::ldmatrix_x4_trans(b, smem_v + offset[dp % Traits::kStepsPerSpan] +
+                                     (dp / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
+                                     ks * kMmaK * Traits::kHeadDim);
       const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
       Ops::mma(o[2 * dp], a, b0, o[2 * dp]);
       Ops::mma(o[2 * dp + 1], a, b1, o[2 * dp + 1]);
@@ -249,8 +271,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   const BlockProblem<Traits> bp = block_problem<Traits>(p);
   if (bp.m0 >= bp.m1) return;  // the whole block, before any barrier
   const TwoRanges blocks = key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, bp.len_k);
-  const int64_t n_visits = (blocks.first.end - blocks.first.begin) +
-                           (blocks.second.end - blocks.second.begin);
+  // Key tiles to visit: at most len_k / kBlockN, so 32 bits count them.
+  const int n_visits = int((blocks.first.end - blocks.first.begin) +
+                           (blocks.second.end - blocks.second.begin));
 
   // Q in its own cp.async group, then the first kStages - 1 K/V tiles, one group each (empty
   // groups past the end keep the group count, and so the waits below, uniform).
@@ -271,25 +294,29 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   float o[Traits::kDTiles][4] = {};
   RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
 
-  for (int64_t t = 0; t < n_visits; ++t) {
+  // stage = t % kStages and the stage tile t + kStages - 1 goes to, kept as running counters.
+  int stage = 0, next_stage = kStages - 1;
+  for (int t = 0; t < n_visits; ++t) {
     // Tile t has landed, and every warp is done with the stage that tile t + kStages - 1 reuses.
     simt::cp_async_wait<kStages - 2>();
     __syncthreads();
-    const int64_t t_next = t + kStages - 1;
+    const int t_next = t + kStages - 1;
     if (t_next < n_visits)
-      load_kv_async<Traits>(smem_k, smem_v, int(t_next % kStages), bp, p,
-                            nth_block(blocks, t_next) * kBlockN);
+      load_kv_async<Traits>(smem_k, smem_v, next_stage, bp, p, nth_block(blocks, t_next) * kBlockN);
     simt::cp_async_commit();
 
-    const int stage = int(t % kStages);
     const int64_t n0 = nth_block(blocks, t) * kBlockN;
     float s[Traits::kNTiles][4];
     qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
-    // The tile's unclipped end: keys past the sequence's len_k are zero-filled and masked out.
-    if (!bp.rule.tile_fully_visible(bp.m0, bp.m1, n0, n0 + kBlockN))
+    // Per warp: only its 16 rows decide whether it masks (rows past m1 are never stored). The
+    // tile's unclipped end: keys past the sequence's len_k are zero-filled and masked out.
+    if (!bp.rule.tile_fully_visible(warp_row0, warp_row0 + Traits::kRowsPerWarp, n0,
+                                    n0 + kBlockN))
       apply_mask(s, bp.rule, warp_row0, n0, lane);
     online_softmax<Traits>(s, o, st, scale_log2);
     pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
+    stage = stage + 1 == kStages ? 0 : stage + 1;
+    next_stage = next_stage + 1 == kStages ? 0 : next_stage + 1;
   }
   store_output<Traits>(bp, p.o_row_stride, o, st, float(p.scale), warp_row0, lane);
 }

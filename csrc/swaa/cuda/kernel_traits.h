@@ -22,13 +22,13 @@
 //   D=128, 3 stages: 16 KiB + 3 * 16 KiB = 64 KiB, room for 2 blocks on sm_80, 3 on sm_90; the
 //                    third stage hides load latency when few warps are resident. Needs the opt-in
 //                    to more than 48 KiB of dynamic shared memory, which simt::launch sets.
-// Registers (measured, see forward_kernel.cuh): D=64 182, D=128 224 per thread since the varlen
-// change (146 / 168 before), ~23K / ~29K per block, so 2 blocks per SM by registers (3 before).
-// Occupancy = min of the two: 2 blocks (8 warps) for both head dims on both archs (before: D=64
-// 3 blocks, D=128 3 on sm_90). Forcing more with __launch_bounds__ min-blocks
-// (4 for D=64, 3 for D=128) made ptxas spill, so the kernel states only its block size. (Since
-// the varlen change, min-blocks 3 gives D=128 168 registers without spills; D=64 spills 60 bytes.
-// Not adopted without a GPU to measure.)
+// Registers (measured, see forward_kernel.cuh): D=64 164, D=128 207 per thread (sm_80), ~21K /
+// ~27K per block, so 3 / 2 blocks per SM by registers. Occupancy = min of the two: D=64 3 blocks
+// (12 warps), D=128 2 blocks (8 warps) on both archs. Forcing more with __launch_bounds__
+// min-blocks made ptxas spill in earlier versions, so the kernel states only its block size.
+// Still per 32- or 64-key tile, each warp's 16 rows re-read the whole K and V tile from shared
+// memory (0.078 bytes per FLOP, the A100 bound in the report); two m-tiles per warp would halve
+// that, at the cost of twice the O and S registers (D=128: past 255), not done yet.
 // Measured counts (nvcc -Xptxas -v) are recorded in forward_kernel.cuh.
 #pragma once
 #include <cstdint>
@@ -108,6 +108,13 @@ struct TileTraits {
     const int chunk = (col / kChunkElems) ^ (row % kSwizzleRows);
     return row * kHeadDim + chunk * kChunkElems + col % kChunkElems;
   }
+  // The XOR only permutes chunks inside aligned groups of kSwizzleRows, so for whole multiples
+  // smem_offset(row + 8 r, col + kSwizzleSpan c) == smem_offset(row, col) + 8 r kHeadDim +
+  // kSwizzleSpan c: a lane computes a few offsets once and reaches every ldmatrix address of a
+  // tile by compile-time steps (the key loop then does no swizzle arithmetic).
+  static constexpr int kSwizzleSpan = kSwizzleRows * kChunkElems;   // elements
+  static constexpr int kStepsPerSpan = kSwizzleSpan / kMmaK;        // 16-wide column steps
+  static_assert(kHeadDim % kSwizzleSpan == 0, "the head dim is whole swizzle groups");
 };
 
 template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_>
