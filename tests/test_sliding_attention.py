@@ -146,3 +146,22 @@ def test_parallel_path_matches_reference_and_thread_count():
         torch.set_num_threads(threads)
     for a, b in zip(grads, serial):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("attention",
+                         [swaa_ext.sliding_attention, swaa_ext.emulated.sliding_attention],
+                         ids=["cpu", "emulated"])
+def test_default_full_from_allocates_nothing_per_call(attention):
+    """A decode step with full_from=None dispatches no tensor creation for it (the kernels take
+    a null pointer as "never"); an int full_from does build its (B,) tensor, which shows the
+    profiler sees such allocations."""
+    from torch.profiler import profile
+
+    q, k, v = (torch.randn(2, 2, n, 64, dtype=torch.float16) for n in (1, 40, 40))
+    ops = {}
+    for full_from in (None, 10):
+        with profile() as prof:
+            attention(q, k, v, 8, 2, full_from=full_from)
+        ops[full_from] = {e.name for e in prof.events()}
+    assert not ops[None] & {"aten::full", "aten::fill_"}, ops[None]
+    assert "aten::full" in ops[10]

@@ -40,7 +40,8 @@ struct AttentionParams {
   // The rule's knobs, already normalised by the torch boundary (see mask.h).
   int64_t window;              // 1 <= window; window >= len_k means full causal
   int64_t sinks;               // 0 <= sinks
-  const int64_t* full_from;    // (B,) positions in each row's / sequence's keys, on the device
+  const int64_t* full_from;    // (B,) positions in each row's / sequence's keys, on the device;
+                              // nullptr = never (the default costs no allocation per call)
   double scale;                // softmax scale applied to q.k
 
   SWAA_HOST_DEVICE int64_t group_size() const { return heads_q / heads_kv; }

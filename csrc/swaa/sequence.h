@@ -29,7 +29,9 @@ struct Sequence {
     }
     // p.window encodes "full" as the longest sequence's keys; clipping keeps the rule's
     // arithmetic inside this sequence (window >= len_k is full either way).
-    rule = MaskRule{min64(p.window, max64(len_k, 1)), p.sinks, p.full_from[b], len_k - len_q};
+    // full_from nullptr is "never": len_k is past every query's position.
+    const int64_t full_from = p.full_from != nullptr ? p.full_from[b] : len_k;
+    rule = MaskRule{min64(p.window, max64(len_k, 1)), p.sinks, full_from, len_k - len_q};
   }
 
   // Element offsets of row 0 of this sequence, head h, in each tensor.

@@ -177,12 +177,11 @@ inline int64_t batch_size(const at::Tensor& q, const Varlen* varlen) {
   return varlen ? varlen->sequences() : q.size(0);
 }
 
-// full_from as the kernels want it: (n,) int64, contiguous, on q's device; None = never (any
-// value >= every sequence's keys, here `never`).
-inline at::Tensor normalized_full_from(const at::Tensor& q, int64_t n, int64_t never,
-                                       const std::optional<at::Tensor>& full_from) {
-  if (full_from.has_value()) return full_from->contiguous();
-  return at::full({n}, never, q.options().dtype(at::kLong));
+// full_from as the kernels want it: (n,) int64, contiguous, on q's device (checked before);
+// None stays an undefined tensor, which make_params passes as nullptr = never: the default
+// allocates nothing per call (a decode step runs this for every layer and token).
+inline at::Tensor normalized_full_from(const std::optional<at::Tensor>& full_from) {
+  return full_from.has_value() ? full_from->contiguous() : at::Tensor();
 }
 
 // Fills the kernel params. `window` None (or >= Lk) becomes Lk: the one place the API's window
@@ -208,7 +207,7 @@ inline AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, con
   const int64_t full = std::max<int64_t>(p.len_k, 1);
   p.window = window.has_value() ? std::min(*window, full) : full;
   p.sinks = sinks;
-  p.full_from = full_from.data_ptr<int64_t>();
+  p.full_from = full_from.defined() ? full_from.data_ptr<int64_t>() : nullptr;
   p.scale = scale;
   return p;
 }

@@ -27,8 +27,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const at::Tensor& q, const at::Te
   const at::Tensor qc = q.to(dtype), kc = k.to(dtype), vc = v.to(dtype);
   at::Tensor out = at::empty(q.sizes(), q.options().dtype(dtype));
   at::Tensor lse = at::empty(lse_shape(q, varlen), q.options().dtype(dtype));
-  const at::Tensor ff =
-      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
+  const at::Tensor ff = normalized_full_from(full_from);
   AttentionParams p = make_params(heads_rows(qc, varlen), heads_rows(kc, varlen),
                                   heads_rows(vc, varlen), heads_rows(out, varlen),
                                   lse_rows(lse, varlen), window, sinks, ff, scale);
@@ -61,8 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(
   at::Tensor dq = at::empty(q.sizes(), q.options().dtype(dtype));
   at::Tensor dk = at::empty(k.sizes(), k.options().dtype(dtype));
   at::Tensor dv = at::empty(v.sizes(), v.options().dtype(dtype));
-  const at::Tensor ff =
-      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
+  const at::Tensor ff = normalized_full_from(full_from);
 
   AttentionBackwardParams p{};
   static_cast<AttentionParams&>(p) =

@@ -45,8 +45,7 @@ inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
   g.dq = at::empty(q.sizes(), q.options());
   g.dk = at::empty(k.sizes(), k.options());
   g.dv = at::empty(v.sizes(), v.options());
-  g.full_from =
-      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
+  g.full_from = normalized_full_from(full_from);
 
   // The kernels read o only through delta: the params' o points at dq, which has q's layout.
   static_cast<AttentionParams&>(g.params) =

@@ -68,8 +68,7 @@ inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k
   f.v = aligned_for_kernel(heads_rows(v, varlen));
   f.out = at::empty(q.sizes(), q.options());
   f.lse = at::empty(lse_shape(q, varlen), q.options().dtype(at::kFloat));
-  f.full_from =
-      normalized_full_from(q, batch_size(q, varlen), varlen ? k.size(0) : k.size(2), full_from);
+  f.full_from = normalized_full_from(full_from);
   f.params = make_params(f.q, f.k, f.v, heads_rows(f.out, varlen), lse_rows(f.lse, varlen),
                          window, sinks, f.full_from, scale);
   if (varlen) apply_varlen(f.params, *varlen);

@@ -24,7 +24,8 @@ inline bool worth_parallel(const AttentionParams& p) {
   constexpr double kMinParallelFlops = 32e6;
   int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
   for (int64_t b = 0; b < p.batch; ++b) {
-    if (p.full_from[b] < p.len_k) keys = p.len_k;  // rows past full_from see everything
+    // Rows past full_from see everything (nullptr: no row does).
+    if (p.full_from != nullptr && p.full_from[b] < p.len_k) keys = p.len_k;
   }
   return 4.0 * double(p.batch * p.heads_q * p.len_q) * double(keys) * double(p.head_dim) >=
          kMinParallelFlops;
