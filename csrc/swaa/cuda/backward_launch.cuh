@@ -9,7 +9,7 @@ namespace swaa::cuda {
 // Launches on `stream` and returns the first launch error; never synchronises. The two kernels
 // write disjoint outputs and only read the inputs, so their order does not matter. dK/dV runs
 // whenever there are keys (len_q == 0 gives zeros); simt::launch raises the dynamic
-// shared-memory limit when kSmemBytes is over the 48 KiB default.
+// shared-memory limit when kSmemBytes is over the 48 KiB default (once per device).
 template <typename Element, int kHeadDim>
 cudaError_t run_backward(const AttentionBackwardParams& params, cudaStream_t stream) {
   using KV = BackwardKVTraits<Element, kHeadDim>;

@@ -6,7 +6,7 @@
 namespace swaa::cuda {
 
 // Launches on `stream` and returns the launch status; never synchronises. simt::launch raises the
-// dynamic shared-memory limit when kSmemBytes is over the 48 KiB default.
+// dynamic shared-memory limit when kSmemBytes is over the 48 KiB default (once per device).
 template <typename Element, int kHeadDim>
 cudaError_t run_forward(const AttentionParams& params, cudaStream_t stream) {
   using Traits = ForwardTraits<Element, kHeadDim>;

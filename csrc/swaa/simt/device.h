@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #define SWAA_DYNAMIC_SMEM(name)                                          \
   extern __shared__ __align__(128) char swaa_simt_dynamic_smem_[];      \
@@ -98,13 +99,33 @@ __device__ __forceinline__ T ld_global(const T* p) { return *p; }
 template <typename T>
 __device__ __forceinline__ void st_global(T* p, const std::type_identity_t<T>& v) { *p = v; }
 
+// Opts `kernel` in to `bytes` of dynamic shared memory on the current device, once per (kernel,
+// device) and host thread: a decode step launches every layer's kernels per token, and the
+// attribute call is not free. The attribute is idempotent, so threads need not share the record
+// (no lock on the launch path).
+inline cudaError_t allow_dynamic_smem(const void* kernel, size_t bytes) {
+  int device = 0;
+  if (const cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  struct Allowed {
+    const void* kernel;
+    int device;
+    size_t bytes;
+  };
+  thread_local std::vector<Allowed> allowed;
+  for (const Allowed& a : allowed)
+    if (a.kernel == kernel && a.device == device && a.bytes >= bytes) return cudaSuccess;
+  const cudaError_t err = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err == cudaSuccess) allowed.push_back({kernel, device, bytes});
+  return err;
+}
+
 template <typename... KArgs, typename... Args>
 cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem_bytes,
                    cudaStream_t stream, Args&&... args) {
   constexpr size_t kDefaultSmemLimit = 48 * 1024;
   if (smem_bytes > kDefaultSmemLimit) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+    const cudaError_t err = allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes);
     if (err != cudaSuccess) return err;
   }
   kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
