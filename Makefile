@@ -137,11 +137,11 @@ $(VLLM_VENV)/.swaa_ext: $(VLLM_VENV)/.installed $(VLLM_SOURCES)
 	$(VLLM_PY) -m pip install --quiet --no-deps --force-reinstall build-vllm/dist/swaa_ext-*.whl
 	touch $@
 
-$(VLLM_MODEL)/config.json: $(VLLM_VENV)/.swaa_ext
+$(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
 	cd /tmp && $(VLLM_PY) -m swaa_ext.vllm.checkpoint $(abspath $(VLLM_MODEL))
 
 # Run from tests/vllm with its own conftest only, so the installed swaa_ext is imported (the
 # checkout's has no extension built against this torch).
 test-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
 	cd tests/vllm && SWAA_VLLM_MODEL=$(abspath $(VLLM_MODEL)) $(abspath $(VLLM_VENV))/bin/pytest \
-		--rootdir=. -c /dev/null -p no:cacheprovider $(PYTEST_ARGS) .
+		--rootdir=. --confcutdir=. -c /dev/null -p no:cacheprovider $(PYTEST_ARGS) .
