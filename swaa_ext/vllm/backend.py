@@ -1,0 +1,207 @@
+"""The SWAA attention backend for vLLM: backend class, metadata, metadata builder, impl (in the
+shape of vLLM's own backends, vllm/v1/attention/backends/cpu_attn.py).
+
+Each layer's rule comes from the model's `config.swaa` (settings.py): sliding layers see their
+window plus the sinks (the first keys of each request), full layers see everything, and with FA
+decode the queries at or past each request's prompt length see everything. Attention is one
+`sliding_attention_varlen` call per layer and step over the keys gathered from the paged cache
+(paged.py), prefill and decode alike.
+
+The prompt boundary: vLLM hands attention builders each request's prompt length
+(`CommonAttentionMetadata.rswa_prefix_lens`, from the runner's `num_prompt_tokens`) only when the
+model config has an `rswa_window`. The builder sets one for FA decode models (see
+`_request_prompt_lengths`); the lengths are exact under chunked prefill, prefix-cache hits and
+preemption (a resumed request keeps its prompt length while its generated tokens are re-run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from vllm.config import VllmConfig, get_current_vllm_config
+from vllm.platforms import current_platform
+from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, AttentionLayer,
+                                       AttentionMetadataBuilder, AttentionType,
+                                       CommonAttentionMetadata, MultipleOf)
+from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
+
+from ..ops import sliding_attention_varlen
+from . import paged
+from .settings import LayerRule, layer_index, layer_rule, swaa_config
+
+
+class SWAABackend(AttentionBackend):
+    forward_includes_kv_cache_update: bool = False  # vLLM calls do_kv_cache_update first
+    supported_dtypes: ClassVar[list[torch.dtype]] = [torch.float32, torch.bfloat16, torch.float16]
+    supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto"]
+
+    @staticmethod
+    def get_name() -> str:
+        # The registry entry this class overrides (swaa_ext/vllm/__init__.py): vLLM's CPU
+        # platform always asks for CPU_ATTN; elsewhere the plugin is `--attention-backend CUSTOM`.
+        return "CPU_ATTN" if current_platform.is_cpu() else "CUSTOM"
+
+    @staticmethod
+    def get_impl_cls() -> type["SWAAImpl"]:
+        return SWAAImpl
+
+    @staticmethod
+    def get_builder_cls() -> type["SWAAMetadataBuilder"]:
+        return SWAAMetadataBuilder
+
+    @staticmethod
+    def get_supported_kernel_block_sizes(kv_cache_spec=None) -> list[int | MultipleOf]:
+        return [MultipleOf(16)]
+
+    @classmethod
+    def get_supported_head_sizes(cls) -> list[int]:
+        return []  # any (the CPU kernels take 1-256; the CUDA ones 64 and 128)
+
+    @classmethod
+    def supported_kv_cache_layouts(cls) -> tuple[KVCacheLayout, ...]:
+        return (KVCacheLayout.LBHNC,)  # paged.py reads (num_blocks, Hkv, block_size, 2 * D)
+
+    @classmethod
+    def supports_sliding_window(cls) -> bool:
+        return True
+
+    @classmethod
+    def supports_rswa(cls) -> bool:
+        return True  # we read rswa_prefix_lens (the prompt lengths), see the module docstring
+
+    @classmethod
+    def supports_attn_type(cls, attn_type: str) -> bool:
+        return attn_type == AttentionType.DECODER
+
+
+@dataclass
+class SWAAMetadata:
+    num_actual_tokens: int
+    query_start_loc: Tensor  # (n + 1,) int32: request r's queries are rows [qsl[r], qsl[r + 1])
+    seq_lens: Tensor  # (n,) keys of each request after this step
+    max_query_len: int
+    block_table: Tensor  # (n, max_blocks)
+    prompt_lens: Tensor | None  # (n,) int64: FA decode boundary; None without FA decode
+    # (block_size, window or None) -> (slots, cu_seqlens_k, max_seqlen_k), shared by the layers
+    _keys: dict = field(default_factory=dict)
+
+    def keys(self, block_size: int, rule: LayerRule) -> tuple[Tensor, Tensor, int]:
+        """Which cached keys a layer with `rule` reads: all of them, or for a window-only layer
+        (no FA decode) the sinks and the window of the step's queries."""
+        window = rule.window if rule.window is not None and not rule.fa_decode else None
+        cache_key = (block_size, window, rule.sinks if window is not None else 0)
+        if cache_key not in self._keys:
+            ends = self.seq_lens.to(torch.int64)
+            starts = torch.zeros_like(ends)
+            if window is not None:
+                query_lens = (self.query_start_loc[1:] - self.query_start_loc[:-1]).to(torch.int64)
+                starts = (ends - query_lens - (window - 1)).clamp(min=0)
+            slots, cu_k = paged.key_slots(self.block_table, block_size, starts, ends,
+                                          cache_key[2])
+            max_k = int((cu_k[1:] - cu_k[:-1]).max()) if cu_k.numel() > 1 else 0
+            self._keys[cache_key] = (slots, cu_k, max_k)
+        return self._keys[cache_key]
+
+
+class SWAAMetadataBuilder(AttentionMetadataBuilder[SWAAMetadata]):
+    def __init__(self, kv_cache_spec: AttentionSpec, layer_names: list[str],
+                 vllm_config: VllmConfig, device: torch.device) -> None:
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        config = swaa_config(vllm_config.model_config.hf_text_config)
+        self.needs_prompt_lens = config is not None and config.fa_decode
+        if self.needs_prompt_lens:
+            _request_prompt_lengths(vllm_config)
+
+    def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata,
+              fast_build: bool = False) -> SWAAMetadata:
+        cm = common_attn_metadata
+        prompt_lens = None
+        if self.needs_prompt_lens:
+            if cm.rswa_prefix_lens is None:
+                raise RuntimeError("swaa_ext's vLLM backend needs each request's prompt length "
+                                   "for FA decode, and vLLM did not pass it "
+                                   "(CommonAttentionMetadata.rswa_prefix_lens)")
+            prompt_lens = cm.rswa_prefix_lens[: cm.num_reqs].to(cm.seq_lens.device, torch.int64)
+        return SWAAMetadata(
+            num_actual_tokens=cm.num_actual_tokens,
+            query_start_loc=cm.query_start_loc.to(torch.int32),
+            seq_lens=cm.seq_lens,
+            max_query_len=cm.max_query_len,
+            block_table=cm.block_table_tensor,
+            prompt_lens=prompt_lens,
+        )
+
+
+def _request_prompt_lengths(vllm_config: VllmConfig) -> None:
+    """Makes vLLM's model runner pass each request's prompt length to the builders
+    (rswa_prefix_lens): it does so when the model config has an R-SWA window. No other part of a
+    Llama-style model reads that field (R-SWA models use their own RSWAAttention layers and KV
+    spec), and our backend reads only the lengths. The window given is the model length: past
+    the prompt, everything is visible, which is FA decode."""
+    model_config = vllm_config.model_config
+    if model_config.rswa_window is None:
+        model_config.model_arch_config.rswa_window = model_config.max_model_len
+    if model_config.rswa_window is None:
+        raise RuntimeError("swaa_ext's vLLM backend could not ask vLLM for the prompt lengths "
+                           "that FA decode needs (model_config.rswa_window)")
+
+
+class SWAAImpl(AttentionImpl):
+    def __init__(self, num_heads: int, head_size: int, scale: float, num_kv_heads: int,
+                 alibi_slopes: list[float] | None, sliding_window: int | None,
+                 kv_cache_dtype: str, logits_soft_cap: float | None = None,
+                 attn_type: str = AttentionType.DECODER,
+                 kv_sharing_target_layer_name: str | None = None,
+                 sinks: Tensor | None = None, **unsupported) -> None:
+        refused = {"alibi_slopes": alibi_slopes, "logits_soft_cap": logits_soft_cap or None,
+                   "sinks (learned sink logits)": sinks,
+                   "kv_sharing_target_layer_name": kv_sharing_target_layer_name,
+                   **{k: v for k, v in unsupported.items() if v is not None}}
+        refused = [name for name, value in refused.items() if value is not None]
+        if refused:
+            raise ValueError(f"swaa_ext's vLLM backend cannot apply {', '.join(refused)}, which "
+                             "this model uses")
+        if attn_type != AttentionType.DECODER:
+            raise ValueError(f"swaa_ext's vLLM backend serves decoder attention only, got "
+                             f"{attn_type!r}")
+        if kv_cache_dtype != "auto":
+            raise ValueError(f"swaa_ext's vLLM backend keeps the KV cache in the model dtype; "
+                             f"kv_cache_dtype={kv_cache_dtype!r} is not supported")
+        self.num_heads, self.head_size, self.num_kv_heads = num_heads, head_size, num_kv_heads
+        self.scale = float(scale)
+        self.native_window = sliding_window
+        text_config = get_current_vllm_config().model_config.hf_text_config
+        self.config = swaa_config(text_config)
+        self.num_layers = text_config.num_hidden_layers
+        if self.config is not None:
+            self.config.full_layers(self.num_layers)  # bad layer indices fail at load
+        self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
+
+    def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
+                kv_cache: Tensor, attn_metadata: SWAAMetadata | None, output: Tensor,
+                output_scale: Tensor | None = None,
+                output_block_scale: Tensor | None = None) -> Tensor:
+        if output_scale is not None or output_block_scale is not None:
+            raise NotImplementedError("swaa_ext's vLLM backend has no fused output quantization")
+        if attn_metadata is None:  # profiling / warm-up run
+            return output
+        if self.rule is None:
+            self.rule = layer_rule(self.config, layer_index(layer.layer_name), self.num_layers,
+                                   self.native_window)
+        rule, meta = self.rule, attn_metadata
+        tokens = meta.num_actual_tokens
+        slots, cu_seqlens_k, max_seqlen_k = meta.keys(kv_cache.shape[2], rule)
+        k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
+        out = sliding_attention_varlen(
+            query[:tokens], k, v, meta.query_start_loc, cu_seqlens_k, meta.max_query_len,
+            max_seqlen_k, rule.window, rule.sinks,
+            full_from=meta.prompt_lens if rule.fa_decode else None, scale=self.scale)
+        output[:tokens].copy_(out.view(output[:tokens].shape))
+        return output
+
+    def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
+                           kv_cache: Tensor, slot_mapping: Tensor) -> None:
+        paged.write(kv_cache, key, value, slot_mapping)

@@ -1,0 +1,65 @@
+"""vLLM's paged KV cache, as this backend lays it out, and the gather that turns it into the
+varlen op's packed keys (first step: the kernels do not read the block table yet).
+
+One layer's cache is vLLM's logical per-layer view `(num_blocks, Hkv, block_size, 2 * D)`
+(KVCacheLayout.LBHNC): for each block, KV head and slot, the key (first D) then the value. The
+slot of a token is `block * block_size + offset`, as in vLLM's slot_mapping (negative = padding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def split_cache(kv_cache: Tensor, head_size: int) -> tuple[Tensor, Tensor]:
+    """(keys, values) views `(num_blocks, Hkv, block_size, D)` of one layer's cache."""
+    if kv_cache.dim() != 4 or kv_cache.shape[-1] != 2 * head_size:
+        raise ValueError(f"expected a KV cache (num_blocks, num_kv_heads, block_size, "
+                         f"2 * {head_size}), got {tuple(kv_cache.shape)}: is the KV cache layout "
+                         "LBHNC?")
+    return kv_cache[..., :head_size], kv_cache[..., head_size:]
+
+
+def write(kv_cache: Tensor, key: Tensor, value: Tensor, slot_mapping: Tensor) -> None:
+    """Stores token t's key/value `(T, Hkv, D)` at slot_mapping[t]; padding slots (< 0) are
+    skipped."""
+    keys, values = split_cache(kv_cache, key.shape[-1])
+    slots = slot_mapping[: key.shape[0]].to(torch.int64)
+    real = slots >= 0
+    if not bool(real.all()):
+        slots, key, value = slots[real], key[real], value[real]
+    block_size = keys.shape[2]
+    blocks, offsets = slots // block_size, slots % block_size
+    keys[blocks, :, offsets] = key.to(keys.dtype)  # (T, Hkv, D) into (nb, Hkv, bs, D)
+    values[blocks, :, offsets] = value.to(values.dtype)
+
+
+def gather(kv_cache: Tensor, head_size: int, slots: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys and values `(len(slots), Hkv, D)` of the given slots, packed in order."""
+    keys, values = split_cache(kv_cache, head_size)
+    block_size = keys.shape[2]
+    blocks, offsets = slots // block_size, slots % block_size
+    return keys[blocks, :, offsets], values[blocks, :, offsets]
+
+
+def key_slots(block_table: Tensor, block_size: int, starts: Tensor, ends: Tensor,
+              sinks: int = 0) -> tuple[Tensor, Tensor]:
+    """The cache slots of each request's keys, packed request after request, and their varlen
+    prefix sums `cu_seqlens_k` (int32). Request r keeps its first `min(sinks, ...)` keys and the
+    keys `[starts[r], ends[r])`; with starts all 0 that is every key. Returns (slots int64,
+    cu_seqlens_k int32)."""
+    starts = torch.where(starts <= sinks, torch.zeros_like(starts), starts)  # contiguous: keep all
+    heads = torch.where(starts > 0, torch.full_like(starts, sinks), torch.zeros_like(starts))
+    lengths = heads + (ends - starts)
+    cu = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths, 0, out=cu[1:])
+    total = int(cu[-1])
+    request = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device),
+                                      lengths, output_size=total)
+    index = torch.arange(total, device=lengths.device) - cu[:-1][request]  # within the request
+    # index < head: sink key `index`; else key starts + (index - head)
+    head = heads[request]
+    position = torch.where(index < head, index, starts[request] + index - head)
+    blocks = block_table[request, position // block_size].to(torch.int64)
+    return blocks * block_size + position % block_size, cu.to(torch.int32)

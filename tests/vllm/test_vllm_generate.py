@@ -1,0 +1,104 @@
+"""Greedy outputs of vLLM with the swaa_ext plugin equal those of the adapted transformers model
+(SmolLM2-135M, ~300-token prompts, window 64, 4 sinks): FA decode on and off, interleaved full
+layers, settings from hf_overrides or from a checkpoint saved after swaa_ext.adapt, chunked
+prefill forced small, prefix caching, preemption. One engine per configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm")
+
+import swaa_ext  # noqa: E402
+from conftest import assert_same, continuations, engine, generate  # noqa: E402
+from swaa_ext.vllm import hf_overrides  # noqa: E402
+
+FA_DECODE = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="every_4th",
+                                fa_decode=True)
+WINDOW_ONLY = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="odd")
+
+
+def test_the_window_slides(prompts, reference):
+    """The settings change what the model generates (else equality below proves nothing)."""
+    full = [c.tokens for c in reference(None, prompts)]
+    for config in (FA_DECODE, WINDOW_ONLY):
+        assert [c.tokens for c in reference(config, prompts)] != full
+    assert min(map(len, prompts)) > 3 * FA_DECODE.window
+
+
+def test_plugin_is_registered():
+    """vLLM finds the entry point of the installed swaa_ext and the plugin takes CPU_ATTN."""
+    from vllm.plugins import load_general_plugins
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    load_general_plugins()
+
+    assert AttentionBackendEnum.CPU_ATTN.get_path() == "swaa_ext.vllm.backend.SWAABackend"
+
+
+@pytest.fixture(scope="module")
+def fa_decode_engine(model_dir):
+    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE)) as llm:
+        yield llm
+
+
+def test_fa_decode_hf_overrides(fa_decode_engine, prompts, reference):
+    assert_same(continuations(generate(fa_decode_engine, prompts)), reference(FA_DECODE, prompts))
+
+
+@pytest.fixture(scope="module")
+def saved_window_only(model_dir, tmp_path_factory):
+    """A checkpoint saved after swaa_ext.adapt: its config.json carries `swaa`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("adapted")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    swaa_ext.adapt(model, WINDOW_ONLY)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    return folder
+
+
+def test_window_only_saved_checkpoint(saved_window_only, prompts, reference):
+    with engine(saved_window_only) as llm:
+        assert_same(continuations(generate(llm, prompts)), reference(WINDOW_ONLY, prompts))
+
+
+def test_no_settings_is_full_attention(model_dir, prompts, reference):
+    """Installed but serving a model without `swaa`: plain causal attention."""
+    with engine(model_dir) as llm:
+        assert_same(continuations(generate(llm, prompts)), reference(None, prompts))
+
+
+@pytest.mark.parametrize("config", [FA_DECODE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
+def test_chunked_prefill(model_dir, prompts, reference, config):
+    """Prompts in 32-token chunks (less than the window): every chunk is still prompt."""
+    with engine(model_dir, hf_overrides=hf_overrides(config), enable_chunked_prefill=True,
+                max_num_batched_tokens=32, max_num_seqs=2) as llm:
+        assert_same(continuations(generate(llm, prompts)), reference(config, prompts))
+
+
+def test_prefix_caching(model_dir, prompts, reference):
+    """The same prompt twice: the second run reads the first one's cached blocks."""
+    expected = reference(FA_DECODE, prompts[:1])
+    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE), enable_prefix_caching=True,
+                block_size=16) as llm:
+        first = generate(llm, prompts[:1])
+        second = generate(llm, prompts[:1])
+    assert not first[0].num_cached_tokens
+    assert second[0].num_cached_tokens >= 16 * (len(prompts[0]) // 16) - 16
+    assert_same(continuations(first), expected)
+    assert_same(continuations(second), expected)
+
+
+def test_preemption(model_dir, prompts, reference):
+    """A KV cache too small for all requests at once: vLLM preempts some and re-runs their
+    prompt and generated tokens as one prefill; the prompt boundary must stay where it was."""
+    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE), block_size=16,
+                num_gpu_blocks_override=38, max_model_len=512, max_num_seqs=3,
+                disable_log_stats=False) as llm:
+        outputs = continuations(generate(llm, prompts))
+        preempted = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
+    assert preempted > 0
+    assert_same(outputs, reference(FA_DECODE, prompts))
