@@ -130,12 +130,16 @@ int main() {
 
 def traits(nvcc: str, out_dir: str) -> dict[tuple[str, str, int], dict]:
     """(kernel, dtype, head dim) -> tile sizes; `streamed_rows` is the rows of the two 2-byte
-    tiles each key-loop step streams in (K and V for forward/dq, Q and dO for dkdv)."""
-    src = os.path.join(out_dir, "traits.cu")
+    tiles each key-loop step streams in (K and V for forward/dq, Q and dO for dkdv). Built by
+    the host C++ compiler in SIMT host mode, like the emulated extension: an nvcc-linked program
+    would need libcudart, which the toolkit wheels do not all ship."""
+    src = os.path.join(out_dir, "traits.cpp")
     exe = os.path.join(out_dir, "traits")
     with open(src, "w") as f:
         f.write(_TRAITS_PROGRAM)
-    subprocess.run([nvcc, "-std=c++20", "-I", os.path.join(ROOT, "csrc"), src, "-o", exe],
+    cuda_include = os.path.join(os.path.dirname(os.path.dirname(nvcc)), "include")
+    subprocess.run([os.environ.get("CXX", "c++"), "-std=c++20", "-DSWAA_SIMT_HOST", "-I",
+                    os.path.join(ROOT, "csrc"), "-I", cuda_include, src, "-o", exe],
                    check=True, capture_output=True)
     rows = json.loads(subprocess.run([exe], capture_output=True, text=True, check=True).stdout)
     return {(r["kernel"], r["dtype"], r["head_dim"]): r for r in rows if r}
