@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -89,6 +90,45 @@ def sliding_attention_varlen(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks,
         full_from, scale))
     return (out, lse) if return_lse else out
+
+
+def decode_forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    num_splits: int,
+) -> tuple[Tensor, Tensor]:
+    """(out, lse) of the split-KV decode kernel with `num_splits` key splits, whatever the plan
+    would pick (any len_q): for testing the kernel. Not differentiable."""
+    _check_int("num_splits", num_splits)
+    return torch.ops.swaa_emulated.fwd_decode(
+        *op_arguments(q, k, v, window, sinks, full_from, scale), num_splits)
+
+
+class DecodePlan(NamedTuple):
+    """csrc/swaa/cuda/decode_plan.h's choice for one problem."""
+
+    use_decode: bool  # the split-KV decode kernel runs (else the tile kernel)
+    row_groups: int  # blocks along the packed (query head, query) rows of a KV head
+    key_tiles: int  # key tiles a sequence's queries may need (host bound)
+    num_splits: int  # key splits per row group
+    blocks: int  # decode blocks in the grid
+
+
+def decode_plan(batch: int, heads_q: int, heads_kv: int, len_q: int, len_k: int, head_dim: int,
+                window: int | None, sinks: int, with_full_from: bool,
+                num_sms: int) -> DecodePlan:
+    """What the CUDA forward launches for these shapes on a GPU with `num_sms` SMs (the same C++
+    rule the kernels' boundary applies)."""
+    use, *rest = torch.ops.swaa_emulated.decode_plan(batch, heads_q, heads_kv, len_q, len_k,
+                                                     head_dim, window, sinks, with_full_from,
+                                                     num_sms)
+    return DecodePlan(bool(use), *rest)
 
 
 torch.library.register_fake("swaa_emulated::fwd")(_fwd_fake)

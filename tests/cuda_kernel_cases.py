@@ -65,6 +65,24 @@ BACKWARD_CASES = [
 ]
 
 
+# The split-KV decode kernel's own edges (len_q <= 16, csrc/swaa/cuda/decode_plan.h): long key
+# ranges, the query heads of a KV head packed into one tile (GQA 1/4/8; 4 x 16 = one 64-row
+# group, 8 x 16 = two), ragged windows and sinks, full_from before, inside and after the queries.
+DECODE_CASES = [
+    Case(1, 8192, window=256, sinks=4, heads_q=8, heads_kv=1),       # GQA 8, long Lk
+    Case(1, 8192, window=None, heads_q=4, heads_kv=1),               # full attention over 8k keys
+    Case(16, 2000, window=100, sinks=16, heads_q=8, heads_kv=2),     # 4 x 16 rows: one group
+    Case(16, 1000, window=40, sinks=3, heads_q=8, heads_kv=1),       # 8 x 16 rows: two groups
+    Case(5, 777, window=33, sinks=70),                               # sinks past the window start
+    Case(3, 3000, window=64, sinks=4, heads_q=4, heads_kv=1, batch=2,
+         full_from=(2998, 3500)),                                    # boundary inside / after
+    Case(2, 500, window=20, sinks=2, batch=2, full_from=(0, 10**6)),  # before every query / never
+    Case(9, 9, window=4, sinks=1),                                   # a whole short prompt
+    Case(12, 300, window=None, heads_q=4, heads_kv=4, transposed=True),  # strided, no window
+    Case(1, 150, window=20, sinks=4, batch=3),                       # batch rows
+]
+
+
 def make_inputs(case: Case, dtype: torch.dtype, head_dim: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
 

@@ -47,6 +47,22 @@ struct AttentionParams {
   SWAA_HOST_DEVICE int64_t group_size() const { return heads_q / heads_kv; }
 };
 
+// The split-KV decode (cuda/decode_kernel.cuh, planned by cuda/decode_plan.h) cuts the key range
+// of each (sequence, KV head) into num_splits parts; each writes a partial output and LSE, and a
+// combine step merges them by LSE into o and lse. With one split the decode blocks write o and
+// lse themselves and the partial buffers are unused (nullptr).
+struct DecodeParams : AttentionParams {
+  int64_t num_splits;  // >= 1
+  int64_t row_groups;  // blocks along the packed (query head, query) rows of one KV head
+  // Split s's result for the query row whose LSE is lse element r (Sequence::lse_offset + i; lse
+  // is contiguous): o_partial[(s * partial_split_stride + r) * head_dim + d], normalised by the
+  // split's own softmax sum, and lse_partial[s * partial_split_stride + r] (-inf: the split saw
+  // no key of that row). float32.
+  float* o_partial;
+  float* lse_partial;
+  int64_t partial_split_stride;  // lse's element count
+};
+
 // Backward adds the incoming gradients, the softmax row term and the outputs' gradients.
 struct AttentionBackwardParams : AttentionParams {
   const void* d_o;     // like o (its own strides)

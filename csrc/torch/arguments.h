@@ -184,6 +184,12 @@ inline at::Tensor normalized_full_from(const std::optional<at::Tensor>& full_fro
   return full_from.has_value() ? full_from->contiguous() : at::Tensor();
 }
 
+// The API's window as the kernels encode it: None (or >= Lk) becomes Lk (mask.h).
+inline int64_t kernel_window(std::optional<int64_t> window, int64_t len_k) {
+  const int64_t full = std::max<int64_t>(len_k, 1);
+  return window.has_value() ? std::min(*window, full) : full;
+}
+
 // Fills the kernel params. `window` None (or >= Lk) becomes Lk: the one place the API's window
 // turns into the kernels' encoding (mask.h).
 inline AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -204,8 +210,7 @@ inline AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, con
   p.lse_batch_stride = lse.stride(0), p.lse_head_stride = lse.stride(1);
   p.batch = q.size(0), p.heads_q = q.size(1), p.heads_kv = k.size(1);
   p.len_q = q.size(2), p.len_k = k.size(2), p.head_dim = q.size(3);
-  const int64_t full = std::max<int64_t>(p.len_k, 1);
-  p.window = window.has_value() ? std::min(*window, full) : full;
+  p.window = kernel_window(window, p.len_k);
   p.sinks = sinks;
   p.full_from = full_from.defined() ? full_from.data_ptr<int64_t>() : nullptr;
   p.scale = scale;

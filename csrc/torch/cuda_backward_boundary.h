@@ -59,9 +59,19 @@ inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
 
 // The four ops (fwd, bwd, fwd_varlen, bwd_varlen) of a CUDA-kernel backend, real or emulated.
 // `Backend` supplies `kName`, `guard(q)` (an RAII object: device guard, or a device check) and
-// `forward(params, dtype)` / `backward(params, dtype)` that launch the kernels.
+// `forward(params, dtype)` / `decode(params, dtype)` / `backward(params, dtype)` that launch the
+// kernels, and `num_sms(q)`, the SM count decode_plan.h sizes the decode grid by.
 template <typename Backend>
 struct CudaKernelOps {
+  // The forward kernel `f` was planned for (decode_plan.h's rule).
+  static void launch_forward(const CudaForward& f) {
+    if (f.plan.use_decode) {
+      Backend::decode(f.decode, f.dtype);
+    } else {
+      Backend::forward(f.params(), f.dtype);
+    }
+  }
+
   static std::tuple<at::Tensor, at::Tensor> fwd(const at::Tensor& q, const at::Tensor& k,
                                                 const at::Tensor& v,
                                                 std::optional<int64_t> window, int64_t sinks,
@@ -113,9 +123,9 @@ struct CudaKernelOps {
                                                     std::optional<int64_t> window, int64_t sinks,
                                                     const std::optional<at::Tensor>& full_from,
                                                     double scale, const Varlen* varlen) {
-    CudaForward f =
-        prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, Backend::kName, varlen);
-    Backend::forward(f.params, f.dtype);
+    CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, Backend::kName,
+                                         varlen, KernelChoice{Backend::num_sms(q)});
+    launch_forward(f);
     return {f.out, f.lse};
   }
 

@@ -10,11 +10,22 @@
 
 namespace swaa::torch_boundary {
 
-// A launch-ready forward: the tensors the params point into stay alive with it.
+// A launch-ready forward: the tensors the params point into stay alive with it. With
+// `plan.use_decode` the split-KV decode kernel runs on `decode` (params plus the split
+// buffers), else the tile kernel on `decode`'s AttentionParams part.
 struct CudaForward {
-  at::Tensor q, k, v, full_from, out, lse;
+  at::Tensor q, k, v, full_from, out, lse, o_partial, lse_partial;
   cuda::Dtype dtype;
-  AttentionParams params;
+  cuda::DecodePlan plan;
+  DecodeParams decode{};
+  const AttentionParams& params() const { return decode; }
+};
+
+// How the boundary picks the forward kernel: decode_plan.h's rule for the device's SM count;
+// `num_splits` > 0 forces the decode kernel with that many splits (the emulated tests' knob).
+struct KernelChoice {
+  int64_t num_sms;
+  int64_t num_splits = 0;
 };
 
 inline cuda::Dtype kernel_dtype(const at::Tensor& q, const char* backend) {
@@ -56,11 +67,33 @@ inline cuda::Dtype check_cuda_kernel_inputs(const at::Tensor& q, double scale, c
   return dtype;
 }
 
+// The decode plan and, for several splits, the float32 buffers of the partial results (through
+// the caching allocator: no device allocation per call once warm).
+inline void plan_kernel(CudaForward& f, const at::Tensor& q, const KernelChoice& choice) {
+  f.plan = cuda::plan_decode(f.decode, choice.num_sms);
+  if (choice.num_splits > 0) {
+    f.plan.use_decode = true;
+    f.plan.row_groups = ceil_div(f.decode.group_size() * f.decode.len_q, cuda::kDecodeBlockRows);
+    f.plan.num_splits = choice.num_splits;
+  }
+  if (!f.plan.use_decode) return;
+  f.decode.num_splits = f.plan.num_splits;
+  f.decode.row_groups = f.plan.row_groups;
+  f.decode.partial_split_stride = f.lse.numel();
+  if (f.plan.num_splits == 1) return;
+  const auto options = q.options().dtype(at::kFloat);
+  f.o_partial = at::empty({f.plan.num_splits, f.lse.numel(), q.size(-1)}, options);
+  f.lse_partial = at::empty({f.plan.num_splits, f.lse.numel()}, options);
+  f.decode.o_partial = f.o_partial.data_ptr<float>();
+  f.decode.lse_partial = f.lse_partial.data_ptr<float>();
+}
+
 // After the layout's argument check; `varlen` null: dense.
 inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, std::optional<int64_t> window,
                                         int64_t sinks, const std::optional<at::Tensor>& full_from,
-                                        double scale, const char* backend, const Varlen* varlen) {
+                                        double scale, const char* backend, const Varlen* varlen,
+                                        const KernelChoice& choice) {
   CudaForward f;
   f.dtype = check_cuda_kernel_inputs(q, scale, backend, varlen);
   f.q = aligned_for_kernel(heads_rows(q, varlen));
@@ -69,9 +102,11 @@ inline CudaForward prepare_cuda_forward(const at::Tensor& q, const at::Tensor& k
   f.out = at::empty(q.sizes(), q.options());
   f.lse = at::empty(lse_shape(q, varlen), q.options().dtype(at::kFloat));
   f.full_from = normalized_full_from(full_from);
-  f.params = make_params(f.q, f.k, f.v, heads_rows(f.out, varlen), lse_rows(f.lse, varlen),
-                         window, sinks, f.full_from, scale);
-  if (varlen) apply_varlen(f.params, *varlen);
+  AttentionParams& params = f.decode;
+  params = make_params(f.q, f.k, f.v, heads_rows(f.out, varlen), lse_rows(f.lse, varlen), window,
+                       sinks, f.full_from, scale);
+  if (varlen) apply_varlen(params, *varlen);
+  plan_kernel(f, q, choice);
   return f;
 }
 

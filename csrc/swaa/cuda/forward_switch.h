@@ -1,9 +1,11 @@
-// Runtime (dtype, head dim) -> the compiled forward instantiation. The list of pairs is generated
+// Runtime (dtype, head dim) -> the compiled forward instantiation (tile or decode kernel; which
+// one runs is decode_plan.h's rule, applied by the torch boundary). The list of pairs is generated
 // (instantiations/forward_list.inc, by generate_instantiations.py); this header only reads it.
 #pragma once
 #include <cstdint>
 
 #include "../params.h"
+#include "decode_plan.h"
 #if defined(__CUDACC__) || defined(SWAA_SIMT_HOST)
 #include "../simt/simt.h"
 #else
@@ -31,6 +33,10 @@ inline bool forward_supports(Dtype dtype, int64_t head_dim) {
   return false;
 }
 
+// Defined in decode_launch.cuh, instantiated for the same pairs.
+template <typename Element, int kHeadDim>
+cudaError_t run_decode(const DecodeParams& params, cudaStream_t stream);
+
 // Launches the forward kernel on `stream`. Callers check forward_supports first.
 inline cudaError_t forward(const AttentionParams& params, Dtype dtype, cudaStream_t stream) {
 #define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
@@ -38,6 +44,16 @@ inline cudaError_t forward(const AttentionParams& params, Dtype dtype, cudaStrea
     return run_forward<ELEMENT, HEAD_DIM>(params, stream);
 #include "instantiations/forward_list.inc"
 #undef SWAA_FORWARD_INSTANTIATION
+  return cudaErrorInvalidValue;
+}
+
+// Launches the split-KV decode kernel (and its combine step) on `stream`; same pairs.
+inline cudaError_t decode(const DecodeParams& params, Dtype dtype, cudaStream_t stream) {
+#define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  if (dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
+    return run_decode<ELEMENT, HEAD_DIM>(params, stream);
+#include "instantiations/decode_list.inc"
+#undef SWAA_DECODE_INSTANTIATION
   return cudaErrorInvalidValue;
 }
 

@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "../simt/simt.h"
+#include "decode_plan.h"
 
 namespace swaa::cuda {
 
@@ -149,6 +150,23 @@ struct ForwardTraits<Element, 64>
 template <typename Element>
 struct ForwardTraits<Element, 128>
     : ForwardTraitsBase<Element, 128, /*kBlockN=*/32, /*kStages=*/3> {};
+
+// ---- Decode (decode_kernel.cuh) -------------------------------------------------------------------
+// The forward's tiles, registers and shared memory: a block's 64 rows are packed (query head,
+// query) pairs instead of one head's queries, and its key loop is one split of the key range.
+// Decode is bound by reading K/V from memory, not by the tensor cores, so the forward's shapes
+// (cp.async tiles of 8-16 KiB, 2-3 stages in flight per block) serve it as they are; the combine
+// step is one warp per query row (kCombineWarps per block).
+template <typename Element, int kHeadDim>
+struct DecodeTraits : ForwardTraits<Element, kHeadDim> {
+  using Base = ForwardTraits<Element, kHeadDim>;
+  static_assert(Base::kBlockM == kDecodeBlockRows, "decode_plan.h sizes row groups by kBlockM");
+  static_assert(Base::kBlockN == decode_block_n(kHeadDim), "decode_plan.h counts these key tiles");
+  static constexpr int kCombineWarps = 4;
+  static constexpr int kCombineThreads = kCombineWarps * kWarpSize;
+  static constexpr int kCombinePairsPerLane = kHeadDim / (2 * kWarpSize);  // 2 columns per pair
+  static_assert(kHeadDim % (2 * kWarpSize) == 0, "a warp merges whole rows, 2 columns a lane");
+};
 
 // ---- Backward (backward_kernel.cuh) -------------------------------------------------------------
 // Two kernels, so that every gradient element has exactly one writer (deterministic, no atomics):

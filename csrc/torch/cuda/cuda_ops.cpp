@@ -9,6 +9,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <array>
+#include <atomic>
+
 namespace swaa::torch_boundary {
 namespace {
 
@@ -19,6 +22,24 @@ struct Cuda {
   }
   static void forward(const AttentionParams& p, cuda::Dtype dtype) {
     C10_CUDA_CHECK(cuda::forward(p, dtype, c10::cuda::getCurrentCUDAStream()));
+  }
+  static void decode(const DecodeParams& p, cuda::Dtype dtype) {
+    C10_CUDA_CHECK(cuda::decode(p, dtype, c10::cuda::getCurrentCUDAStream()));
+  }
+  // The current device's SM count, asked once per device (a decode step calls this per layer).
+  static int64_t num_sms(const at::Tensor& q) {
+    constexpr int kMaxDevices = 64;
+    static std::array<std::atomic<int>, kMaxDevices> known{};
+    const int device = q.get_device();
+    if (device < 0 || device >= kMaxDevices) return sms_of(device);
+    int sms = known[device].load(std::memory_order_relaxed);
+    if (sms == 0) known[device].store(sms = sms_of(device), std::memory_order_relaxed);
+    return sms;
+  }
+  static int sms_of(int device) {
+    int sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return sms;
   }
   static void backward(const AttentionBackwardParams& p, cuda::Dtype dtype) {
     C10_CUDA_CHECK(cuda::backward(p, dtype, c10::cuda::getCurrentCUDAStream()));

@@ -6,6 +6,11 @@
 //       -> (dq, dk, dv)
 //   swaa_emulated::fwd_varlen / bwd_varlen  (swaa_ext's varlen schemas)
 //   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
+//   swaa_emulated::fwd_decode(q, k, v, window, sinks, full_from, scale, num_splits) -> (out, lse)
+//       the split-KV decode kernel with num_splits splits, whatever decode_plan.h would pick
+//   swaa_emulated::decode_plan(batch, heads_q, heads_kv, len_q, len_k, head_dim, window, sinks,
+//       with_full_from, num_sms) -> [use_decode, row_groups, key_tiles, num_splits, blocks]
+// fwd / fwd_varlen plan the decode kernel for kEmulatedSms SMs.
 // The instantiations come from the generated lists (csrc/swaa/cuda/instantiations/*_list.inc),
 // the same ones the nvcc build compiles.
 #include "../cuda_backward_boundary.h"  // first: the SIMT layer precedes every CUDA header
@@ -16,6 +21,7 @@
 #include <string>
 
 #include "../../swaa/cuda/backward_launch.cuh"
+#include "../../swaa/cuda/decode_launch.cuh"
 #include "../../swaa/cuda/forward_launch.cuh"
 
 namespace swaa::cuda {
@@ -27,6 +33,10 @@ namespace swaa::cuda {
   template cudaError_t run_backward<ELEMENT, HEAD_DIM>(const AttentionBackwardParams&, cudaStream_t);
 #include "../../swaa/cuda/instantiations/backward_list.inc"
 #undef SWAA_BACKWARD_INSTANTIATION
+#define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  template cudaError_t run_decode<ELEMENT, HEAD_DIM>(const DecodeParams&, cudaStream_t);
+#include "../../swaa/cuda/instantiations/decode_list.inc"
+#undef SWAA_DECODE_INSTANTIATION
 }  // namespace swaa::cuda
 
 // `import swaa_ext._C_emulated` loads this library, which runs the registrations below.
@@ -52,12 +62,49 @@ struct Emulated {
     const cudaError_t err = cuda::forward(p, dtype, cudaStream_t{});
     TORCH_CHECK(err == cudaSuccess, kName, " failed to launch: error ", int(err));
   }
+  static void decode(const DecodeParams& p, cuda::Dtype dtype) {
+    const cudaError_t err = cuda::decode(p, dtype, cudaStream_t{});
+    TORCH_CHECK(err == cudaSuccess, kName, " failed to launch: error ", int(err));
+  }
   static void backward(const AttentionBackwardParams& p, cuda::Dtype dtype) {
     const cudaError_t err = cuda::backward(p, dtype, cudaStream_t{});
     TORCH_CHECK(err == cudaSuccess, kName, " failed to launch: error ", int(err));
   }
+  // The emulator's default target is sm_80 (simt.h), so plan for an A100's 108 SMs.
+  static constexpr int64_t kEmulatedSms = 108;
+  static int64_t num_sms(const at::Tensor&) { return kEmulatedSms; }
 };
 using Ops = CudaKernelOps<Emulated>;
+
+std::tuple<at::Tensor, at::Tensor> fwd_decode(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, std::optional<int64_t> window,
+                                              int64_t sinks,
+                                              const std::optional<at::Tensor>& full_from,
+                                              double scale, int64_t num_splits) {
+  [[maybe_unused]] const auto guard = Emulated::guard(q);
+  check_attention_inputs(q, k, v, window, sinks, full_from);
+  TORCH_CHECK_VALUE(num_splits >= 1, "num_splits must be >= 1, got ", num_splits);
+  CudaForward f = prepare_cuda_forward(q, k, v, window, sinks, full_from, scale, Emulated::kName,
+                                       nullptr, KernelChoice{Emulated::kEmulatedSms, num_splits});
+  Ops::launch_forward(f);
+  return {f.out, f.lse};
+}
+
+std::vector<int64_t> decode_plan(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t len_q,
+                                 int64_t len_k, int64_t head_dim, std::optional<int64_t> window,
+                                 int64_t sinks, bool with_full_from, int64_t num_sms) {
+  TORCH_CHECK_VALUE(heads_kv >= 1 && heads_q % heads_kv == 0,
+                    "heads_q must be a multiple of heads_kv >= 1, got ", heads_q, " and ",
+                    heads_kv);
+  AttentionParams p{};
+  p.batch = batch, p.heads_q = heads_q, p.heads_kv = heads_kv;
+  p.len_q = len_q, p.len_k = len_k, p.head_dim = head_dim;
+  p.window = kernel_window(window, len_k), p.sinks = sinks;
+  static const int64_t any_full_from = 0;  // only "given or not" matters to the plan
+  p.full_from = with_full_from ? &any_full_from : nullptr;
+  const cuda::DecodePlan plan = cuda::plan_decode(p, num_sms);
+  return {plan.use_decode, plan.row_groups, plan.key_tiles, plan.num_splits, plan.blocks};
+}
 
 void set_mode(const std::string& mode, int64_t seed) {
   const std::pair<const char*, simt::Mode> modes[] = {{"default", simt::Mode::Default},
@@ -87,6 +134,10 @@ TORCH_LIBRARY(swaa_emulated, m) {
         " int max_seqlen_k, int? window, int sinks, Tensor? full_from, float scale)"
         " -> (Tensor, Tensor, Tensor)");
   m.def("set_mode(str mode, int seed) -> ()", &set_mode);
+  m.def("fwd_decode(Tensor q, Tensor k, Tensor v, int? window, int sinks, Tensor? full_from,"
+        " float scale, int num_splits) -> (Tensor, Tensor)");
+  m.def("decode_plan(int batch, int heads_q, int heads_kv, int len_q, int len_k, int head_dim,"
+        " int? window, int sinks, bool with_full_from, int num_sms) -> int[]", &decode_plan);
 }
 
 TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) {
@@ -94,6 +145,7 @@ TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) {
   m.impl("bwd", &Ops::bwd);
   m.impl("fwd_varlen", &Ops::fwd_varlen);
   m.impl("bwd_varlen", &Ops::bwd_varlen);
+  m.impl("fwd_decode", &fwd_decode);
 }
 
 }  // namespace swaa::torch_boundary

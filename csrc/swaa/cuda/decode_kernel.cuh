@@ -1,0 +1,249 @@
+// CUDA split-KV decode kernel: the forward for few queries per sequence (decode_plan.h says when),
+// flash-decoding style, on the tile helpers of forward_kernel.cuh. Two differences from the tile
+// kernel:
+//   - rows: the `group` query heads that share a KV head are packed into one tile's rows, packed
+//     row r = g * len_q + i being query i of query head h_kv * group + g, so every K/V tile read
+//     from memory serves the whole group (the tile kernel reads it once per query head);
+//   - keys: a block walks one split, a contiguous share of the key tiles `key_blocks` names for
+//     the sequence's queries, and writes that split's normalised output and LSE; combine_kernel
+//     merges the splits by LSE. With one split the block writes o and lse itself.
+// The rule is evaluated per packed row (its query i), on edge tiles only, as in the forward.
+// Registers, shared memory and the hot loop: docs/sass-report.md (`decode` rows).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "forward_kernel.cuh"
+
+namespace swaa::cuda {
+
+// Where a decode block works: one (sequence, KV head), packed rows [row0, row0 + kBlockM) of the
+// group's `rows`, and key tiles [t_begin, t_end) of the visiting order.
+struct DecodeBlock {
+  int64_t h_kv, group, row0, rows;
+  int64_t split;
+  int t_begin, t_end;
+};
+
+// Query head and query row of packed row r.
+struct PackedRow {
+  int64_t head, query;
+};
+__device__ __forceinline__ PackedRow unpack_row(const DecodeBlock& db, const Sequence& seq,
+                                                int64_t r) {
+  return {db.h_kv * db.group + r / seq.len_q, r % seq.len_q};
+}
+
+// Asynchronously copies the block's packed query rows into the swizzled Q tile; rows past the
+// group's rows are zero-filled. Once per block, so the per-row division is off the hot loop.
+template <typename Traits>
+__device__ __forceinline__ void load_packed_queries_async(typename Traits::Element* smem_q,
+                                                          const DecodeParams& p,
+                                                          const Sequence& seq,
+                                                          const DecodeBlock& db) {
+  using Element = typename Traits::Element;
+  constexpr int kPerThread = Traits::kBlockM * Traits::kChunksPerRow / Traits::kNThreads;
+  constexpr int kRowStep = Traits::kNThreads / Traits::kChunksPerRow;
+  const int row = threadIdx.x / Traits::kChunksPerRow;
+  const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
+  const auto* q = static_cast<const Element*>(p.q);
+  for (int i = 0; i < kPerThread; ++i) {
+    const int r = row + i * kRowStep;
+    const bool in_range = db.row0 + r < db.rows;
+    const PackedRow pr = unpack_row(db, seq, in_range ? db.row0 + r : 0);
+    const Element* src = q + seq.q_offset(p, pr.head) + pr.query * p.q_row_stride + col;
+    simt::cp_async_16(smem_q + Traits::smem_offset(r, col), src, in_range);
+  }
+}
+
+// s[i][j] <- -inf where the rule hides key j from this lane's packed rows (each its own query),
+// for an edge tile starting at key n0. Accumulator layout as apply_mask (forward_kernel.cuh).
+template <int kNTiles>
+__device__ __forceinline__ void apply_mask_packed(float (&s)[kNTiles][4], const Sequence& seq,
+                                                  int64_t warp_row0, int64_t n0, int lane) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t query = (warp_row0 + lane / 4 + r * 8) % seq.len_q;
+    const TileRule tile = tile_rule(seq.rule, query, n0);
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      for (int e = 2 * r; e < 2 * r + 2; ++e) {
+        const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
+        if (!tile.visible(0, dj)) s[nt][e] = -INFINITY;
+      }
+    }
+  }
+}
+
+// This lane's two rows: one split writes out and lse (like store_output), several write their
+// partial results, normalised by the split's own sum (combine_kernel merges them).
+template <typename Traits>
+__device__ __forceinline__ void store_decode_output(const DecodeParams& p, const Sequence& seq,
+                                                    const DecodeBlock& db,
+                                                    float (&o)[Traits::kDTiles][4],
+                                                    const RowStats& st, int64_t warp_row0,
+                                                    int lane) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t packed = warp_row0 + lane / 4 + r * 8;
+    const float sum = quad_sum(st.sum[r]);
+    if (packed >= db.rows) continue;
+    const PackedRow pr = unpack_row(db, seq, packed);
+    const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
+    const float lse = st.max[r] * float(p.scale) + logf(sum);
+    const int64_t lse_index = seq.lse_offset(p, pr.head) + pr.query;
+    if (p.num_splits == 1) {
+      auto* out = reinterpret_cast<uint32_t*>(static_cast<typename Traits::Element*>(p.o) +
+                                              seq.o_offset(p, pr.head) +
+                                              pr.query * p.o_row_stride);
+      for (int dt = 0; dt < Traits::kDTiles; ++dt) {
+        const int col = dt * kMmaN + 2 * (lane % 4);
+        simt::st_global(out + col / 2, Traits::Ops::pack2(o[dt][2 * r] * inv_sum,
+                                                          o[dt][2 * r + 1] * inv_sum));
+      }
+      // No visible key (unreachable: every row sees itself): +inf, as the forward (params.h).
+      if (lane % 4 == 0) static_cast<float*>(p.lse)[lse_index] = sum > 0.f ? lse : INFINITY;
+      continue;
+    }
+    const int64_t partial = db.split * p.partial_split_stride + lse_index;
+    float* out = p.o_partial + partial * Traits::kHeadDim;
+    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
+      const int col = dt * kMmaN + 2 * (lane % 4);
+      simt::st_global(out + col, o[dt][2 * r] * inv_sum);
+      simt::st_global(out + col + 1, o[dt][2 * r + 1] * inv_sum);
+    }
+    // A split that saw none of this row's keys contributes nothing: weight exp(-inf) = 0.
+    if (lane % 4 == 0) p.lse_partial[partial] = sum > 0.f ? lse : -INFINITY;
+  }
+}
+
+// grid = (row_groups * num_splits, heads_kv, batch), block = kNThreads, dynamic smem =
+// kSmemBytes; blockIdx.x = row group * num_splits + split. Varlen: len_q = max_seqlen_q, and
+// row groups past a shorter sequence's rows return at once.
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeParams p) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
+  SWAA_DYNAMIC_SMEM(smem_raw);
+  Element* smem_q = reinterpret_cast<Element*>(smem_raw);
+  Element* smem_k = smem_q + Traits::kSmemQElems;             // kStages K tiles
+  Element* smem_v = smem_k + kStages * Traits::kSmemKVElems;  // kStages V tiles
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const Sequence seq(p, blockIdx.z);
+  DecodeBlock db;
+  db.h_kv = blockIdx.y;
+  db.group = p.group_size();
+  db.split = int64_t(blockIdx.x) % p.num_splits;
+  db.row0 = int64_t(blockIdx.x) / p.num_splits * Traits::kBlockM;
+  db.rows = db.group * seq.len_q;
+  if (db.row0 >= db.rows) return;  // the whole block, before any barrier
+  // This split's share of the tiles every query of the sequence may see (sinks, then window).
+  const TwoRanges blocks = key_blocks(seq.rule, 0, seq.len_q, kBlockN, seq.len_k);
+  const int n_tiles = int((blocks.first.end - blocks.first.begin) +
+                          (blocks.second.end - blocks.second.begin));
+  const int per_split = int(ceil_div(n_tiles, p.num_splits));
+  db.t_begin = int(min64(db.split * per_split, n_tiles));
+  db.t_end = int(min64(db.t_begin + per_split, n_tiles));
+  const int n_visits = db.t_end - db.t_begin;
+
+  const Element* k = static_cast<const Element*>(p.k) + seq.k_offset(p, db.h_kv);
+  const Element* v = static_cast<const Element*>(p.v) + seq.v_offset(p, db.h_kv);
+  auto load_kv = [&](int stage, int t) {
+    const int64_t n0 = nth_block(blocks, db.t_begin + t) * kBlockN;
+    const int offset = stage * Traits::kSmemKVElems;
+    load_tile_async<Traits, kBlockN>(smem_k + offset, k, p.k_row_stride, n0, seq.len_k);
+    load_tile_async<Traits, kBlockN>(smem_v + offset, v, p.v_row_stride, n0, seq.len_k);
+  };
+
+  // The forward's pipeline: Q in its own group, then kStages - 1 K/V tiles, one group each.
+  load_packed_queries_async<Traits>(smem_q, p, seq, db);
+  simt::cp_async_commit();
+  for (int t = 0; t < kStages - 1; ++t) {
+    if (t < n_visits) load_kv(t, t);
+    simt::cp_async_commit();
+  }
+  simt::cp_async_wait<kStages - 1>();
+  __syncthreads();
+  uint32_t q_frag[Traits::kDSteps][4];
+  load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
+
+  const float scale_log2 = float(p.scale * kLog2e);
+  const int64_t warp_row0 = db.row0 + warp * Traits::kRowsPerWarp;
+  // A warp whose 16 rows are all past the group's only helps copy (warp-uniform branch).
+  const bool warp_has_rows = warp_row0 < db.rows;
+  float o[Traits::kDTiles][4] = {};
+  RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
+
+  int stage = 0, next_stage = kStages - 1;
+  for (int t = 0; t < n_visits; ++t) {
+    simt::cp_async_wait<kStages - 2>();
+    __syncthreads();
+    if (t + kStages - 1 < n_visits) load_kv(next_stage, t + kStages - 1);
+    simt::cp_async_commit();
+
+    if (warp_has_rows) {
+      const int64_t n0 = nth_block(blocks, db.t_begin + t) * kBlockN;
+      float s[Traits::kNTiles][4];
+      qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
+      // Conservative over every query of the sequence: each packed row is one of them.
+      if (!seq.rule.tile_fully_visible(0, seq.len_q, n0, n0 + kBlockN))
+        apply_mask_packed(s, seq, warp_row0, n0, lane);
+      online_softmax<Traits>(s, o, st, scale_log2);
+      pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
+    }
+    stage = stage + 1 == kStages ? 0 : stage + 1;
+    next_stage = next_stage + 1 == kStages ? 0 : next_stage + 1;
+  }
+  store_decode_output<Traits>(p, seq, db, o, st, warp_row0, lane);
+}
+
+// Over the warp's 32 lanes.
+__device__ __forceinline__ float warp_max(float x) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    x = fmaxf(x, __shfl_xor_sync(kFullWarpMask, x, offset));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    x += __shfl_xor_sync(kFullWarpMask, x, offset);
+  return x;
+}
+
+// Merges the splits' partial results: lse = log sum_s exp(lse_s), o = sum_s exp(lse_s - lse) o_s.
+// grid = (heads_q, batch), block = kCombineThreads; warp w merges query rows w, w + kCombineWarps,
+// ... of its (sequence, query head), lane l columns 2 l + 64 c (c < kCombinePairsPerLane).
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kCombineThreads) combine_kernel(const DecodeParams p) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const Sequence seq(p, blockIdx.y);
+  const int64_t h = blockIdx.x, stride = p.partial_split_stride;
+  for (int64_t i = warp; i < seq.len_q; i += Traits::kCombineWarps) {
+    const int64_t row = seq.lse_offset(p, h) + i;
+    float max_lse = -INFINITY;
+    for (int64_t s = lane; s < p.num_splits; s += kWarpSize)
+      max_lse = fmaxf(max_lse, p.lse_partial[s * stride + row]);
+    max_lse = warp_max(max_lse);
+    float sum = 0.f;
+    if (max_lse != -INFINITY) {
+      for (int64_t s = lane; s < p.num_splits; s += kWarpSize)
+        sum += expf(p.lse_partial[s * stride + row] - max_lse);
+    }
+    sum = warp_sum(sum);
+    const float lse = max_lse + logf(sum);  // sum >= 1 when any split saw a key
+    float acc[Traits::kCombinePairsPerLane][2] = {};
+    for (int64_t s = 0; s < p.num_splits && sum > 0.f; ++s) {
+      const float weight = expf(p.lse_partial[s * stride + row] - lse);  // 0 for -inf
+      const float* o_s = p.o_partial + (s * stride + row) * Traits::kHeadDim;
+      for (int c = 0; c < Traits::kCombinePairsPerLane; ++c) {
+        const int col = 2 * lane + 2 * kWarpSize * c;
+        acc[c][0] += weight * o_s[col];
+        acc[c][1] += weight * o_s[col + 1];
+      }
+    }
+    auto* out = reinterpret_cast<uint32_t*>(static_cast<typename Traits::Element*>(p.o) +
+                                            seq.o_offset(p, h) + i * p.o_row_stride);
+    for (int c = 0; c < Traits::kCombinePairsPerLane; ++c)
+      simt::st_global(out + lane + kWarpSize * c, Traits::Ops::pack2(acc[c][0], acc[c][1]));
+    if (lane == 0) static_cast<float*>(p.lse)[row] = sum > 0.f ? lse : INFINITY;
+  }
+}
+
+}  // namespace swaa::cuda
