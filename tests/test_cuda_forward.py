@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from cuda_kernel_cases import CASES, DTYPES, HEAD_DIMS, Case, make_inputs, max_error
+from cuda_kernel_cases import CASES, DECODE_CASES, DTYPES, HEAD_DIMS, Case, make_inputs, max_error
 
 import swaa_ext
 from swaa_ext import reference
@@ -20,8 +20,12 @@ pytestmark = [
     ),
 ]
 
-# Larger than the emulated cases: many key tiles per query block, on both sides of every edge.
-GPU_CASES = CASES + [
+# Larger than the emulated cases: many key tiles per query block, on both sides of every edge; the
+# decode kernel's cases, and its launch shape of the report (B=1, 32 / 8 heads) at 32k keys.
+GPU_CASES = CASES + DECODE_CASES + [
+    Case(1, 32768, window=4096, sinks=64, heads_q=32, heads_kv=8),
+    Case(1, 32768, window=None, heads_q=32, heads_kv=8),
+    Case(16, 32768, window=2048, sinks=4, heads_q=32, heads_kv=8, full_from=32760),
     Case(1025, 1025, window=256, sinks=64, heads_q=8, heads_kv=2),
     Case(97, 4099, window=1000, sinks=33, heads_q=4, heads_kv=4, batch=2),
     Case(2048, 2048, window=None, heads_q=4, heads_kv=1),
@@ -74,13 +78,17 @@ def test_matches_sdpa_and_flex_attention(dtype: torch.dtype) -> None:
         assert err <= 2 * peer_err + 1e-5, f"{name}: ours {err:.3g}, peer {peer_err:.3g}"
 
 
-def test_agrees_with_its_emulated_run() -> None:
-    """Same source, two machines: the GPU and the SIMT emulator differ only by exp2 rounding."""
+@pytest.mark.parametrize("case", [Case(130, 200, window=70, sinks=5, heads_q=4, heads_kv=2),
+                                  Case(4, 3000, window=300, sinks=5, heads_q=8, heads_kv=2)],
+                         ids=["tiles", "decode"])
+def test_agrees_with_its_emulated_run(case: Case) -> None:
+    """Same source, two machines: the GPU and the SIMT emulator differ only by exp2 rounding (and,
+    for the decode kernel, by the split count: the emulator plans for 108 SMs)."""
     emulated = pytest.importorskip("swaa_ext.emulated")
-    case = Case(130, 200, window=70, sinks=5, heads_q=4, heads_kv=2)
     q, k, v, _ = make_inputs(case, torch.bfloat16, 64)
-    expected, expected_lse = emulated.sliding_attention(q, k, v, 70, 5, return_lse=True)
-    out, lse = swaa_ext.sliding_attention(q.cuda(), k.cuda(), v.cuda(), 70, 5, return_lse=True)
+    args = (case.window, case.sinks)
+    expected, expected_lse = emulated.sliding_attention(q, k, v, *args, return_lse=True)
+    out, lse = swaa_ext.sliding_attention(q.cuda(), k.cuda(), v.cuda(), *args, return_lse=True)
     torch.testing.assert_close(out.cpu(), expected, atol=1e-2, rtol=0)
     torch.testing.assert_close(lse.cpu(), expected_lse, atol=1e-4, rtol=1e-5)
 

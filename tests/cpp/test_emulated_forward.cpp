@@ -1,5 +1,5 @@
-// The CUDA forward kernel's own source in SIMT host mode, against the naive double loop, under
-// every emulator mode. Built plainly (ctest) and with ASan + UBSan (`make ctest-asan`), which
+// The CUDA forward kernels' own source (the tile kernel and the split-KV decode kernel with its
+// combine step) in SIMT host mode, against the naive double loop, under every emulator mode. Built plainly (ctest) and with ASan + UBSan (`make ctest-asan`), which
 // catches out-of-bounds loads and stores that a wrong answer might not show.
 #include <cmath>
 #include <cstdio>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "swaa/cuda/forward_switch.h"  // first: the SIMT layer precedes every CUDA header
+#include "swaa/cuda/decode_launch.cuh"
 #include "swaa/cuda/forward_launch.cuh"
 #include "naive_attention.h"
 
@@ -17,6 +18,10 @@ namespace swaa::cuda {
   template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
 #include "swaa/cuda/instantiations/forward_list.inc"
 #undef SWAA_FORWARD_INSTANTIATION
+#define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  template cudaError_t run_decode<ELEMENT, HEAD_DIM>(const DecodeParams&, cudaStream_t);
+#include "swaa/cuda/instantiations/decode_list.inc"
+#undef SWAA_DECODE_INSTANTIATION
 }  // namespace swaa::cuda
 
 using namespace swaa;
@@ -27,10 +32,12 @@ static double rounded(double x) {
   return double(float(Element(float(x))));
 }
 
-// Runs one problem on the emulated kernel; returns the max error of output and LSE against the
-// naive loop on the same rounded inputs, relative to the tolerance of the element type.
+// Runs one problem on the emulated tile kernel (num_splits 0) or decode kernel with num_splits
+// key splits; returns the max error of output and LSE against the naive loop on the same rounded
+// inputs, relative to the tolerance of the element type.
 template <typename Element>
-static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mode) {
+static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mode,
+                int64_t num_splits = 0) {
   std::mt19937 gen(7);
   std::normal_distribution<double> normal;
   auto randn = [&](int64_t n) {
@@ -66,13 +73,30 @@ static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mod
   p.scale = 1.0 / std::sqrt(double(pr.d));
 
   simt::set_mode(mode, 11);
-  const cudaError_t err = cuda::forward(p, dtype, cudaStream_t{});
+  cudaError_t err;
+  std::vector<float> o_partial, lse_partial;  // sized exactly, so ASan sees any overrun
+  if (num_splits == 0) {
+    err = cuda::forward(p, dtype, cudaStream_t{});
+  } else {
+    DecodeParams dp{};
+    static_cast<AttentionParams&>(dp) = p;
+    dp.num_splits = num_splits;
+    dp.row_groups = ceil_div(p.group_size() * p.len_q, cuda::kDecodeBlockRows);
+    dp.partial_split_stride = int64_t(lse.size());
+    if (num_splits > 1) {
+      o_partial.resize(num_splits * lse.size() * pr.d);
+      lse_partial.resize(num_splits * lse.size());
+      dp.o_partial = o_partial.data(), dp.lse_partial = lse_partial.data();
+    }
+    err = cuda::decode(dp, dtype, cudaStream_t{});
+  }
   double err_o = 0, err_lse = 0;
   for (int64_t i = 0; i < nq; ++i) err_o = std::fmax(err_o, std::fabs(float(oe[i]) - o[i]));
   for (size_t i = 0; i < lse.size(); ++i) err_lse = std::fmax(err_lse, std::fabs(lse_e[i] - lse[i]));
   const bool ok = err == cudaSuccess && err_o < tol && err_lse < 1e-3;
-  std::printf("%s mode=%d D=%lld lq=%lld lk=%lld hq=%lld hkv=%lld w=%lld s=%lld ff=%lld: "
-              "out %.1e lse %.1e\n", ok ? "ok  " : "FAIL", int(mode), (long long)pr.d,
+  std::printf("%s %s mode=%d D=%lld lq=%lld lk=%lld hq=%lld hkv=%lld w=%lld s=%lld ff=%lld: "
+              "out %.1e lse %.1e\n", ok ? "ok  " : "FAIL", num_splits ? "decode" : "tiles ",
+              int(mode), (long long)pr.d,
               (long long)pr.lq, (long long)pr.lk, (long long)pr.hq, (long long)pr.hkv,
               (long long)pr.window, (long long)pr.sinks, (long long)pr.full_from, err_o, err_lse);
   return ok;
@@ -167,6 +191,13 @@ int main() {
       {2, 2, 2, 70, 100, 64, 100, 0, 100},  // full causal, Lq < Lk
       {1, 4, 1, 40, 40, 128, 2, 9, 30},    // window 2, full_from inside, MQA
   };
+  // Decode problems (len_q <= 16), each with one split, three, and more splits than key tiles.
+  const Problem decode_problems[] = {
+      {1, 8, 1, 1, 700, 128, 40, 3, 700},   // GQA 8, sinks, long Lk
+      {2, 8, 2, 16, 300, 64, 50, 4, 290},   // 4 x 16 packed rows, full_from inside the queries
+      {1, 4, 1, 5, 200, 64, 200, 0, 200},   // full causal
+  };
+  const int64_t decode_splits[] = {1, 3, 40};
   const simt::Mode modes[] = {simt::Mode::Default, simt::Mode::Random, simt::Mode::WarpSerial,
                               simt::Mode::RaceCheck};
   int passed = 0, failed = 0;
@@ -176,6 +207,14 @@ int main() {
       const bool b = run<__nv_bfloat16>(pr, cuda::Dtype::bf16, 3e-2, mode);
       passed += a + b;
       failed += !a + !b;
+    }
+    for (const Problem& pr : decode_problems) {
+      for (const int64_t splits : decode_splits) {
+        const bool a = run<__half>(pr, cuda::Dtype::fp16, 4e-3, mode, splits);
+        const bool b = run<__nv_bfloat16>(pr, cuda::Dtype::bf16, 3e-2, mode, splits);
+        passed += a + b;
+        failed += !a + !b;
+      }
     }
     const bool a = run_varlen<__half>(cuda::Dtype::fp16, 4e-3, mode);
     const bool b = run_varlen<__nv_bfloat16>(cuda::Dtype::bf16, 3e-2, mode);
