@@ -104,7 +104,7 @@ def test_ptxas_and_res_usage():
 
 def test_instantiations_and_flags_match_the_build():
     found = {i.name for i in build.instantiations()}
-    assert found == {f"{d}_{t}_hdim{h}" for d in ("forward", "backward")
+    assert found == {f"{d}_{t}_hdim{h}" for d in ("forward", "backward", "decode")
                      for t in ("fp16", "bf16") for h in (64, 128)}
     assert all(os.path.isfile(i.source) for i in build.instantiations())
     with open(os.path.join(build.ROOT, "setup.py")) as f:
@@ -168,9 +168,11 @@ def test_committed_report_covers_every_instantiation():
     with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
         committed = json.load(f)
     rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
-    hmma = {"forward": 64, "dkdv": 128, "dq": 96}  # per warp per tile, from the traits' shapes
+    # HMMA per warp per tile, from the traits' shapes (decode has the forward's tiles).
+    hmma = {"forward": 64, "dkdv": 128, "dq": 96, "decode": 64}
+    kernels = {"forward": ("forward",), "backward": ("dkdv", "dq"), "decode": ("decode",)}
     for inst in build.instantiations():
-        for kernel in (("forward",) if inst.direction == "forward" else ("dkdv", "dq")):
+        for kernel in kernels[inst.direction]:
             for arch in build.ARCHS:
                 r = rows[(kernel, inst.dtype, inst.head_dim, arch)]
                 assert r["spill_store_bytes"] == r["spill_load_bytes"] == 0
@@ -178,4 +180,21 @@ def test_committed_report_covers_every_instantiation():
                 loop = r["hot_loop"]
                 assert loop["instructions_unmasked"] < loop["instructions_masked"]
                 assert 0 < r["estimate"]["tensor_utilisation_bound"] <= 1
-    assert len(rows) == 24
+    assert len(rows) == 32
+
+
+def test_committed_report_has_the_decode_launch_shape():
+    """B=1, 32 / 8 heads at 32k and 128k keys on both machines: the decode kernel fills every SM
+    twice over where the tile kernel has 32 blocks, and reads each KV head's tiles once."""
+    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
+        launch = json.load(f)["decode_launch"]
+    assert {(r["arch"], r["len_k"]) for r in launch} == {
+        (a, n) for a in build.ARCHS for n in (32768, 131072)}
+    for r in launch:
+        assert r["use_decode"] and r["tile_kernel_blocks"] == 32
+        assert r["decode_blocks"] >= 2 * r["sms"]
+        assert r["decode_kv_bytes"] * 4 == r["tile_kernel_kv_bytes"]
+    # decode_plan.h's kDecodeBlocksPerSm = 2 must be what the registers and shared memory allow.
+    for r in json.load(open(os.path.join(build.ROOT, "docs", "sass-report.json")))["kernels"]:
+        if r["kernel"] == "decode":
+            assert r["estimate"]["blocks_per_sm"] >= 2, r

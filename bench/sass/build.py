@@ -14,18 +14,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CUDA_DIR = os.path.join(ROOT, "csrc", "swaa", "cuda")
 INSTANTIATIONS = os.path.join(CUDA_DIR, "instantiations")
 ARCHS = ("sm_80", "sm_90")
+DIRECTIONS = ("forward", "backward", "decode")  # generate_instantiations.py's
 # setup.py's nvcc flags plus the ones torch.utils.cpp_extension adds (COMMON_NVCC_FLAGS), so the
 # SASS read here is the SASS the extension ships. Checked by tests/test_sass_report.py.
 NVCC_FLAGS = ("-O3", "-std=c++20", "--use_fast_math", "-lineinfo",
               "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
               "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
               "--expt-relaxed-constexpr")
-_LIST_ENTRY = re.compile(r"SWAA_(FORWARD|BACKWARD)_INSTANTIATION\((\w+),\s*([\w:]+),\s*(\d+)\)")
+_LIST_ENTRY = re.compile(r"SWAA_(FORWARD|BACKWARD|DECODE)_INSTANTIATION\((\w+),\s*([\w:]+),\s*(\d+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Instantiation:
-    direction: str  # "forward" | "backward"
+    direction: str  # "forward" | "backward" | "decode"
     dtype: str  # "fp16" | "bf16"
     element: str  # C++ element type
     head_dim: int
@@ -42,7 +43,7 @@ class Instantiation:
 def instantiations() -> list[Instantiation]:
     """Every entry of the generated instantiation lists (generate_instantiations.py)."""
     found = []
-    for direction in ("forward", "backward"):
+    for direction in DIRECTIONS:
         with open(os.path.join(INSTANTIATIONS, f"{direction}_list.inc")) as f:
             for kind, dtype, element, head_dim in _LIST_ENTRY.findall(f.read()):
                 found.append(Instantiation(kind.lower(), dtype, element, int(head_dim)))
@@ -118,6 +119,8 @@ template <typename E> void all(const char* dtype) {
   row<BackwardKVTraits<E, 128>>("dkdv", dtype, BackwardKVTraits<E, 128>::kBlockM);
   row<BackwardQTraits<E, 64>>("dq", dtype, BackwardQTraits<E, 64>::kBlockN);
   row<BackwardQTraits<E, 128>>("dq", dtype, BackwardQTraits<E, 128>::kBlockN);
+  row<DecodeTraits<E, 64>>("decode", dtype, DecodeTraits<E, 64>::kBlockN);
+  row<DecodeTraits<E, 128>>("decode", dtype, DecodeTraits<E, 128>::kBlockN);
 }
 int main() {
   std::printf("[");
@@ -133,16 +136,22 @@ def traits(nvcc: str, out_dir: str) -> dict[tuple[str, str, int], dict]:
     tiles each key-loop step streams in (K and V for forward/dq, Q and dO for dkdv). Built by
     the host C++ compiler in SIMT host mode, like the emulated extension: an nvcc-linked program
     would need libcudart, which the toolkit wheels do not all ship."""
-    src = os.path.join(out_dir, "traits.cpp")
-    exe = os.path.join(out_dir, "traits")
+    rows = run_host_program(nvcc, out_dir, "traits", _TRAITS_PROGRAM)
+    return {(r["kernel"], r["dtype"], r["head_dim"]): r for r in rows if r}
+
+
+def run_host_program(nvcc: str, out_dir: str, name: str, source: str):
+    """Builds `source` (C++ including the kernels' headers) with the host compiler in SIMT host
+    mode, runs it, and returns the JSON it prints."""
+    src = os.path.join(out_dir, f"{name}.cpp")
+    exe = os.path.join(out_dir, name)
     with open(src, "w") as f:
-        f.write(_TRAITS_PROGRAM)
+        f.write(source)
     cuda_include = os.path.join(os.path.dirname(os.path.dirname(nvcc)), "include")
     subprocess.run([os.environ.get("CXX", "c++"), "-std=c++20", "-DSWAA_SIMT_HOST", "-I",
                     os.path.join(ROOT, "csrc"), "-I", cuda_include, src, "-o", exe],
                    check=True, capture_output=True)
-    rows = json.loads(subprocess.run([exe], capture_output=True, text=True, check=True).stdout)
-    return {(r["kernel"], r["dtype"], r["head_dim"]): r for r in rows if r}
+    return json.loads(subprocess.run([exe], capture_output=True, text=True, check=True).stdout)
 
 
 _RES_USAGE = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")

@@ -21,7 +21,7 @@ import re
 
 from .sass import Function, Instruction
 
-MASK_FUNCTIONS = ("apply_mask", "apply_mask_transposed")
+MASK_FUNCTIONS = ("apply_mask", "apply_mask_transposed", "apply_mask_packed")
 FLOPS_PER_HMMA = 2 * 16 * 8 * 16  # mma.sync m16n8k16: 4096
 # Integer / address / predicate work (uniform-datapath U* forms included); the rest is grouped
 # as float, memory, hmma or other (branches, barriers, conversions, shuffles).

@@ -8,10 +8,10 @@ import os
 import re
 import subprocess
 
-from . import build, loops, model, sass
+from . import build, decode, loops, model, sass
 from .machines import MACHINES
 
-KERNELS = ("forward_kernel", "dkdv_kernel", "dq_kernel")
+KERNELS = ("forward_kernel", "dkdv_kernel", "dq_kernel", "decode_kernel")
 REGRESSION = 0.10  # hot-loop instruction count growth that fails sass-check
 NOTE = ("Static analysis of nvcc output; nothing here ran on a GPU. Instruction counts are exact "
         "for the SASS read; the utilisation bounds are estimates from a stated machine model "
@@ -75,7 +75,7 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
             "cuobjdump": tool_version(cuobjdump),
             "nvcc_flags": list(build.NVCC_FLAGS),
             "machines": {a: dataclasses.asdict(m) for a, m in MACHINES.items()},
-            "kernels": rows}
+            "kernels": rows, "decode_launch": decode.launch_shapes(nvcc, out_dir)}
 
 
 HEADER = (f"{'kernel':<8}{'dtype':<6}{'D':>4} {'arch':<6}{'regs':>5}{'spill':>6}{'smem KiB':>9}"
@@ -124,7 +124,8 @@ def markdown(report: dict) -> str:
             f"{loop['per_hmma_masked']:.1f} | {est['smem_bytes_per_flop']:.3f} | "
             f"{est['global_bytes_per_flop']:.4f} | **{est['tensor_utilisation_bound']:.0%}** "
             f"({b['issue']:.0%}, {b['shared_memory']:.0%}, {b['l2']:.0%}) |")
-    lines += ["", "## How to read it", "", HOW_TO_READ, "## Machine model (assumed, not measured)",
+    lines += [""] + decode.markdown(report.get("decode_launch", []))
+    lines += ["## How to read it", "", HOW_TO_READ, "## Machine model (assumed, not measured)",
               "", "| | " + " | ".join(m["name"] for m in report["machines"].values()) + " |",
               "|---|" + "---|" * len(report["machines"])]
     for field in MACHINE_FIELDS:
@@ -144,9 +145,9 @@ HOW_TO_READ = """\
   loop's address range once. The copy loops inside it have a runtime trip count; their unrolled
   body and remainder are each counted once (`inner_loops` in the JSON).
 - **Masked** = the whole loop body (an edge tile runs it all). **Unmasked** = the body minus the
-  instructions whose inlined source lines lie in `apply_mask` / `apply_mask_transposed`
-  (`nvcc -lineinfo`, `nvdisasm -gi`); the compiler may interleave a few shared instructions, so
-  the split is approximate to a handful of instructions.
+  instructions whose inlined source lines lie in `apply_mask` / `apply_mask_transposed` /
+  `apply_mask_packed` (`nvcc -lineinfo`, `nvdisasm -gi`); the compiler may interleave a few
+  shared instructions, so the split is approximate to a handful of instructions.
 - **Blocks per SM**: by registers (4 SM quarters of 16K registers, warps allocated in units of
   256 registers), by shared memory (dynamic `kSmemBytes` from the traits + static + 1 KiB
   reserved per block; A100 164 KiB per SM, H100 228 KiB), and the smaller of the two.
@@ -159,6 +160,10 @@ HOW_TO_READ = """\
   100 %. fp16 and bf16 compile to the same counts. No latency, stall
   or bank-conflict model; on H100 the peak is wgmma's, which mma.sync does not reach. **An
   estimate, not a measurement.**
+- **decode** rows: the split-KV decode kernel (len_q <= 16) has the forward's tiles, so the same
+  counts apply per key tile, but its tensor-core bound is moot: with 1-16 queries most of its MMA
+  rows are padding and a decode step is bound by reading K/V from memory. What matters there is
+  the launch shape (the section above) and the instruction count per key tile.
 """
 
 

@@ -56,14 +56,15 @@ __device__ __forceinline__ void load_packed_queries_async(typename Traits::Eleme
   }
 }
 
-// s[i][j] <- -inf where the rule hides key j from this lane's packed rows (each its own query),
-// for an edge tile starting at key n0. Accumulator layout as apply_mask (forward_kernel.cuh).
+// s[i][j] <- -inf where the rule hides key j from this lane's two packed rows, whose queries are
+// `query` (lane_queries), for an edge tile starting at key n0. Accumulator layout as apply_mask
+// (forward_kernel.cuh).
 template <int kNTiles>
-__device__ __forceinline__ void apply_mask_packed(float (&s)[kNTiles][4], const Sequence& seq,
-                                                  int64_t warp_row0, int64_t n0, int lane) {
+__device__ __forceinline__ void apply_mask_packed(float (&s)[kNTiles][4], const MaskRule& rule,
+                                                  const int64_t (&query)[2], int64_t n0,
+                                                  int lane) {
   for (int r = 0; r < 2; ++r) {
-    const int64_t query = (warp_row0 + lane / 4 + r * 8) % seq.len_q;
-    const TileRule tile = tile_rule(seq.rule, query, n0);
+    const TileRule tile = tile_rule(rule, query[r], n0);
     for (int nt = 0; nt < kNTiles; ++nt) {
       for (int e = 2 * r; e < 2 * r + 2; ++e) {
         const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
@@ -71,6 +72,13 @@ __device__ __forceinline__ void apply_mask_packed(float (&s)[kNTiles][4], const 
       }
     }
   }
+}
+
+// The queries of this lane's two packed rows (lane/4 and lane/4 + 8 of the warp's 16): fixed for
+// the block, so computed once, off the key loop.
+__device__ __forceinline__ void lane_queries(int64_t (&query)[2], const Sequence& seq,
+                                             int64_t warp_row0, int lane) {
+  for (int r = 0; r < 2; ++r) query[r] = (warp_row0 + lane / 4 + r * 8) % seq.len_q;
 }
 
 // This lane's two rows: one split writes out and lse (like store_output), several write their
@@ -169,6 +177,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeP
   const int64_t warp_row0 = db.row0 + warp * Traits::kRowsPerWarp;
   // A warp whose 16 rows are all past the group's only helps copy (warp-uniform branch).
   const bool warp_has_rows = warp_row0 < db.rows;
+  int64_t query[2];
+  lane_queries(query, seq, warp_row0, lane);
   float o[Traits::kDTiles][4] = {};
   RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
 
@@ -185,7 +195,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeP
       qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
       // Conservative over every query of the sequence: each packed row is one of them.
       if (!seq.rule.tile_fully_visible(0, seq.len_q, n0, n0 + kBlockN))
-        apply_mask_packed(s, seq, warp_row0, n0, lane);
+        apply_mask_packed(s, seq.rule, query, n0, lane);
       online_softmax<Traits>(s, o, st, scale_log2);
       pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
     }
