@@ -1,10 +1,11 @@
-"""Side-by-side GPU timing of sink + sliding-window attention, forward and forward + backward:
+"""Side-by-side GPU timing of sink + sliding-window attention, forward, forward + backward and
+decode (one query over the shape's keys: the split-KV decode kernel):
 swaa_ext's CUDA kernels vs SDPA (full causal, and with the dense SWAA mask where it fits) vs
 compiled FlexAttention with the same rule as a block mask, and flash-attn's sliding window (no
 sinks: it has none) when flash-attn is installed. Prints a table and writes JSON. Exits cleanly,
 saying why, without a GPU.
 
-    python -m bench.gpu_kernels [--quick] [--modes fwd fwd+bwd] [--dtype bf16] [--out FILE.json]
+    python -m bench.gpu_kernels [--quick] [--modes fwd fwd+bwd decode] [--dtype bf16] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -74,20 +75,24 @@ def time_ms(fn: Callable[[], object], warmup: int = 3, iters: int = 10) -> float
     return statistics.median(times)
 
 
-def contenders(s: Shape) -> dict[str, Attention | str]:
-    """Each method's attention on (B, H, L, D) tensors, or why it is not run for this shape."""
+def contenders(s: Shape, len_q: int) -> dict[str, Attention | str]:
+    """Each method's attention on (B, H, L, D) tensors with len_q queries (bottom-right aligned
+    to the shape's keys), or why it is not run for this shape."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    def mask_mod(b, h, i, j):
-        return (j <= i) & ((i - j < s.window) | (j < s.sinks))
+    offset = s.length - len_q
 
-    block_mask = create_block_mask(mask_mod, None, None, s.length, s.length, device="cuda")
+    def mask_mod(b, h, i, j):
+        return (j <= i + offset) & ((i + offset - j < s.window) | (j < s.sinks))
+
+    block_mask = create_block_mask(mask_mod, None, None, len_q, s.length, device="cuda")
     flex = torch.compile(flex_attention)
     methods: dict[str, Attention | str] = {
         "swaa_ext": lambda q, k, v: swaa_ext.sliding_attention(q, k, v, s.window, s.sinks),
         "flex_attention": lambda q, k, v: flex(q, k, v, block_mask=block_mask, enable_gqa=True),
+        # Decode: one query sees the whole cache (SDPA's is_causal is top-left aligned).
         "sdpa_full_causal": lambda q, k, v: F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=True),
+            q, k, v, is_causal=len_q > 1, enable_gqa=True),
     }
     if importlib.util.find_spec("flash_attn") is None:
         methods["flash_attn_window"] = "flash-attn not installed"
@@ -99,7 +104,7 @@ def contenders(s: Shape) -> dict[str, Attention | str]:
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True,
             window_size=(s.window - 1, 0)).transpose(1, 2)
     if s.length <= DENSE_MASK_MAX_LEN:
-        mask = swaa_ext.reference.visible(s.length, s.length, s.window, s.sinks, device="cuda")
+        mask = swaa_ext.reference.visible(len_q, s.length, s.window, s.sinks, device="cuda")
         methods["sdpa_dense_mask"] = lambda q, k, v: F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=True)
     else:
@@ -109,20 +114,21 @@ def contenders(s: Shape) -> dict[str, Attention | str]:
 
 def bench_shape(s: Shape, mode: str, dtype: torch.dtype) -> dict[str, float | str]:
     """Median ms per method, or the reason it did not run (skipped, or the error it raised)."""
-    def rand(heads: int) -> torch.Tensor:
-        return torch.randn(s.batch, heads, s.length, s.head_dim, device="cuda", dtype=dtype,
+    def rand(heads: int, length: int) -> torch.Tensor:
+        return torch.randn(s.batch, heads, length, s.head_dim, device="cuda", dtype=dtype,
                            requires_grad=mode == "fwd+bwd")
 
-    q, k, v = rand(s.heads_q), rand(s.heads_kv), rand(s.heads_kv)
+    len_q = 1 if mode == "decode" else s.length
+    q, k, v = rand(s.heads_q, len_q), rand(s.heads_kv, s.length), rand(s.heads_kv, s.length)
     grad = torch.randn_like(q)
     results: dict[str, float | str] = {}
-    for name, attn in contenders(s).items():
+    for name, attn in contenders(s, len_q).items():
         if isinstance(attn, str):
             results[name] = attn
             continue
 
         def step(attn=attn) -> None:
-            if mode == "fwd":
+            if mode != "fwd+bwd":
                 with torch.no_grad():
                     attn(q, k, v)
             else:
@@ -162,7 +168,8 @@ def print_table(rows: list[dict], dtype: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes (make gpu-check)")
-    parser.add_argument("--modes", nargs="+", choices=("fwd", "fwd+bwd"), default=["fwd", "fwd+bwd"])
+    parser.add_argument("--modes", nargs="+", choices=("fwd", "fwd+bwd", "decode"),
+                        default=["fwd", "fwd+bwd", "decode"])
     parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu_kernels.json"))
     args = parser.parse_args()
