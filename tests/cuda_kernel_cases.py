@@ -1,6 +1,7 @@
 """Sample inputs shared by the CUDA kernels' tests (emulated and real GPU): small shapes that are
-ragged around the kernels' tiles (forward and dQ: 64 query rows, 64 keys for head dim 64, 32 for
-head dim 128; dK/dV: 128 keys, 64 / 32 query rows), and the same-precision PyTorch attention that
+ragged around the kernels' tiles (forward: 128 query rows, 32 per warp as two 16-row m-tiles; dQ
+and decode: 64 query rows; 64 keys for head dim 64, 32 for head dim 128; dK/dV: 128 keys, 64 / 32
+query rows), and the same-precision PyTorch attention that
 sets each case's error budget, forward and backward."""
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ CASES = [
     Case(63, 63, window=16, sinks=3),                       # window inside one key tile
     Case(65, 65, window=40),                                # one row past the query tile
     Case(130, 130, window=70, sinks=5),                     # window spans 2-3 key tiles
+    Case(129, 129, window=48, sinks=2),                     # one row past the 128-row query block
+    Case(250, 300, window=20, sinks=4, full_from=270),      # 2 query blocks; full_from inside a
+                                                            # warp's second m-tile (row 220)
     Case(70, 70, window=1),                                 # each row sees only itself
     Case(1, 150, window=20, sinks=4),                       # decode: Lq = 1, long Lk
     Case(1, 150, window=None),                              # decode with full attention

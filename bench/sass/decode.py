@@ -12,7 +12,6 @@ BATCH, HEADS_Q, HEADS_KV, LEN_Q, HEAD_DIM = 1, 32, 8, 1, 128
 KEY_LENGTHS = (32 * 1024, 128 * 1024)
 # (name, window, sinks, full_from given): FA decode (every key) and a sliding layer.
 RULES = (("full attention / FA decode", None, 0, True), ("window 4096 + 64 sinks", 4096, 64, False))
-TILE_BLOCK_ROWS = 64  # the tile kernel's kBlockM (kernel_traits.h)
 
 _PROGRAM = r"""
 #include <cstdio>
@@ -40,7 +39,8 @@ int main() {
 """
 
 
-def launch_shapes(nvcc: str, out_dir: str) -> list[dict]:
+def launch_shapes(nvcc: str, out_dir: str, tile_block_rows: int) -> list[dict]:
+    """`tile_block_rows`: the tile kernel's kBlockM at HEAD_DIM (the traits probe's block_m)."""
     calls = []
     for arch, machine in MACHINES.items():
         for len_k in KEY_LENGTHS:
@@ -62,7 +62,8 @@ def launch_shapes(nvcc: str, out_dir: str) -> list[dict]:
         rows.append({
             "arch": by_sms[p["sms"]][0], "machine": by_sms[p["sms"]][1], "sms": p["sms"],
             "len_k": p["len_k"], "rule": rule, "use_decode": bool(p["use_decode"]),
-            "tile_kernel_blocks": -(-LEN_Q // TILE_BLOCK_ROWS) * HEADS_Q * BATCH,
+            "tile_kernel_block_rows": tile_block_rows,
+            "tile_kernel_blocks": -(-LEN_Q // tile_block_rows) * HEADS_Q * BATCH,
             "tile_kernel_key_tiles_per_block": p["key_tiles"],
             "decode_blocks": p["blocks"], "num_splits": p["num_splits"],
             "row_groups": p["row_groups"], "key_tiles_per_split": per_split,
@@ -73,10 +74,12 @@ def launch_shapes(nvcc: str, out_dir: str) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> list[str]:
+    block_rows = rows[0]["tile_kernel_block_rows"] if rows else "?"
     lines = [
         "## Decode launch shape (decode_plan.h)", "",
         f"One decode step of one layer: B={BATCH}, {HEADS_Q} query / {HEADS_KV} KV heads, "
-        f"len_q={LEN_Q}, D={HEAD_DIM}. The tile kernel runs one 64-row block per query head (1 "
+        f"len_q={LEN_Q}, D={HEAD_DIM}. The tile kernel runs one {block_rows}-row block per query "
+        "head (1 "
         "row used), each walking the live key range alone; the decode kernel packs the 4 query "
         "heads of a KV head into one block's rows and splits the key range so every SM gets 2 "
         "blocks. K/V bytes: what the blocks read from memory (L2 may serve the tile kernel's "

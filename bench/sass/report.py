@@ -75,7 +75,8 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
             "cuobjdump": tool_version(cuobjdump),
             "nvcc_flags": list(build.NVCC_FLAGS),
             "machines": {a: dataclasses.asdict(m) for a, m in MACHINES.items()},
-            "kernels": rows, "decode_launch": decode.launch_shapes(nvcc, out_dir)}
+            "kernels": rows, "decode_launch": decode.launch_shapes(
+                nvcc, out_dir, tile_traits[("forward", "fp16", decode.HEAD_DIM)]["block_m"])}
 
 
 HEADER = (f"{'kernel':<8}{'dtype':<6}{'D':>4} {'arch':<6}{'regs':>5}{'spill':>6}{'smem KiB':>9}"
@@ -146,8 +147,9 @@ HOW_TO_READ = """\
   body and remainder are each counted once (`inner_loops` in the JSON).
 - **Masked** = the whole loop body (an edge tile runs it all). **Unmasked** = the body minus the
   instructions whose inlined source lines lie in `apply_mask` / `apply_mask_transposed` /
-  `apply_mask_packed` (`nvcc -lineinfo`, `nvdisasm -gi`); the compiler may interleave a few
-  shared instructions, so the split is approximate to a handful of instructions.
+  `apply_mask_packed` (`nvcc -lineinfo`, `nvdisasm -gi`), including the 32-bit tile rule each
+  computes on entry; the compiler may interleave a few shared instructions, so the split is
+  approximate to a handful of instructions.
 - **Blocks per SM**: by registers (4 SM quarters of 16K registers, warps allocated in units of
   256 registers), by shared memory (dynamic `kSmemBytes` from the traits + static + 1 KiB
   reserved per block; A100 164 KiB per SM, H100 228 KiB), and the smaller of the two.
@@ -160,10 +162,11 @@ HOW_TO_READ = """\
   100 %. fp16 and bf16 compile to the same counts. No latency, stall
   or bank-conflict model; on H100 the peak is wgmma's, which mma.sync does not reach. **An
   estimate, not a measurement.**
-- **decode** rows: the split-KV decode kernel (len_q <= 16) has the forward's tiles, so the same
-  counts apply per key tile, but its tensor-core bound is moot: with 1-16 queries most of its MMA
-  rows are padding and a decode step is bound by reading K/V from memory. What matters there is
-  the launch shape (the section above) and the instruction count per key tile.
+- **decode** rows: the split-KV decode kernel (len_q <= 16) has the forward's key tiles with one
+  16-row m-tile per warp (64 packed rows per block), but its tensor-core bound is moot: with
+  1-16 queries most of its MMA rows are padding and a decode step is bound by reading K/V from
+  memory. What matters there is the launch shape (the section above) and the instruction count
+  per key tile.
 """
 
 

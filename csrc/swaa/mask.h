@@ -8,6 +8,7 @@
 // `window` counts keys including the query itself (HF convention). "No window" is encoded by the
 // torch boundary as window = Lk (then p - j < window always holds), so kernels have no special case.
 #pragma once
+#include <climits>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -57,6 +58,39 @@ struct MaskRule {
     return causal_ok && window_ok;
   }
 };
+
+// floor(a / b) for b > 0 (C++ division truncates towards zero); no overflow for any a.
+SWAA_HOST_DEVICE int64_t floor_div(int64_t a, int64_t b) {
+  return a >= 0 ? a / b : (a + 1) / b - 1;
+}
+SWAA_HOST_DEVICE int32_t clamp_to_int32(int64_t x) {
+  return int32_t(x < INT32_MIN ? INT32_MIN : x > INT32_MAX ? INT32_MAX : x);
+}
+
+// `tile_fully_visible` for fixed rows [m0, m1) and the key tiles [b block, (b + 1) block), as
+// thresholds on the tile index b worked out once: a key loop then tests a 32-bit index against
+// three numbers per tile instead of the 64-bit rule. Exactly equal to tile_fully_visible for
+// 0 <= b < 2^31 (tests/cpp/test_mask.cpp).
+struct BlockVisibility {
+  int32_t causal_last;   // b <= causal_last: the tile's last key is at or before every row
+  int32_t window_after;  // b > window_after: the tile's first key is in every row's window
+  int32_t sinks_last;    // b <= sinks_last: every key of the tile is a sink
+  bool full_rows;        // every row is at or past full_from
+
+  SWAA_HOST_DEVICE bool fully_visible(int32_t b) const {
+    return b <= causal_last && (b > window_after || b <= sinks_last || full_rows);
+  }
+};
+
+SWAA_HOST_DEVICE BlockVisibility block_visibility(const MaskRule& rule, int64_t m0, int64_t m1,
+                                                  int64_t block) {
+  const int64_t p_min = m0 + rule.offset, p_max = m1 - 1 + rule.offset;
+  // (b + 1) block - 1 <= p_min;  p_max - b block < window;  (b + 1) block <= sinks.
+  return BlockVisibility{clamp_to_int32(floor_div(p_min + 1, block) - 1),
+                         clamp_to_int32(floor_div(p_max - rule.window, block)),
+                         clamp_to_int32(floor_div(rule.sinks, block) - 1),
+                         p_min >= rule.full_from};
+}
 
 // The rule on one tile in 32-bit arithmetic, relative to the tile's first row i0 and first key
 // j0 (MaskRule::at): tile.visible(di, dj) == rule.visible(i0 + di, j0 + dj) for every

@@ -1,7 +1,8 @@
 // Exhaustive check of mask.h: the block ranges the kernels visit must cover every visible
 // (query, key) pair, visit each block at most once, and `tile_fully_visible` must never claim a
 // tile that holds a hidden pair. The 32-bit tile form of the rule (TileRule) must agree with
-// `visible` on every pair of a tile, including origins and rules far beyond 32 bits.
+// `visible` on every pair of a tile, including origins and rules far beyond 32 bits, and the
+// per-tile-index form of tile_fully_visible (BlockVisibility) must equal it exactly.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -22,6 +23,42 @@ static std::vector<int> visit_counts(const TwoRanges& r, int64_t n_blocks) {
   return counts;
 }
 
+// block_visibility(rule, m0, m1, bn).fully_visible(b) == tile_fully_visible on the unclipped
+// tile [b bn, (b + 1) bn), as the key loops call it, for b in [0, n_blocks).
+static void check_block_visibility(const MaskRule& rule, int64_t m0, int64_t m1, int64_t bn,
+                                   int64_t n_blocks) {
+  const BlockVisibility bv = block_visibility(rule, m0, m1, bn);
+  for (int64_t b = 0; b < n_blocks; ++b)
+    EXPECT(bv.fully_visible(int32_t(b)) == rule.tile_fully_visible(m0, m1, b * bn, b * bn + bn),
+           "block_visibility disagrees on tile %lld of rows [%lld, %lld) (w=%lld s=%lld ff=%lld "
+           "offset=%lld)", (long long)b, (long long)m0, (long long)m1, (long long)rule.window,
+           (long long)rule.sinks, (long long)rule.full_from, (long long)rule.offset);
+}
+
+// The same far from the small cases: 64-bit windows, sinks and full_from, tile indices near 2^31.
+static int64_t check_block_visibility_far() {
+  int64_t cases = 0;
+  const int64_t big = int64_t(1) << 40;
+  for (int64_t window : {int64_t(1), int64_t(4096), big, INT64_MAX})
+    for (int64_t sinks : {int64_t(0), int64_t(64), big})
+      for (int64_t full_from : {int64_t(0), int64_t(3) << 33, INT64_MAX})
+        for (int64_t offset : {int64_t(0), (int64_t(1) << 31) * 64 - 128, -int64_t(100)})
+          for (int64_t m0 : {int64_t(0), int64_t(1) << 36}) {
+            const MaskRule rule{window, sinks, full_from, offset};
+            const BlockVisibility bv = block_visibility(rule, m0, m0 + 32, 64);
+            for (int64_t b : {int64_t(0), int64_t(1), int64_t(63), (int64_t(1) << 25) + 7,
+                              int64_t(INT32_MAX) - 1, int64_t(INT32_MAX)}) {
+              EXPECT(bv.fully_visible(int32_t(b)) ==
+                         rule.tile_fully_visible(m0, m0 + 32, b * 64, b * 64 + 64),
+                     "block_visibility disagrees far out: b=%lld w=%lld s=%lld ff=%lld off=%lld "
+                     "m0=%lld", (long long)b, (long long)window, (long long)sinks,
+                     (long long)full_from, (long long)offset, (long long)m0);
+              ++cases;
+            }
+          }
+  return cases;
+}
+
 static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, int64_t full_from,
                        int64_t bm, int64_t bn) {
   const MaskRule rule{window, sinks, full_from, lk - lq};
@@ -29,6 +66,7 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
   for (int64_t mb = 0; mb < mblocks; ++mb) {
     const int64_t m0 = mb * bm, m1 = min64(m0 + bm, lq);
     const std::vector<int> counts = visit_counts(key_blocks(rule, m0, m1, bn, lk), nblocks);
+    check_block_visibility(rule, m0, m1, bn, nblocks + 2);
     for (int64_t nb = 0; nb < nblocks; ++nb) {
       const int64_t n0 = nb * bn, n1 = min64(n0 + bn, lk);
       bool any = false, all = true;
@@ -89,7 +127,7 @@ static int64_t check_tile_rules() {
 }
 
 int main() {
-  int64_t cases = check_tile_rules();
+  int64_t cases = check_tile_rules() + check_block_visibility_far();
   for (int64_t lk : {1, 2, 7, 16, 33, 64, 100}) {
     for (int64_t lq : {int64_t(1), lk / 2 + 1, lk}) {
       if (lq > lk) continue;

@@ -8,7 +8,7 @@
 //   num_splits  = clamp(ceil(num_sms * kDecodeBlocksPerSm / (batch * heads_kv * row_groups)),
 //                       1, min(ceil(key_tiles / kDecodeMinTilesPerSplit), kDecodeMaxSplits))
 //
-// With few queries a tile-kernel block fills 1-16 of its 64 rows, and the grid has one block per
+// With few queries a tile-kernel block fills 1-16 of its 128 rows, and the grid has one block per
 // query head, each walking its whole live key range alone and re-reading the K/V that the other
 // heads of its group read too. The decode kernel reads each K/V tile once per KV head and cuts
 // the key range into enough splits to give every SM kDecodeBlocksPerSm blocks (flash-decoding).
@@ -20,7 +20,7 @@
 namespace swaa::cuda {
 
 inline constexpr int64_t kDecodeMaxQueries = 16;
-// Packed (query head, query) rows per decode block: the forward's 4 warps x 16 rows.
+// Packed (query head, query) rows per decode block: 4 warps x one 16-row m-tile (DecodeTraits).
 inline constexpr int64_t kDecodeBlockRows = 64;
 // Target residency: both head dims fit 2 decode blocks per SM on A100 and H100 (registers and
 // shared memory as the forward's, docs/sass-report.md), i.e. at least 8 warps to hide latency.

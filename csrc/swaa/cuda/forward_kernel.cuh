@@ -1,17 +1,18 @@
 // CUDA forward kernel: sink + sliding-window attention, FlashAttention-2 style (DESIGN.md §5).
-// One thread block = kBlockM query rows of one (batch, query head); it visits only the key blocks
-// `key_blocks` (mask.h) names, each once, and evaluates the rule only on tiles that
-// `tile_fully_visible` cannot clear. Shapes and sizes: kernel_traits.h. Runs on the GPU (nvcc) and
-// on the CPU through the SIMT emulator (g++ -DSWAA_SIMT_HOST): all PTX goes through simt.h.
+// One thread block = kBlockM query rows of one (batch, query head), each warp two 16-row m-tiles
+// that share every K/V fragment it reads; it visits only the key blocks `key_blocks` (mask.h)
+// names, each once, and evaluates the rule only on tiles its warp's BlockVisibility (mask.h)
+// cannot clear. Shapes and sizes: kernel_traits.h. Runs on the GPU (nvcc) and on the CPU through
+// the SIMT emulator (g++ -DSWAA_SIMT_HOST): all PTX goes through simt.h.
 //
 // Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v (budget: kernel_traits.h).
 // Shared memory is all dynamic (kSmemBytes), so ptxas reports none; fp16 and bf16 are identical.
-//   D=64:  sm_80 164 registers, sm_90 168; 40 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-//   D=128: sm_80 207 registers, sm_90 209; 64 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-// Hot loop (make sass-report, docs/sass-report.md), SASS per warp per key tile, unmasked:
-// D=64 482 (sm_80) for 64 HMMA = 7.5 per HMMA, D=128 444 = 6.9 (before the copy loops got a
-// compile-time trip count, 32-bit bookkeeping and swizzle offsets computed once: 868 / 906,
-// 13.6 / 14.2 per HMMA, with 182 / 224 registers).
+//   D=64:  sm_80 255 registers, sm_90 234; 48 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+//   D=128: sm_80 255 registers, sm_90 255; 80 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
+// Hot loop (make sass-report, docs/sass-report.md), SASS per warp per key tile, unmasked, sm_80:
+// D=64 754 for 128 HMMA = 5.9 per HMMA, D=128 702 = 5.5. History: one m-tile per warp, 64-row
+// blocks: 482 / 444 for 64 HMMA = 7.5 / 6.9; before that (copy loops with a runtime trip count,
+// 64-bit bookkeeping, swizzle per access) 868 / 906 = 13.6 / 14.2.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -94,8 +95,8 @@ __device__ __forceinline__ void load_kv_async(typename Traits::Element* smem_k,
   load_tile_async<Traits, Traits::kBlockN>(smem_v + offset, bp.v, p.v_row_stride, n0, bp.len_k);
 }
 
-// This warp's 16 rows of a shared tile (the forward's query rows) as mma A fragments, one per
-// 16-wide slice of the head dim.
+// This warp's 16 rows of a shared tile (the backward's and decode's rows, one m-tile per warp)
+// as mma A fragments, one per 16-wide slice of the head dim.
 template <typename Traits>
 __device__ __forceinline__ void load_row_fragments(uint32_t (&frag)[Traits::kDSteps][4],
                                                    const typename Traits::Element* smem,
@@ -108,47 +109,115 @@ __device__ __forceinline__ void load_row_fragments(uint32_t (&frag)[Traits::kDSt
   }
 }
 
-// s <- Q K^T for this warp's rows and one K tile of 8 kNTiles rows (raw dot products, unscaled).
-// The backward uses it for every product over the head dim (dO V^T, K Q^T, V dO^T).
-template <typename Traits, int kNTiles>
-__device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
-                                          const uint32_t (&q_frag)[Traits::kDSteps][4],
+// The A operand of a product over the head dim for one m-tile, held in registers for the whole
+// loop (the backward's K, V, Q and dO rows, decode's packed queries).
+template <typename Traits>
+struct RegisterRows {
+  const uint32_t (&frag)[Traits::kDSteps][4];
+  __device__ __forceinline__ void get(int /*mt*/, int ds, uint32_t (&a)[4]) const {
+    for (int i = 0; i < 4; ++i) a[i] = frag[ds][i];
+  }
+};
+
+// The forward's query rows: this warp's kMTiles m-tiles of the shared Q tile, the first
+// kQRegisterSteps 16-wide slices of the head dim loaded to registers once, the rest re-read
+// (ldmatrix) on every key tile; kernel_traits.h weighs registers against shared-memory bytes.
+template <typename Traits>
+struct QueryRows {
+  using Element = typename Traits::Element;
+  static constexpr int kHeld = Traits::kQRegisterSteps > 0 ? Traits::kQRegisterSteps : 1;
+  uint32_t frag[Traits::kMTiles][kHeld][4];
+  const Element* smem;  // this lane's ldmatrix address of m-tile 0, column 0, minus the swizzle
+  int offset[Traits::kStepsPerSpan];  // ...which these add, per 16-wide step of a swizzle span
+
+  __device__ __forceinline__ QueryRows(const Element* smem_q, int warp, int lane) : smem(smem_q) {
+    // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
+    const int row = warp * Traits::kRowsPerWarp + lane % 16;
+    for (int c = 0; c < Traits::kStepsPerSpan; ++c)
+      offset[c] = Traits::smem_offset(row, c * kMmaK + (lane / 16) * 8);
+    for (int mt = 0; mt < Traits::kMTiles; ++mt)
+      for (int ds = 0; ds < Traits::kQRegisterSteps; ++ds) load(mt, ds, frag[mt][ds]);
+  }
+  // Rows 16 mt + [0, 16) are whole swizzle groups below row 0: a constant step (kernel_traits.h).
+  __device__ __forceinline__ void load(int mt, int ds, uint32_t (&a)[4]) const {
+    simt::ldmatrix_x4(a, smem + offset[ds % Traits::kStepsPerSpan] +
+                             (ds / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
+                             mt * kMmaM * Traits::kHeadDim);
+  }
+  __device__ __forceinline__ void get(int mt, int ds, uint32_t (&a)[4]) const {
+    if (ds < Traits::kQRegisterSteps) {
+      for (int i = 0; i < 4; ++i) a[i] = frag[mt][ds][i];
+    } else {
+      load(mt, ds, a);
+    }
+  }
+};
+
+// s[mt] <- A[mt] K^T for kMTiles m-tiles of A rows (`rows`: RegisterRows or QueryRows) and one K
+// tile of 8 kNTiles rows (raw dot products, unscaled). Each K fragment feeds every m-tile. The
+// backward uses it for every product over the head dim (dO V^T, K Q^T, V dO^T).
+template <typename Traits, int kMTiles, int kNTiles, typename Rows>
+__device__ __forceinline__ void qk_scores(float (&s)[kMTiles][kNTiles][4], const Rows& rows,
                                           const typename Traits::Element* smem_k, int lane) {
   static_assert(kNTiles % 2 == 0, "ldmatrix.x4 loads n-tiles in pairs");
-  for (int nt = 0; nt < kNTiles; ++nt)
-    for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+  for (int mt = 0; mt < kMTiles; ++mt)
+    for (int nt = 0; nt < kNTiles; ++nt)
+      for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
   // ldmatrix.x4 of keys [16 np, 16 np + 16) x dims [16 ds, 16 ds + 16): registers {0,1} are
   // n-tile 2 np, {2,3} the next. This lane's address, from kStepsPerSpan swizzled offsets.
   int offset[Traits::kStepsPerSpan];
   for (int c = 0; c < Traits::kStepsPerSpan; ++c)
     offset[c] = Traits::smem_offset((lane / 16) * 8 + lane % 8, c * kMmaK + ((lane / 8) % 2) * 8);
   for (int ds = 0; ds < Traits::kDSteps; ++ds) {
+    uint32_t a[kMTiles][4];
+    for (int mt = 0; mt < kMTiles; ++mt) rows.get(mt, ds, a[mt]);
     for (int np = 0; np < kNTiles / 2; ++np) {
       uint32_t b[4];
       simt::ldmatrix_x4(b, smem_k + offset[ds % Traits::kStepsPerSpan] +
                                (ds / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
                                np * 2 * kMmaN * Traits::kHeadDim);
       const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-      Traits::Ops::mma(s[2 * np], q_frag[ds], b0, s[2 * np]);
-      Traits::Ops::mma(s[2 * np + 1], q_frag[ds], b1, s[2 * np + 1]);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        Traits::Ops::mma(s[mt][2 * np], a[mt], b0, s[mt][2 * np]);
+        Traits::Ops::mma(s[mt][2 * np + 1], a[mt], b1, s[mt][2 * np + 1]);
+      }
     }
   }
+}
+
+// One m-tile of A rows held in registers (fragments as load_row_fragments gives them).
+template <typename Traits, int kNTiles>
+__device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
+                                          const uint32_t (&a_frag)[Traits::kDSteps][4],
+                                          const typename Traits::Element* smem_k, int lane) {
+  qk_scores<Traits>(*reinterpret_cast<float(*)[1][kNTiles][4]>(&s), RegisterRows<Traits>{a_frag},
+                    smem_k, lane);
 }
 
 // s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule,
 // in 32-bit arithmetic relative to the tile (mask.h's TileRule).
 // Accumulator layout: lane holds rows lane/4 (+8 for e >= 2), columns 2 (lane % 4) + (e % 2).
+// kMTiles m-tiles of rows row0 + 16 mt + [0, 16): one 32-bit rule for all of them.
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ void apply_mask(float (&s)[kMTiles][kNTiles][4], const MaskRule& rule,
+                                           int64_t row0, int64_t n0, int lane) {
+  const TileRule tile = tile_rule(rule, row0, n0);
+  SWAA_UNROLL for (int mt = 0; mt < kMTiles; ++mt) {
+    SWAA_UNROLL for (int nt = 0; nt < kNTiles; ++nt) {
+      for (int e = 0; e < 4; ++e) {
+        const int di = mt * kMmaM + lane / 4 + (e / 2) * 8;
+        const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
+        if (!tile.visible(di, dj)) s[mt][nt][e] = -INFINITY;
+      }
+    }
+  }
+}
+
+// One m-tile.
 template <int kNTiles>
 __device__ __forceinline__ void apply_mask(float (&s)[kNTiles][4], const MaskRule& rule,
                                            int64_t row0, int64_t n0, int lane) {
-  const TileRule tile = tile_rule(rule, row0, n0);
-  for (int nt = 0; nt < kNTiles; ++nt) {
-    for (int e = 0; e < 4; ++e) {
-      const int di = lane / 4 + (e / 2) * 8;
-      const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
-      if (!tile.visible(di, dj)) s[nt][e] = -INFINITY;
-    }
-  }
+  apply_mask(*reinterpret_cast<float(*)[1][kNTiles][4]>(&s), rule, row0, n0, lane);
 }
 
 // Running softmax statistics of this lane's two rows (lane/4 and lane/4 + 8).
@@ -197,12 +266,13 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kNTiles][4],
   }
 }
 
-// o += P V for P of 8 kNTiles keys. The accumulator layout of two adjacent S n-tiles is exactly
-// the A fragment of one 16-key k-step, so P goes from registers to the tensor cores without
-// shared memory. The backward uses it for every product over the key or query axis.
-template <typename Traits, int kNTiles>
-__device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
-                                              const float (&p)[kNTiles][4],
+// o[mt] += P[mt] V for kMTiles m-tiles of P over 8 kNTiles keys. The accumulator layout of two
+// adjacent S n-tiles is exactly the A fragment of one 16-key k-step, so P goes from registers to
+// the tensor cores without shared memory; each V fragment feeds every m-tile. The backward uses
+// it for every product over the key or query axis.
+template <typename Traits, int kMTiles, int kNTiles>
+__device__ __forceinline__ void pv_accumulate(float (&o)[kMTiles][Traits::kDTiles][4],
+                                              const float (&p)[kMTiles][kNTiles][4],
                                               const typename Traits::Element* smem_v, int lane) {
   using Ops = typename Traits::Ops;
   // ldmatrix.x4.trans of keys [16 ks, 16 ks + 16) x dims [16 dp, 16 dp + 16): V is stored
@@ -212,20 +282,34 @@ __device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
   for (int c = 0; c < Traits::kStepsPerSpan; ++c)
     offset[c] = Traits::smem_offset(((lane / 8) % 2) * 8 + lane % 8, c * kMmaK + (lane / 16) * 8);
   for (int ks = 0; ks < kNTiles / 2; ++ks) {
-    const float(&lo)[4] = p[2 * ks];
-    const float(&hi)[4] = p[2 * ks + 1];
-    const uint32_t a[4] = {Ops::pack2(lo[0], lo[1]), Ops::pack2(lo[2], lo[3]),
-                           Ops::pack2(hi[0], hi[1]), Ops::pack2(hi[2], hi[3])};
+    uint32_t a[kMTiles][4];
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      const float(&lo)[4] = p[mt][2 * ks];
+      const float(&hi)[4] = p[mt][2 * ks + 1];
+      a[mt][0] = Ops::pack2(lo[0], lo[1]), a[mt][1] = Ops::pack2(lo[2], lo[3]);
+      a[mt][2] = Ops::pack2(hi[0], hi[1]), a[mt][3] = Ops::pack2(hi[2], hi[3]);
+    }
     for (int dp = 0; dp < Traits::kDTiles / 2; ++dp) {
       uint32_t b[4];
       simt::ldmatrix_x4_trans(b, smem_v + offset[dp % Traits::kStepsPerSpan] +
                                      (dp / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
                                      ks * kMmaK * Traits::kHeadDim);
       const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
-      Ops::mma(o[2 * dp], a, b0, o[2 * dp]);
-      Ops::mma(o[2 * dp + 1], a, b1, o[2 * dp + 1]);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        Ops::mma(o[mt][2 * dp], a[mt], b0, o[mt][2 * dp]);
+        Ops::mma(o[mt][2 * dp + 1], a[mt], b1, o[mt][2 * dp + 1]);
+      }
     }
   }
+}
+
+// One m-tile.
+template <typename Traits, int kNTiles>
+__device__ __forceinline__ void pv_accumulate(float (&o)[Traits::kDTiles][4],
+                                              const float (&p)[kNTiles][4],
+                                              const typename Traits::Element* smem_v, int lane) {
+  pv_accumulate<Traits>(*reinterpret_cast<float(*)[1][Traits::kDTiles][4]>(&o),
+                        *reinterpret_cast<const float(*)[1][kNTiles][4]>(&p), smem_v, lane);
 }
 
 // out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < m1.
@@ -256,12 +340,25 @@ __device__ __forceinline__ int64_t nth_block(const TwoRanges& blocks, int64_t t)
   return t < n_first ? blocks.first.begin + t : blocks.second.begin + (t - n_first);
 }
 
+// The same order in 32 bits (block indices are below len_k / kBlockN, like the tile count): three
+// registers instead of four 64-bit values carried through the key loop.
+struct VisitOrder {
+  int first_begin, n_first, second_begin;
+  __device__ __forceinline__ explicit VisitOrder(const TwoRanges& blocks)
+      : first_begin(int(blocks.first.begin)),
+        n_first(int(blocks.first.end - blocks.first.begin)),
+        second_begin(int(blocks.second.begin)) {}
+  __device__ __forceinline__ int block(int t) const {
+    return t < n_first ? first_begin + t : second_begin + (t - n_first);
+  }
+};
+
 // grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
 // varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const AttentionParams p) {
   using Element = typename Traits::Element;
-  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
+  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kMTiles = Traits::kMTiles;
   SWAA_DYNAMIC_SMEM(smem_raw);
   Element* smem_q = reinterpret_cast<Element*>(smem_raw);
   Element* smem_k = smem_q + Traits::kSmemQElems;           // kStages K tiles
@@ -274,6 +371,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   // Key tiles to visit: at most len_k / kBlockN, so 32 bits count them.
   const int n_visits = int((blocks.first.end - blocks.first.begin) +
                            (blocks.second.end - blocks.second.begin));
+  const VisitOrder order(blocks);
 
   // Q in its own cp.async group, then the first kStages - 1 K/V tiles, one group each (empty
   // groups past the end keep the group count, and so the waits below, uniform).
@@ -281,18 +379,22 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits)
-      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, nth_block(blocks, t) * kBlockN);
+      load_kv_async<Traits>(smem_k, smem_v, t, bp, p, int64_t(order.block(t)) * kBlockN);
     simt::cp_async_commit();
   }
   simt::cp_async_wait<kStages - 1>();
   __syncthreads();
-  uint32_t q_frag[Traits::kDSteps][4];
-  load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
+  const QueryRows<Traits> q_rows(smem_q, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t warp_row0 = bp.m0 + warp * Traits::kRowsPerWarp;
-  float o[Traits::kDTiles][4] = {};
-  RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
+  // Per warp: only its rows decide whether it masks (rows past m1 are never stored). Tiles are
+  // tested unclipped: keys past the sequence's len_k are zero-filled and masked out.
+  const BlockVisibility warp_visibility =
+      block_visibility(bp.rule, warp_row0, warp_row0 + Traits::kRowsPerWarp, kBlockN);
+  float o[kMTiles][Traits::kDTiles][4] = {};
+  RowStats st[kMTiles];
+  SWAA_UNROLL for (int mt = 0; mt < kMTiles; ++mt) st[mt] = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
 
   // stage = t % kStages and the stage tile t + kStages - 1 goes to, kept as running counters.
   int stage = 0, next_stage = kStages - 1;
@@ -302,23 +404,23 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
     __syncthreads();
     const int t_next = t + kStages - 1;
     if (t_next < n_visits)
-      load_kv_async<Traits>(smem_k, smem_v, next_stage, bp, p, nth_block(blocks, t_next) * kBlockN);
+      load_kv_async<Traits>(smem_k, smem_v, next_stage, bp, p, int64_t(order.block(t_next)) * kBlockN);
     simt::cp_async_commit();
 
-    const int64_t n0 = nth_block(blocks, t) * kBlockN;
-    float s[Traits::kNTiles][4];
-    qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
-    // Per warp: only its 16 rows decide whether it masks (rows past m1 are never stored). The
-    // tile's unclipped end: keys past the sequence's len_k are zero-filled and masked out.
-    if (!bp.rule.tile_fully_visible(warp_row0, warp_row0 + Traits::kRowsPerWarp, n0,
-                                    n0 + kBlockN))
-      apply_mask(s, bp.rule, warp_row0, n0, lane);
-    online_softmax<Traits>(s, o, st, scale_log2);
+    const int block = order.block(t);
+    const int64_t n0 = int64_t(block) * kBlockN;
+    float s[kMTiles][Traits::kNTiles][4];
+    qk_scores<Traits>(s, q_rows, smem_k + stage * Traits::kSmemKVElems, lane);
+    if (!warp_visibility.fully_visible(block)) apply_mask(s, bp.rule, warp_row0, n0, lane);
+    SWAA_UNROLL for (int mt = 0; mt < kMTiles; ++mt)
+      online_softmax<Traits>(s[mt], o[mt], st[mt], scale_log2);
     pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
     stage = stage + 1 == kStages ? 0 : stage + 1;
     next_stage = next_stage + 1 == kStages ? 0 : next_stage + 1;
   }
-  store_output<Traits>(bp, p.o_row_stride, o, st, float(p.scale), warp_row0, lane);
+  SWAA_UNROLL for (int mt = 0; mt < kMTiles; ++mt)
+    store_output<Traits>(bp, p.o_row_stride, o[mt], st[mt], float(p.scale),
+                         warp_row0 + mt * kMmaM, lane);
 }
 
 }  // namespace swaa::cuda

@@ -3,33 +3,37 @@
 // derived here; the kernel has no literals.
 //
 // Shape of the work (sm_80-style, FlashAttention-2 layout):
-//   - one thread block owns kBlockM query rows of one (batch, query head); each warp owns
-//     kRowsPerWarp = 16 of them, i.e. one m16n8k16 M tile, so the softmax statistics of a row
-//     live in the 4 lanes of one quad and never cross warps;
-//   - Q is loaded once to shared memory and from there to registers (ldmatrix), for the whole
-//     key loop; K/V tiles of kBlockN keys stream through a kStages-deep cp.async ring;
+//   - one thread block owns kBlockM = 128 query rows of one (batch, query head); each of its 4
+//     warps owns kRowsPerWarp = 32 of them, as kMTiles = 2 m16n8k16 M tiles, so the softmax
+//     statistics of a row live in the 4 lanes of one quad and never cross warps;
+//   - Q is loaded once to shared memory; K/V tiles of kBlockN keys stream through a kStages-deep
+//     cp.async ring; every K or V fragment a warp reads from shared memory feeds the MMAs of
+//     both its m-tiles, which halves the shared-memory bytes per FLOP of one m-tile per warp;
 //   - S = Q K^T and O += P V run on mma.sync m16n8k16 with float accumulators; P is rounded to
 //     the input type in registers and fed straight back as the A operand (no shared memory).
 //
-// Per-thread registers (fragments): Q = kHeadDim/16 * 4, S = kBlockN/8 * 4, O = kHeadDim/8 * 4.
-//   D=64,  kBlockN=64: Q 16 + S 32 + O 32 =  80 fragment registers.
-//   D=128, kBlockN=32: Q 32 + S 16 + O 64 = 112 fragment registers (a 64-key tile would add 16
-//   and push the kernel towards 255 registers / spills).
+// Per-thread fragment registers, for both m-tiles: Q = 2 * kQRegisterSteps * 4 (the first
+// kQRegisterSteps 16-wide slices of the head dim stay in registers; the rest are re-read from
+// the shared Q tile per key tile), S = 2 * kBlockN/8 * 4, O = 2 * kHeadDim/8 * 4.
+//   D=64,  kBlockN=64, all 4 Q steps:    Q 32 + S 64 + O 64  = 160.
+//   D=128, kBlockN=32, 4 of 8 Q steps:   Q 32 + S 32 + O 128 = 192; re-reading the other half
+//   of Q costs 4 KiB of ldmatrix per warp and tile (0.047 shared-memory bytes per FLOP with the
+//   cp.async writes instead of 0.039). At 255 registers ptxas is erratic: with all 8 Q steps in
+//   registers it spilled 28 bytes, with 0-3 it spilled 8-56 bytes on sm_80 or sm_90; 4 is the
+//   count that fits both without spills (measured with nvcc 13.0). A 64-key tile would need
+//   S 64 + O 128 before any of Q.
 // Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each
 // (+1 KiB the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
-//   D=64,  2 stages: 8 KiB + 2 * 16 KiB = 40 KiB, under the 48 KiB default (no opt-in); room for
-//                    4 blocks per SM on sm_80, 5 on sm_90.
-//   D=128, 3 stages: 16 KiB + 3 * 16 KiB = 64 KiB, room for 2 blocks on sm_80, 3 on sm_90; the
-//                    third stage hides load latency when few warps are resident. Needs the opt-in
-//                    to more than 48 KiB of dynamic shared memory, which simt::launch sets.
-// Registers (measured, see forward_kernel.cuh): D=64 164, D=128 207 per thread (sm_80), ~21K /
-// ~27K per block, so 3 / 2 blocks per SM by registers. Occupancy = min of the two: D=64 3 blocks
-// (12 warps), D=128 2 blocks (8 warps) on both archs. Forcing more with __launch_bounds__
-// min-blocks made ptxas spill in earlier versions, so the kernel states only its block size.
-// Still per 32- or 64-key tile, each warp's 16 rows re-read the whole K and V tile from shared
-// memory (0.078 bytes per FLOP, the A100 bound in the report); two m-tiles per warp would halve
-// that, at the cost of twice the O and S registers (D=128: past 255), not done yet.
-// Measured counts (nvcc -Xptxas -v) are recorded in forward_kernel.cuh.
+//   D=64,  2 stages: 16 KiB + 2 * 16 KiB = 48 KiB: 3 blocks per SM on sm_80, 4 on sm_90.
+//   D=128, 3 stages: 32 KiB + 3 * 16 KiB = 80 KiB: 2 blocks per SM on sm_80 and sm_90; the
+//                    third stage hides load latency when few warps are resident. Over the 48 KiB
+//                    default, so it needs the opt-in, which simt::launch sets once per kernel.
+// Registers: any count up to 255 gives 2 blocks (8 warps) per SM (4 warps x 32 lanes x 256 =
+// 32K of the 64K per SM): the occupancy of both head dims, by registers; measured counts are in
+// forward_kernel.cuh and docs/sass-report.md. The trade-off against one m-tile per warp (16
+// rows, 64-row blocks: 3 blocks = 12 warps per SM at D=64, 2 = 8 at D=128): at D=64 a third
+// fewer resident warps, for half the shared-memory bytes per FLOP (0.078 -> 0.039) and 5.9
+// instead of 7.5 SASS instructions per MMA in the key loop; at D=128 the same 8 warps.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -118,15 +122,20 @@ struct TileTraits {
   static_assert(kHeadDim % kSwizzleSpan == 0, "the head dim is whole swizzle groups");
 };
 
-template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_>
+template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_, int kMTiles_,
+          int kQRegisterSteps_>
 struct ForwardTraitsBase : TileTraits<Element_, kHeadDim_, /*kNWarps=*/4> {
   using Base = TileTraits<Element_, kHeadDim_, 4>;
   using typename Base::Element;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = Base::kNWarps * Base::kRowsPerWarp;
+  static constexpr int kMTiles = kMTiles_;                  // m16 tiles per warp
+  static constexpr int kRowsPerWarp = kMTiles * kMmaM;      // (TileTraits': one m-tile)
+  static constexpr int kBlockM = Base::kNWarps * kRowsPerWarp;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
   static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
+  static constexpr int kQRegisterSteps = kQRegisterSteps_;  // Q slices held in registers
+  static_assert(kMTiles >= 1 && kQRegisterSteps >= 0 && kQRegisterSteps <= Base::kDSteps);
 
   // Fragment counts per warp.
   static constexpr int kNTiles = kBlockN / kMmaN;  // n-tiles of S (8 keys each)
@@ -145,21 +154,29 @@ struct ForwardTraits;
 // Shapes per head dim; the reasoning is in the header comment.
 template <typename Element>
 struct ForwardTraits<Element, 64>
-    : ForwardTraitsBase<Element, 64, /*kBlockN=*/64, /*kStages=*/2> {};
+    : ForwardTraitsBase<Element, 64, /*kBlockN=*/64, /*kStages=*/2, /*kMTiles=*/2,
+                        /*kQRegisterSteps=*/4> {};
 
 template <typename Element>
 struct ForwardTraits<Element, 128>
-    : ForwardTraitsBase<Element, 128, /*kBlockN=*/32, /*kStages=*/3> {};
+    : ForwardTraitsBase<Element, 128, /*kBlockN=*/32, /*kStages=*/3, /*kMTiles=*/2,
+                        /*kQRegisterSteps=*/4> {};
 
 // ---- Decode (decode_kernel.cuh) -------------------------------------------------------------------
-// The forward's tiles, registers and shared memory: a block's 64 rows are packed (query head,
-// query) pairs instead of one head's queries, and its key loop is one split of the key range.
-// Decode is bound by reading K/V from memory, not by the tensor cores, so the forward's shapes
-// (cp.async tiles of 8-16 KiB, 2-3 stages in flight per block) serve it as they are; the combine
-// step is one warp per query row (kCombineWarps per block).
+// The forward's key tiles and ring, with one m-tile per warp and Q held in registers: a block's
+// 64 rows are packed (query head, query) pairs instead of one head's queries (at most 16 queries
+// x 8 heads of a GQA group, usually far fewer: a second m-tile would mostly be empty), and its
+// key loop is one split of the key range. Decode is bound by reading K/V from memory, not by the
+// tensor cores, so the forward's tiles (cp.async copies of 8-16 KiB, 2-3 stages in flight per
+// block) serve it as they are; the combine step is one warp per query row (kCombineWarps per
+// block).
 template <typename Element, int kHeadDim>
-struct DecodeTraits : ForwardTraits<Element, kHeadDim> {
-  using Base = ForwardTraits<Element, kHeadDim>;
+struct DecodeTraits
+    : ForwardTraitsBase<Element, kHeadDim, ForwardTraits<Element, kHeadDim>::kBlockN,
+                        ForwardTraits<Element, kHeadDim>::kStages, /*kMTiles=*/1,
+                        /*kQRegisterSteps=*/kHeadDim / kMmaK> {
+  using Base = ForwardTraitsBase<Element, kHeadDim, ForwardTraits<Element, kHeadDim>::kBlockN,
+                                 ForwardTraits<Element, kHeadDim>::kStages, 1, kHeadDim / kMmaK>;
   static_assert(Base::kBlockM == kDecodeBlockRows, "decode_plan.h sizes row groups by kBlockM");
   static_assert(Base::kBlockN == decode_block_n(kHeadDim), "decode_plan.h counts these key tiles");
   static constexpr int kCombineWarps = 4;

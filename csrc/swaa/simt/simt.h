@@ -47,6 +47,7 @@
 //   void set_target_sm(int sm);  int target_sm();
 //   }
 //   SWAA_DYNAMIC_SMEM(name);  // `char* name`: the block's dynamic shared memory, 128-B aligned
+//   SWAA_UNROLL for (...)     // unroll this loop (nvcc `#pragma unroll`, g++ `GCC unroll`)
 //
 // Host mode refuses what a GPU would not do, naming the file:line, block and thread: ldmatrix /
 // cp.async / ld_shared / st_shared addresses outside the block's shared memory (the thread's
@@ -94,4 +95,12 @@
 #include "host/host.h"
 #else
 #error "swaa/simt/simt.h: compile with nvcc (device mode) or with -DSWAA_SIMT_HOST (CPU emulation)"
+#endif
+
+// Before a loop over fragment arrays that nvcc might not unroll on its own (an array indexed
+// by a runtime index leaves registers for the stack). The host compiler takes its own spelling.
+#if defined(__CUDACC__)
+#define SWAA_UNROLL _Pragma("unroll")
+#else
+#define SWAA_UNROLL _Pragma("GCC unroll 16")
 #endif
