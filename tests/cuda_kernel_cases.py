@@ -125,6 +125,21 @@ def max_error(out: torch.Tensor, q, k, v, window, sinks, full_from) -> tuple[flo
     return err, pt_err
 
 
+def assert_matches_reference(out: torch.Tensor, lse: torch.Tensor, q, k, v, window, sinks,
+                             full_from) -> None:
+    """A forward's (out, lse) against the float64 reference: out within FlashAttention's criterion
+    (at most twice the same-precision computation's error), the LSE to float32 rounding (it
+    accumulates in float32 from exact products), and the same rows finite."""
+    args = (q, k, v, window, sinks)
+    ref_out, ref_lse = reference.sliding_attention(*args, full_from=full_from, return_lse=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    err, pt_err = max_error(out, *args, full_from)
+    assert err <= 2 * pt_err + 1e-5, f"max error {err:.3g} vs same-precision PyTorch {pt_err:.3g}"
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
+    assert torch.equal(out.isfinite(), ref_out.isfinite())
+
+
 def gradients(attention, q, k, v, window, sinks, full_from, *, with_lse: bool, seed: int = 1):
     """(dq, dk, dv) of `attention(q, k, v, window, sinks, full_from=..., return_lse=True)` for a
     random dO (and a random dLSE when `with_lse`), the same for every implementation and dtype."""

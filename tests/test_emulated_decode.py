@@ -13,7 +13,8 @@ import math
 
 import pytest
 import torch
-from cuda_kernel_cases import DECODE_CASES, DTYPES, HEAD_DIMS, Case, make_inputs, max_error
+from cuda_kernel_cases import (DECODE_CASES, DTYPES, HEAD_DIMS, Case, assert_matches_reference,
+                               make_inputs)
 
 from swaa_ext import reference
 
@@ -41,12 +42,7 @@ def check(case: Case, dtype: torch.dtype, head_dim: int, num_splits: int | None)
         out, lse = emulated.sliding_attention(*args, full_from=full_from, return_lse=True)
     else:
         out, lse = emulated.decode_forward(*args, full_from=full_from, num_splits=num_splits)
-    ref_out, ref_lse = reference.sliding_attention(*args, full_from=full_from, return_lse=True)
-    assert out.shape == q.shape and out.dtype == dtype and lse.shape == q.shape[:3]
-    err, pt_err = max_error(out, *args, full_from)
-    assert err <= 2 * pt_err + 1e-5, f"max error {err:.3g} vs same-precision PyTorch {pt_err:.3g}"
-    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
-    assert torch.equal(out.isfinite(), ref_out.isfinite())
+    assert_matches_reference(out, lse, *args, full_from)
 
 
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
