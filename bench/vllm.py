@@ -94,6 +94,7 @@ def run_one(name: str, args) -> dict:
     """One configuration, in this process; returns its row."""
     import torch
     from vllm import LLM, SamplingParams
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
     from vllm.v1.core.kv_cache_utils import get_max_concurrency_for_kv_cache_config
 
     llm = LLM(model=str(args.model), dtype="float32", max_model_len=args.max_model_len,
@@ -139,6 +140,7 @@ def run_one(name: str, args) -> dict:
                        "block_size": g.kv_cache_spec.block_size}
                       for g in kv_config.kv_cache_groups],
         "torch_threads": torch.get_num_threads(),
+        "attention_backend": AttentionBackendEnum.CPU_ATTN.get_path(),  # stock: vLLM's own
     }
     core.shutdown()
     return row
