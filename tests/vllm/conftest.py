@@ -145,3 +145,29 @@ def continuations(outputs) -> list[Continuation]:
         steps = request.outputs[0].logprobs
         out.append(Continuation(tokens, [step[t].logprob for step, t in zip(steps, tokens)]))
     return out
+
+
+def scheduler_of(llm):
+    """vLLM's scheduler inside an in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+def step_through(llm, prompts: list[list[int]], observe, max_tokens: int = NEW_TOKENS) -> list:
+    """Adds the prompts as requests "0", "1", ... and steps the engine until all are done,
+    calling `observe(scheduler)` after every step; returns the finished RequestOutputs in
+    prompt order (greedy, `max_tokens` tokens each, with their log-probabilities)."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, min_tokens=max_tokens,
+                            logprobs=0)
+    engine_ = llm.llm_engine
+    for i, ids in enumerate(prompts):
+        engine_.add_request(str(i), {"prompt_token_ids": ids}, params)
+    done = {}
+    while engine_.has_unfinished_requests():
+        for out in engine_.step():
+            if out.finished:
+                done[out.request_id] = out
+        observe(scheduler_of(llm))
+    return [next(out for rid, out in done.items() if rid.split("-")[0] == str(i))
+            for i in range(len(prompts))]

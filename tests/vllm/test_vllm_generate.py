@@ -46,6 +46,15 @@ def test_fa_decode_hf_overrides(fa_decode_engine, prompts, reference):
     assert_same(continuations(generate(fa_decode_engine, prompts)), reference(FA_DECODE, prompts))
 
 
+def test_fa_decode_keeps_the_full_cache(fa_decode_engine):
+    """FA decode reads every key: one KV-cache group, vLLM's full-attention spec."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    scheduler = fa_decode_engine.llm_engine.engine_core.engine_core.scheduler
+    groups = scheduler.kv_cache_manager.kv_cache_config.kv_cache_groups
+    assert [type(g.kv_cache_spec) for g in groups] == [FullAttentionSpec]
+
+
 @pytest.fixture(scope="module")
 def saved_window_only(model_dir, tmp_path_factory):
     """A checkpoint saved after swaa_ext.adapt: its config.json carries `swaa`."""
@@ -79,10 +88,12 @@ def test_chunked_prefill(model_dir, prompts, reference, config):
         assert_same(continuations(generate(llm, prompts)), reference(config, prompts))
 
 
-def test_prefix_caching(model_dir, prompts, reference):
-    """The same prompt twice: the second run reads the first one's cached blocks."""
-    expected = reference(FA_DECODE, prompts[:1])
-    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE), enable_prefix_caching=True,
+@pytest.mark.parametrize("config", [FA_DECODE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
+def test_prefix_caching(model_dir, prompts, reference, config):
+    """The same prompt twice: the second run reads the first one's cached blocks (window only:
+    the sink blocks and the window's, found by the sink + window KV manager)."""
+    expected = reference(config, prompts[:1])
+    with engine(model_dir, hf_overrides=hf_overrides(config), enable_prefix_caching=True,
                 block_size=16) as llm:
         first = generate(llm, prompts[:1])
         second = generate(llm, prompts[:1])
