@@ -4,10 +4,10 @@ import importlib
 
 from . import _transformers_hook, reference
 from .config import PRESETS, SWAAConfig, preset
-from .ops import sliding_attention, sliding_attention_varlen
+from .ops import sliding_attention, sliding_attention_paged, sliding_attention_varlen
 
-__all__ = ["sliding_attention", "sliding_attention_varlen", "reference", "SWAAConfig", "PRESETS",
-           "preset", "adapt", "restore"]
+__all__ = ["sliding_attention", "sliding_attention_varlen", "sliding_attention_paged",
+           "reference", "SWAAConfig", "PRESETS", "preset", "adapt", "restore"]
 __version__ = "0.1.0"
 
 _transformers_hook.install()  # `attn_implementation="swaa"` works once swaa_ext is imported

@@ -1,4 +1,4 @@
-"""Python face of the swaa_ext::fwd / bwd and fwd_varlen / bwd_varlen custom ops: the public
+"""Python face of the swaa_ext::fwd / bwd, fwd_varlen / bwd_varlen and fwd_paged custom ops: the public
 functions, the fake (meta) implementations for torch.compile, and autograd. Argument checks live
 in the C++ boundary (csrc/torch/arguments.h); this file only turns Python values into the
 schema's types."""
@@ -96,10 +96,58 @@ def sliding_attention_varlen(
     return (out, lse) if return_lse else out
 
 
+def sliding_attention_paged(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    block_table: Tensor,
+    cu_seqlens_q: Tensor,
+    seqused_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
+    (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
+    Forward only, on the CPU, float32 or float64 (the cache is read as it is).
+
+    q: (total_q, Hq, D) packed by cu_seqlens_q (int32 (n + 1,)); k_cache, v_cache:
+    (num_pages, Hkv, page_size, D), last dim contiguous (other strides are free, e.g. the key and
+    value halves of one (num_pages, Hkv, page_size, 2 * D) tensor); block_table: int32
+    (n, max_pages); seqused_k: int32 (n,). Key j of sequence s is row j % page_size of page
+    block_table[s, j // page_size], for j < seqused_k[s]; its queries are its last len_q(s) keys.
+    Pages the rule never reads (outside the sinks and the windows of the queries) may hold
+    anything. The rule, full_from and the returns are sliding_attention_varlen's.
+    """
+    scale = _rule_arguments(q, k_cache, v_cache, window, sinks, scale, names=("q", "k_cache",
+                                                                             "v_cache"))
+    for name, t in (("block_table", block_table), ("cu_seqlens_q", cu_seqlens_q),
+                    ("seqused_k", seqused_k)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be an int32 torch.Tensor, got {type(t).__name__}")
+    _check_int("max_seqlen_q", max_seqlen_q)
+    _check_int("max_seqlen_k", max_seqlen_k)
+    if q.device.type != "cpu":
+        raise NotImplementedError(f"sliding_attention_paged runs on the CPU only, got q on "
+                                  f"{q.device}; gather the pages and call "
+                                  "sliding_attention_varlen")
+    n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
+    full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
+    out, lse = torch.ops.swaa_ext.fwd_paged(q, k_cache, v_cache, block_table, cu_seqlens_q,
+                                            seqused_k, int(max_seqlen_q), int(max_seqlen_k),
+                                            window, sinks, full_from, scale)
+    return (out, lse) if return_lse else out
+
+
 def _rule_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
-                    scale: float | None) -> float:
-    """Checks the Python values both layouts share; returns the scale (default 1/sqrt(D))."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
+                    scale: float | None, names: tuple[str, str, str] = ("q", "k", "v")) -> float:
+    """Checks the Python values every layout shares; returns the scale (default 1/sqrt(D))."""
+    for name, t in zip(names, (q, k, v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     _check_int("window", window, allow_none=True)
@@ -165,6 +213,15 @@ def _fwd_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if t.device != q.device:
             raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
+    return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+@torch.library.register_fake("swaa_ext::fwd_paged")
+def _fwd_paged_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+                    max_seqlen_k, window, sinks, full_from, scale):
+    torch._check(q.dim() == 3 and k_cache.dim() == 4 and v_cache.dim() == 4,
+                 lambda: "q must be 3-D, k_cache and v_cache 4-D")
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 

@@ -47,6 +47,21 @@ struct Sequence {
   SWAA_HOST_DEVICE int64_t o_offset(const AttentionParams& p, int64_t h) const {
     return b * p.o_batch_stride + h * p.o_head_stride + q_begin * p.o_row_stride;
   }
+  // Element offsets of key row n (0 <= n < len_k) of KV head h_kv in k and in v: packed rows,
+  // or with a block table, row n % page_size of the page the table gives (params.h).
+  SWAA_HOST_DEVICE int64_t k_row_offset(const AttentionParams& p, int64_t h_kv, int64_t n) const {
+    if (p.block_table == nullptr) return k_offset(p, h_kv) + n * p.k_row_stride;
+    return page_of(p, n) * p.k_batch_stride + h_kv * p.k_head_stride +
+           (n % p.page_size) * p.k_row_stride;
+  }
+  SWAA_HOST_DEVICE int64_t v_row_offset(const AttentionParams& p, int64_t h_kv, int64_t n) const {
+    if (p.block_table == nullptr) return v_offset(p, h_kv) + n * p.v_row_stride;
+    return page_of(p, n) * p.v_batch_stride + h_kv * p.v_head_stride +
+           (n % p.page_size) * p.v_row_stride;
+  }
+  SWAA_HOST_DEVICE int64_t page_of(const AttentionParams& p, int64_t n) const {
+    return p.block_table[b * p.block_table_stride + n / p.page_size];
+  }
   // lse and (backward) delta share one layout.
   SWAA_HOST_DEVICE int64_t lse_offset(const AttentionParams& p, int64_t h) const {
     return b * p.lse_batch_stride + h * p.lse_head_stride + q_begin;

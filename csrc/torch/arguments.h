@@ -158,19 +158,19 @@ struct Varlen {
   int64_t sequences() const { return cu_seqlens_q.size(0) - 1; }
 };
 
-// The (B, H, L, D) view the params describe: dense tensors as they are, varlen (total, H, D) as
-// (1, H, total, D) (batch strides are zeroed by apply_varlen).
-inline at::Tensor heads_rows(const at::Tensor& t, const Varlen* varlen) {
-  return varlen ? t.unsqueeze(0).transpose(1, 2) : t;
+// The (B, H, L, D) view the params describe: dense tensors as they are, packed (varlen and
+// paged) (total, H, D) as (1, H, total, D) (batch strides are zeroed by apply_varlen / paged).
+inline at::Tensor heads_rows(const at::Tensor& t, bool packed) {
+  return packed ? t.unsqueeze(0).transpose(1, 2) : t;
 }
-// The LSE's shape: dense (B, Hq, Lq), varlen (Hq, total_q) as FlashAttention's varlen LSE.
-inline std::vector<int64_t> lse_shape(const at::Tensor& q, const Varlen* varlen) {
-  if (varlen) return {q.size(1), q.size(0)};
+// The LSE's shape: dense (B, Hq, Lq), packed (Hq, total_q) as FlashAttention's varlen LSE.
+inline std::vector<int64_t> lse_shape(const at::Tensor& q, bool packed) {
+  if (packed) return {q.size(1), q.size(0)};
   return {q.size(0), q.size(1), q.size(2)};
 }
-// (B, Hq, Lq) view of an LSE-shaped tensor (varlen: (1, Hq, total_q)).
-inline at::Tensor lse_rows(const at::Tensor& lse, const Varlen* varlen) {
-  return varlen ? lse.unsqueeze(0) : lse;
+// (B, Hq, Lq) view of an LSE-shaped tensor (packed: (1, Hq, total_q)).
+inline at::Tensor lse_rows(const at::Tensor& lse, bool packed) {
+  return packed ? lse.unsqueeze(0) : lse;
 }
 // Batch rows (dense) or sequences (varlen): full_from's length.
 inline int64_t batch_size(const at::Tensor& q, const Varlen* varlen) {

@@ -4,6 +4,7 @@
 
 #include "../swaa/cpu/kernels.h"
 #include "arguments.h"
+#include "paged_arguments.h"
 
 namespace swaa::torch_boundary {
 namespace {
@@ -118,9 +119,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_varlen_cpu(
                       &varlen);
 }
 
+// Forward only (serving): keys and values stay in their pages, in the caller's dtype, so the
+// caches must already be float32 / float64 (converting a whole cache per call would cost more
+// than the attention).
+std::tuple<at::Tensor, at::Tensor> forward_paged_cpu(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+    const at::Tensor& block_table, const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
+    const std::optional<at::Tensor>& full_from, double scale) {
+  const Paged paged = checked_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
+                                    max_seqlen_q, max_seqlen_k, window, sinks, full_from);
+  check_head_dim(q, kCpuMaxHeadDim, "CPU");
+  TORCH_CHECK_TYPE(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble,
+                   "the CPU paged attention reads the KV cache in place, so q, k_cache and "
+                   "v_cache must be float32 or float64, got ", q.scalar_type(),
+                   "; gather the pages and call sliding_attention_varlen for other dtypes");
+  constexpr bool packed = true;
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = at::empty(lse_shape(q, packed), q.options());
+  const at::Tensor ff = normalized_full_from(full_from);
+  AttentionParams p = make_params(heads_rows(q, packed), k_cache, v_cache, heads_rows(out, packed),
+                                  lse_rows(lse, packed), window, sinks, ff, scale);
+  apply_paged(p, paged, window);
+  if (q.scalar_type() == at::kDouble) {
+    cpu::forward<double>(p);
+  } else {
+    cpu::forward<float>(p);
+  }
+  return {out, lse};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(swaa_ext, CPU, m) {
+  m.impl("fwd_paged", &forward_paged_cpu);
   m.impl("fwd", &forward_cpu);
   m.impl("bwd", &backward_cpu);
   m.impl("fwd_varlen", &forward_varlen_cpu);

@@ -31,4 +31,11 @@ TORCH_LIBRARY(swaa_ext, m) {
       " Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
       " int max_seqlen_k, int? window, int sinks, Tensor? full_from, float scale)"
       " -> (Tensor, Tensor, Tensor)");
+  // The paged layout (forward only, CPU): q (total_q, Hq, D) as in varlen; k_cache / v_cache
+  // (num_pages, Hkv, page_size, D) read in place through block_table int32 (n, max_pages);
+  // seqused_k int32 (n,) keys per sequence. Returns (out like q, lse (Hq, total_q)).
+  m.def(
+      "fwd_paged(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
+      " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
+      " int sinks, Tensor? full_from, float scale) -> (Tensor, Tensor)");
 }

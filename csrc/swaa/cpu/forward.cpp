@@ -3,6 +3,7 @@
 // that share the KV head (GQA): their rows are packed into one (group * kBlockM, D) tile, so each K/V
 // tile feeds one large product instead of `group` small ones. OpenMP runs items in parallel
 // (torch.set_num_threads sets the same OpenMP runtime's thread count).
+#include <numeric>
 #include <vector>
 
 #include "kernels.h"
@@ -58,8 +59,11 @@ void forward_block(const AttentionParams& p, const Sequence& seq, int64_t hk, in
   const int64_t rows = std::min(kBlockM, seq.len_q - m0);  // per head
   const int64_t packed = group * rows;                      // packed row g * rows + r: head g
   const MaskRule& rule = seq.rule;
-  const T* k = static_cast<const T*>(p.k) + seq.k_offset(p, hk);
-  const T* v = static_cast<const T*>(p.v) + seq.v_offset(p, hk);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  // Paged keys: tiles narrow to a divisor of the page size, so that every tile's rows lie in
+  // one page, at one row stride.
+  const int64_t block_n = p.block_table != nullptr ? std::gcd(kBlockN, p.page_size) : kBlockN;
 
   // q_packed <- scale * q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
@@ -70,18 +74,19 @@ void forward_block(const AttentionParams& p, const Sequence& seq, int64_t hk, in
   std::fill(st.row_sum.begin(), st.row_sum.end(), T(0));
   std::fill(st.acc.begin(), st.acc.begin() + packed * D, T(0));
 
-  const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, kBlockN, seq.len_k);
+  const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, block_n, seq.len_k);
   for (const Range& range : {ranges.first, ranges.second}) {
     for (int64_t nb = range.begin; nb < range.end; ++nb) {
-      const int64_t n0 = nb * kBlockN;
-      const int64_t cols = std::min(kBlockN, seq.len_k - n0);
+      const int64_t n0 = nb * block_n;
+      const int64_t cols = std::min(block_n, seq.len_k - n0);
       // s <- q_packed . k^T, then -inf where not visible
-      packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(), k + n0 * p.k_row_stride,
-                       p.k_row_stride, st.scores.data(), kBlockN);
+      packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(),
+                       k + seq.k_row_offset(p, hk, n0), p.k_row_stride, st.scores.data(),
+                       kBlockN);
       online_softmax_step(packed, cols, D, st);
       // acc <- acc + P . v
-      gemm_ab<T>(packed, D, cols, T(1), st.scores.data(), kBlockN, v + n0 * p.v_row_stride,
-                 p.v_row_stride, T(1), st.acc.data(), D);
+      gemm_ab<T>(packed, D, cols, T(1), st.scores.data(), kBlockN,
+                 v + seq.v_row_offset(p, hk, n0), p.v_row_stride, T(1), st.acc.data(), D);
     }
   }
 

@@ -1,0 +1,99 @@
+// The paged layout's argument check and params (swaa_ext::fwd_paged, CPU only): queries packed
+// as in the varlen layout, keys and values in caches of pages read where they are, through a
+// block table (vLLM's, FlashAttention's flash_attn_with_kvcache). The values of every index
+// tensor are read and checked: the op runs on the CPU, where that costs no sync.
+#pragma once
+#include "arguments.h"
+
+namespace swaa::torch_boundary {
+
+struct Paged {
+  at::Tensor cu_seqlens_q, cu_seqlens_k, block_table;  // cu_seqlens_k: prefix sums of seqused_k
+  int64_t max_seqlen_q, max_seqlen_k, page_size;
+  int64_t sequences() const { return cu_seqlens_q.size(0) - 1; }
+};
+
+// q (total_q, Hq, D); k_cache/v_cache (num_pages, Hkv, page_size, D), last dim contiguous (any
+// other strides, e.g. the halves of vLLM's (num_pages, Hkv, page_size, 2 * D) cache);
+// block_table int32 (n, max_pages); cu_seqlens_q int32 (n + 1,); seqused_k int32 (n,).
+inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
+                           const at::Tensor& v_cache, const at::Tensor& block_table,
+                           const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
+                           int64_t max_seqlen_q, int64_t max_seqlen_k,
+                           std::optional<int64_t> window, int64_t sinks,
+                           const std::optional<at::Tensor>& full_from) {
+  TORCH_CHECK_VALUE(q.dim() == 3, "q must have 3 dims (total_q, heads, head_dim), got shape ",
+                    q.sizes());
+  check_qkv(q.unsqueeze(2), k_cache, v_cache, 4, "(num_pages, heads, page_size, head_dim)", 1);
+  for (const auto& [name, t, dims, shape] :
+       {std::tuple{"block_table", &block_table, 2, "(sequences, max_pages)"},
+        {"cu_seqlens_q", &cu_seqlens_q, 1, "(sequences + 1,)"},
+        {"seqused_k", &seqused_k, 1, "(sequences,)"}}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kInt, name, " must be an int32 tensor, got ",
+                     t->scalar_type());
+    TORCH_CHECK_VALUE(t->dim() == dims, name, " must have shape ", shape, ", got ", t->sizes());
+    TORCH_CHECK_VALUE(t->device() == q.device(), name, " must be on q's device ", q.device(),
+                      ", got ", t->device());
+  }
+  const int64_t n = cu_seqlens_q.size(0) - 1;
+  TORCH_CHECK_VALUE(n >= 0, "cu_seqlens_q must have shape (sequences + 1,), got ",
+                    cu_seqlens_q.sizes());
+  TORCH_CHECK_VALUE(seqused_k.size(0) == n && block_table.size(0) == n,
+                    "seqused_k and block_table must have one row per sequence (", n,
+                    ", from cu_seqlens_q), got ", seqused_k.sizes(), " and ", block_table.sizes());
+  TORCH_CHECK_VALUE(max_seqlen_q >= 0, "max_seqlen_q must be >= 0, got ", max_seqlen_q);
+  TORCH_CHECK_VALUE(max_seqlen_k >= 0, "max_seqlen_k must be >= 0, got ", max_seqlen_k);
+  check_rule(q, n, "sequences", window, sinks, full_from);
+
+  const at::Tensor cq = cu_seqlens_q.contiguous(), used = seqused_k.contiguous();
+  const at::Tensor table = block_table.contiguous();
+  const int32_t* cuq = cq.data_ptr<int32_t>();
+  const int32_t* lens = used.data_ptr<int32_t>();
+  const int32_t* pages = table.data_ptr<int32_t>();
+  const int64_t page_size = k_cache.size(2), num_pages = k_cache.size(0);
+  const int64_t max_pages = table.size(1);
+  TORCH_CHECK_VALUE(n == 0 || cuq[0] == 0, "cu_seqlens_q must start at 0, got ", cuq[0]);
+  TORCH_CHECK_VALUE(cuq[n] == q.size(0), "cu_seqlens_q must end at q.size(0) = ", q.size(0),
+                    ", got ", cuq[n]);
+  at::Tensor cu_k = at::zeros({n + 1}, cq.options());
+  int32_t* cuk = cu_k.data_ptr<int32_t>();
+  for (int64_t s = 0; s < n; ++s) {
+    const int64_t len_q = cuq[s + 1] - cuq[s], len_k = lens[s];
+    TORCH_CHECK_VALUE(len_q >= 0 && len_q <= max_seqlen_q,
+                      "cu_seqlens_q must be non-decreasing with lengths <= max_seqlen_q (",
+                      max_seqlen_q, "), got ", len_q, " at sequence ", s);
+    TORCH_CHECK_VALUE(len_k >= len_q && len_k <= max_seqlen_k, "seqused_k must be >= the ",
+                      "sequence's queries and <= max_seqlen_k (", max_seqlen_k, "), got ", len_k,
+                      " for ", len_q, " queries at sequence ", s);
+    const int64_t used_pages = (len_k + page_size - 1) / page_size;
+    TORCH_CHECK_VALUE(used_pages <= max_pages, "block_table has ", max_pages,
+                      " pages per sequence; sequence ", s, " needs ", used_pages, " for ", len_k,
+                      " keys of ", page_size, " per page");
+    for (int64_t i = 0; i < used_pages; ++i) {
+      const int32_t page = pages[s * max_pages + i];
+      TORCH_CHECK_VALUE(page >= 0 && page < num_pages, "block_table[", s, ", ", i, "] = ", page,
+                        " is not a page of k_cache (", num_pages, " pages)");
+    }
+    TORCH_CHECK_VALUE(cuk[s] + len_k <= std::numeric_limits<int32_t>::max(),
+                      "seqused_k sums past int32");
+    cuk[s + 1] = static_cast<int32_t>(cuk[s] + len_k);
+  }
+  return {cq, cu_k, table, max_seqlen_q, max_seqlen_k, page_size};
+}
+
+// Params filled by make_params from heads_rows views of q / out (varlen) and the caches as
+// they are: pages take the batch axis, the block table finds them (params.h). The window is
+// encoded against max_seqlen_k, not a page's length.
+inline void apply_paged(AttentionParams& p, const Paged& paged, std::optional<int64_t> window) {
+  p.cu_seqlens_q = paged.cu_seqlens_q.data_ptr<int32_t>();
+  p.cu_seqlens_k = paged.cu_seqlens_k.data_ptr<int32_t>();
+  p.block_table = paged.block_table.data_ptr<int32_t>();
+  p.block_table_stride = paged.block_table.size(1);
+  p.page_size = paged.page_size;
+  p.batch = paged.sequences();
+  p.len_q = paged.max_seqlen_q, p.len_k = paged.max_seqlen_k;
+  p.window = kernel_window(window, p.len_k);
+  p.q_batch_stride = p.o_batch_stride = p.lse_batch_stride = 0;
+}
+
+}  // namespace swaa::torch_boundary
