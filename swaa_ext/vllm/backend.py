@@ -3,9 +3,10 @@ shape of vLLM's own backends, vllm/v1/attention/backends/cpu_attn.py).
 
 Each layer's rule comes from the model's `config.swaa` (settings.py): sliding layers see their
 window plus the sinks (the first keys of each request), full layers see everything, and with FA
-decode the queries at or past each request's prompt length see everything. Attention is one
-`sliding_attention_varlen` call per layer and step over the keys gathered from the paged cache
-(paged.py), prefill and decode alike.
+decode the queries at or past each request's prompt length see everything. Attention is one call
+per layer and step, prefill and decode alike: `sliding_attention_paged`, which reads the paged
+cache in place through vLLM's block table, for a float32 / float64 cache on the CPU; otherwise
+`sliding_attention_varlen` over the keys gathered from the cache (paged.py).
 
 The prompt boundary: vLLM hands attention builders each request's prompt length
 (`CommonAttentionMetadata.rswa_prefix_lens`, from the runner's `num_prompt_tokens`) only when the
@@ -29,7 +30,7 @@ from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, Attentio
                                        CommonAttentionMetadata, MultipleOf)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from ..ops import sliding_attention_varlen
+from ..ops import sliding_attention_paged, sliding_attention_varlen
 from . import kv_spec, paged
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
 
@@ -91,6 +92,7 @@ class SWAAMetadata:
     query_start_loc: Tensor  # (n + 1,) int32: request r's queries are rows [qsl[r], qsl[r + 1])
     seq_lens: Tensor  # (n,) keys of each request after this step
     max_query_len: int
+    max_seq_len: int
     block_table: Tensor  # (n, max_blocks)
     prompt_lens: Tensor | None  # (n,) int64: FA decode boundary; None without FA decode
     # (block_size, window or None) -> (slots, cu_seqlens_k, max_seqlen_k), shared by the layers
@@ -138,6 +140,7 @@ class SWAAMetadataBuilder(AttentionMetadataBuilder[SWAAMetadata]):
             query_start_loc=cm.query_start_loc.to(torch.int32),
             seq_lens=cm.seq_lens,
             max_query_len=cm.max_query_len,
+            max_seq_len=cm.max_seq_len,
             block_table=cm.block_table_tensor,
             prompt_lens=prompt_lens,
         )
@@ -202,17 +205,24 @@ class SWAAImpl(AttentionImpl):
                                    self.native_window)
             if self.rule.window is not None and not self.rule.fa_decode and \
                     self.native_window is None:
-                logger.warning_once(
+                logger.warning_once(  # e.g. a config changed after vLLM's parser marked it
                     "swaa_ext: the window-only layers keep the full KV cache; serve with "
-                    "hf_overrides=swaa_ext.vllm.hf_overrides() to keep only sinks + window")
+                    "hf_overrides=swaa_ext.vllm.hf_overrides(config) to keep only sinks + window")
         rule, meta = self.rule, attn_metadata
         tokens = meta.num_actual_tokens
-        slots, cu_seqlens_k, max_seqlen_k = meta.keys(kv_cache.shape[2], rule)
-        k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
-        out = sliding_attention_varlen(
-            query[:tokens], k, v, meta.query_start_loc, cu_seqlens_k, meta.max_query_len,
-            max_seqlen_k, rule.window, rule.sinks,
-            full_from=meta.prompt_lens if rule.fa_decode else None, scale=self.scale)
+        full_from = meta.prompt_lens if rule.fa_decode else None
+        if paged.reads_in_place(kv_cache):
+            k_cache, v_cache = paged.split_cache(kv_cache, self.head_size)
+            out = sliding_attention_paged(
+                query[:tokens], k_cache, v_cache, meta.block_table, meta.query_start_loc,
+                meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
+                full_from=full_from, scale=self.scale)
+        else:
+            slots, cu_seqlens_k, max_seqlen_k = meta.keys(kv_cache.shape[2], rule)
+            k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
+            out = sliding_attention_varlen(
+                query[:tokens], k, v, meta.query_start_loc, cu_seqlens_k, meta.max_query_len,
+                max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale)
         output[:tokens].copy_(out.view(output[:tokens].shape))
         return output
 

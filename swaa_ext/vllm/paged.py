@@ -1,5 +1,6 @@
-"""vLLM's paged KV cache, as this backend lays it out, and the gather that turns it into the
-varlen op's packed keys (first step: the kernels do not read the block table yet).
+"""vLLM's paged KV cache, as this backend lays it out: the write, and for the caches the paged op
+cannot read in place (CUDA, half precision on the CPU), the gather that turns it into the varlen
+op's packed keys.
 
 One layer's cache is vLLM's logical per-layer view `(num_blocks, Hkv, block_size, 2 * D)`
 (KVCacheLayout.LBHNC): for each block, KV head and slot, the key (first D) then the value. The
@@ -10,6 +11,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def reads_in_place(kv_cache: Tensor) -> bool:
+    """Whether swaa_ext.sliding_attention_paged reads this cache through the block table (the
+    CPU kernel, float32 / float64), rather than a gather into packed keys."""
+    return kv_cache.device.type == "cpu" and kv_cache.dtype in (torch.float32, torch.float64)
 
 
 def split_cache(kv_cache: Tensor, head_size: int) -> tuple[Tensor, Tensor]:

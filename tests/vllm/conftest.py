@@ -18,6 +18,13 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+import swaa_ext  # noqa: E402
+
+# The two SWAA recipes served here: window 64 (it slides on every prompt), 4 sinks.
+FA_DECODE = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="every_4th",
+                                fa_decode=True)
+WINDOW_ONLY = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="odd")
+
 NEW_TOKENS = 24  # min = max: generation never stops early at EOS, in vLLM and transformers alike
 LOGPROB_TOLERANCE = 5e-4  # measured: at most 5.3e-5 (fp32); a misplaced boundary: 0.38
 
@@ -29,6 +36,20 @@ def model_dir() -> Path:
     if folder is None:
         folder = Path(__file__).resolve().parents[2] / ".cache-vllm" / "smollm2-135m-instruct"
     return smollm2_checkpoint(folder)
+
+
+@pytest.fixture(scope="session")
+def saved_window_only(model_dir, tmp_path_factory):
+    """A checkpoint saved after swaa_ext.adapt(WINDOW_ONLY): its config.json carries `swaa`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("adapted")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    swaa_ext.adapt(model, WINDOW_ONLY)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +100,6 @@ class Reference:
         self.cache: dict = {}
 
     def __call__(self, config, prompts: list[list[int]]) -> list[Continuation]:
-        import swaa_ext
-
         key = (None if config is None else tuple(sorted(config.to_dict().items(), key=str)),
                tuple(map(tuple, prompts)))
         if key not in self.cache:

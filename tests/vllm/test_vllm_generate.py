@@ -9,13 +9,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import swaa_ext  # noqa: E402
-from conftest import assert_same, continuations, engine, generate  # noqa: E402
+from conftest import (FA_DECODE, WINDOW_ONLY, assert_same, continuations, engine,  # noqa: E402
+                      generate, scheduler_of)
 from swaa_ext.vllm import hf_overrides  # noqa: E402
 
-FA_DECODE = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="every_4th",
-                                fa_decode=True)
-WINDOW_ONLY = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="odd")
 
 
 def test_the_window_slides(prompts, reference):
@@ -55,23 +52,19 @@ def test_fa_decode_keeps_the_full_cache(fa_decode_engine):
     assert [type(g.kv_cache_spec) for g in groups] == [FullAttentionSpec]
 
 
-@pytest.fixture(scope="module")
-def saved_window_only(model_dir, tmp_path_factory):
-    """A checkpoint saved after swaa_ext.adapt: its config.json carries `swaa`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("adapted")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    swaa_ext.adapt(model, WINDOW_ONLY)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
-    return folder
-
-
 def test_window_only_saved_checkpoint(saved_window_only, prompts, reference):
+    """Served with no argument: the settings come from config.swaa, and the window-only (even)
+    layers get the sink + window KV cache (the plugin's config parser marks them)."""
+    from swaa_ext.vllm.kv_spec import SinkWindowSpec
+
     with engine(saved_window_only) as llm:
         assert_same(continuations(generate(llm, prompts)), reference(WINDOW_ONLY, prompts))
+        groups = scheduler_of(llm).kv_cache_manager.kv_cache_config.kv_cache_groups
+    sliding = [g for g in groups if isinstance(g.kv_cache_spec, SinkWindowSpec)]
+    assert len(groups) == 2 and len(sliding) == 1
+    assert (sliding[0].kv_cache_spec.sliding_window, sliding[0].kv_cache_spec.sinks) == (64, 4)
+    assert all(int(name.split(".layers.")[1].split(".")[0]) % 2 == 0
+               for name in sliding[0].layer_names)
 
 
 def test_no_settings_is_full_attention(model_dir, prompts, reference):
@@ -113,3 +106,16 @@ def test_preemption(model_dir, prompts, reference):
         preempted = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
     assert preempted > 0
     assert_same(outputs, reference(FA_DECODE, prompts))
+
+
+@pytest.mark.parametrize("config", [FA_DECODE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
+def test_gather_path(model_dir, prompts, reference, config, monkeypatch):
+    """The path CUDA and half-precision caches take (keys gathered from the pages, then the
+    varlen op), forced here on the fp32 CPU cache that the paged op otherwise reads in place;
+    chunked prefill, so that chunks gather the sinks and a window of earlier keys."""
+    from swaa_ext.vllm import paged
+
+    monkeypatch.setattr(paged, "reads_in_place", lambda kv_cache: False)
+    with engine(model_dir, hf_overrides=hf_overrides(config), enable_chunked_prefill=True,
+                max_num_batched_tokens=32, max_num_seqs=2) as llm:
+        assert_same(continuations(generate(llm, prompts)), reference(config, prompts))

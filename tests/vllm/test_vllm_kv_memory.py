@@ -10,11 +10,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import swaa_ext  # noqa: E402
-from conftest import assert_same, continuations, engine, scheduler_of, step_through  # noqa: E402
+from conftest import (WINDOW_ONLY, assert_same, continuations, engine, scheduler_of,  # noqa: E402
+                      step_through)
 from swaa_ext.vllm import hf_overrides  # noqa: E402
 
-WINDOW_ONLY = swaa_ext.SWAAConfig(window=64, sinks=4, full_attention_layers="odd")
 BLOCK = 16
 # Sink blocks + the window of the next query; +2: the window's first block is partial and the
 # block of the token being generated.

@@ -84,3 +84,149 @@ def test_key_slots_against_a_loop():
     assert slots.tolist() == expected
     assert cu.tolist() == [0] + torch.tensor(lengths).cumsum(0).tolist()
     assert cu.dtype == torch.int32
+
+
+def _llama_config(**extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(num_hidden_layers=6, hidden_size=64, intermediate_size=128,
+                       num_attention_heads=4, num_key_value_heads=2, **extra)
+
+
+def test_marking_window_only_layers():
+    """Window-only layers become vLLM sliding layers with the SWAA window; full layers and
+    every layer of an FA decode model stay full attention."""
+    from swaa_ext.vllm.overrides import mark_window_only_layers
+
+    config = _llama_config(swaa={"window": 64, "sinks": 4, "full_attention_layers": [1, 4]})
+    assert mark_window_only_layers(config)
+    assert config.layer_types == ["sliding_attention", "full_attention", "sliding_attention",
+                                  "sliding_attention", "full_attention", "sliding_attention"]
+    assert config.sliding_window == 64
+
+    fa_decode = _llama_config()
+    assert mark_window_only_layers(fa_decode, SWAAConfig(64, 4, fa_decode=True).to_dict())
+    assert getattr(fa_decode, "layer_types", None) is None
+    assert getattr(fa_decode, "sliding_window", None) is None and fa_decode.swaa["fa_decode"]
+
+    plain = _llama_config()
+    assert not mark_window_only_layers(plain)  # no SWAA settings: untouched
+    assert getattr(plain, "layer_types", None) is None and not hasattr(plain, "swaa")
+
+
+def test_marking_refuses_a_models_own_sliding_layers():
+    from swaa_ext.vllm.overrides import mark_window_only_layers
+
+    config = _llama_config(swaa={"window": 64}, sliding_window=4096)
+    with pytest.raises(ValueError, match="own sliding-window layers"):
+        mark_window_only_layers(config)
+
+
+def test_hf_overrides_callable():
+    from transformers import PretrainedConfig
+
+    from swaa_ext.vllm import hf_overrides
+
+    with pytest.raises(TypeError, match="swaa_ext.SWAAConfig"):
+        hf_overrides({"window": 64})
+    overrides = hf_overrides(SWAAConfig(32, 2, "odd"))
+    placeholder = PretrainedConfig(architectures=[""], model_type="dummy_llama")
+    assert overrides(placeholder) is placeholder  # vLLM's model_type probe passes through
+    config = overrides(_llama_config())
+    assert config.swaa == SWAAConfig(32, 2, "odd").to_dict()
+    assert config.layer_types[:2] == ["sliding_attention", "full_attention"]
+    with pytest.raises(ValueError, match="saved after swaa_ext.adapt"):
+        hf_overrides()(_llama_config())  # no settings given, none saved
+
+
+@pytest.fixture
+def saved_config(tmp_path):
+    """A config.json as swaa_ext.adapt + save_pretrained write it (settings in `swaa`)."""
+    def save(**extra):
+        folder = tmp_path / f"model{len(list(tmp_path.iterdir()))}"
+        _llama_config(**extra).save_pretrained(folder)
+        return folder
+    return save
+
+
+def test_config_parser_marks_an_adapted_checkpoint(saved_config):
+    """vLLM's "hf" parser, as the plugin registers it: an adapted checkpoint comes out with its
+    window-only layers marked; any other config exactly as vLLM's own parser reads it."""
+    from vllm.transformers_utils.config import HFConfigParser
+
+    from swaa_ext.vllm import hf_overrides
+    from swaa_ext.vllm.config_parser import SWAAConfigParser
+
+    adapted = saved_config(swaa={"window": 64, "sinks": 4, "full_attention_layers": "odd"})
+    _, config = SWAAConfigParser().parse(adapted, trust_remote_code=False)
+    assert config.layer_types == ["sliding_attention", "full_attention"] * 3
+    assert config.sliding_window == 64
+
+    # A dict override's settings are the ones vLLM will serve: marked for them.
+    _, config = SWAAConfigParser().parse(adapted, False, hf_overrides={
+        "swaa": {"window": 32, "full_attention_layers": [0]}})
+    assert config.layer_types == ["full_attention"] + ["sliding_attention"] * 5
+    assert config.sliding_window == 32
+    # hf_overrides(...) marks by itself, after the parser: the parser leaves the config alone.
+    _, config = SWAAConfigParser().parse(adapted, False, hf_overrides=hf_overrides())
+    assert getattr(config, "layer_types", None) is None
+
+    plain = saved_config()
+    assert SWAAConfigParser().parse(plain, False)[1].to_dict() == \
+        HFConfigParser().parse(plain, False)[1].to_dict()
+
+
+def test_plugin_registers_the_config_parser():
+    from vllm.transformers_utils.config import get_config_parser
+
+    from swaa_ext.vllm import register
+    from swaa_ext.vllm.config_parser import SWAAConfigParser
+
+    register()
+    register()  # vLLM may load plugins more than once per process
+    assert isinstance(get_config_parser("hf"), SWAAConfigParser)
+
+
+def _manager(sinks: int, window: int = 64, block_size: int = 16, num_blocks: int = 128):
+    from vllm.v1.core.block_pool import BlockPool
+
+    from swaa_ext.vllm.kv_spec import SinkWindowManager, SinkWindowSpec
+
+    spec = SinkWindowSpec(block_size=block_size, num_kv_heads=2, head_size=8,
+                          dtype=torch.float32, sliding_window=window, sinks=sinks)
+    pool = BlockPool(num_gpu_blocks=num_blocks, enable_caching=False, hash_block_size=block_size)
+    manager = SinkWindowManager(spec, block_pool=pool, enable_caching=False,
+                                kv_cache_group_id=0, scheduler_block_size=block_size)
+    return manager, pool
+
+
+@pytest.mark.parametrize("sinks, sink_blocks", [(4, 1), (16, 1), (17, 2), (40, 3)])
+def test_manager_keeps_sink_blocks_and_window(sinks, sink_blocks):
+    """After 900 tokens, the next query (position 900) sees keys 837..900 and the sinks: the
+    manager holds the sink blocks and blocks 52..56 and gives every block between to the pool."""
+    manager, pool = _manager(sinks)
+    free_before = pool.get_num_free_blocks()
+    blocks = manager.allocate_new_blocks("r", 900, 900)
+    assert len(blocks) == 57
+    manager.remove_skipped_blocks("r", 900)
+    table = manager.req_to_blocks["r"]
+    held = [i for i, block in enumerate(table) if not block.is_null]
+    assert held == list(range(sink_blocks)) + list(range(837 // 16, 57))
+    assert [b.block_id for b in table[:sink_blocks]] == [b.block_id for b in blocks[:sink_blocks]]
+    assert pool.get_num_free_blocks() == free_before - len(held)
+    assert manager.get_num_skipped_tokens(900) == 0  # leading tokens are sinks: never skipped
+
+
+def test_manager_without_sinks_is_vllms_sliding_window():
+    from vllm.v1.core.single_type_kv_cache_manager import SlidingWindowManager
+
+    ours, _ = _manager(sinks=0)
+    ours.allocate_new_blocks("r", 900, 900)
+    ours.remove_skipped_blocks("r", 900)
+    theirs, _ = _manager(sinks=0)
+    theirs.__class__ = SlidingWindowManager  # the same state, vLLM's own rule
+    theirs.allocate_new_blocks("r", 900, 900)
+    theirs.remove_skipped_blocks("r", 900)
+    assert [b.is_null for b in ours.req_to_blocks["r"]] == \
+        [b.is_null for b in theirs.req_to_blocks["r"]]
+    assert ours.get_num_skipped_tokens(900) == theirs.get_num_skipped_tokens(900) > 0
