@@ -6,12 +6,13 @@
     stock_sliding        vLLM without the plugin, its own sliding window on the even layers
                          (hf_overrides layer_types + sliding_window; no sinks)
 
-    python -m bench.vllm            # 8 prompts x 2000 tokens + 32 generated, window 256
-    python -m bench.vllm --quick    # 4 prompts x 512 tokens + 16 generated, window 64
+    python -m bench.vllm            # 8 prompts x 2000 tokens + 64 generated, window 256
+    python -m bench.vllm --quick    # 4 prompts x 512 tokens + 32 generated, window 64
 
 Each configuration runs in its own process (the plugin, once loaded, serves every engine of a
-process). Prompt throughput: one `generate` with 1 new token; generation: the extra time of
-`--new-tokens` (prefix caching off, so both prefill). KV memory, from vLLM's own state: KV bytes a
+process). Prompt throughput: one `generate` with 1 new token; generation: a second run of
+`--new-tokens` stepped by hand, the tokens and time of its decode-only steps (no request still in
+its prompt; prefix caching off). KV memory, from vLLM's own state: KV bytes a
 request holds at its last step (blocks held per KV-cache group x page bytes x layers of the
 group) and vLLM's maximum concurrency for `--max-model-len`-token requests. Ratios are against
 stock_full, in the same run. Prints a table, writes JSON and a PNG."""
@@ -53,8 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)  # child process
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    quick = dict(prompts=4, prompt_len=512, new_tokens=16, window=64, sinks=4)
-    full = dict(prompts=8, prompt_len=2000, new_tokens=32, window=256, sinks=16)
+    quick = dict(prompts=4, prompt_len=512, new_tokens=32, window=64, sinks=4)
+    full = dict(prompts=8, prompt_len=2000, new_tokens=64, window=256, sinks=16)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -90,6 +91,32 @@ def kv_bytes_held(scheduler, request_id: str) -> int:
     return total
 
 
+def decode_phase(engine, scheduler, prompts, params) -> tuple[int, float, float]:
+    """Runs the prompts to completion step by step; returns the tokens generated in the steps
+    where no request was still in its prompt (decode-only steps), the time those steps took, and
+    the whole run's time. Timing decode on its own steps keeps the prefill (seconds, against a
+    decode phase of a few) and its noise out of the generation throughput."""
+    for i, prompt in enumerate(prompts):
+        engine.add_request(f"gen{i}", prompt, params)
+    produced: dict[str, int] = {}
+    decode_tokens, decode_s = 0, 0.0
+    start = time.perf_counter()
+    while engine.has_unfinished_requests():
+        prefilling = any(r.num_computed_tokens < r.num_prompt_tokens
+                         for r in scheduler.requests.values())
+        step_start = time.perf_counter()
+        outputs = engine.step()
+        step_s = time.perf_counter() - step_start
+        new = 0
+        for out in outputs:
+            count = len(out.outputs[0].token_ids)
+            new += count - produced.get(out.request_id, 0)
+            produced[out.request_id] = count
+        if not prefilling:
+            decode_tokens, decode_s = decode_tokens + new, decode_s + step_s
+    return decode_tokens, decode_s, time.perf_counter() - start
+
+
 def run_one(name: str, args) -> dict:
     """One configuration, in this process; returns its row."""
     import torch
@@ -115,12 +142,11 @@ def run_one(name: str, args) -> dict:
     start = time.perf_counter()
     llm.generate(prompts, params(1), use_tqdm=False)
     prefill_s = time.perf_counter() - start
-    start = time.perf_counter()
-    llm.generate(prompts, params(args.new_tokens), use_tqdm=False)
-    total_s = time.perf_counter() - start
+    engine = llm.llm_engine
+    decode_tokens, decode_s, total_s = decode_phase(engine, core.scheduler, prompts,
+                                                    params(args.new_tokens))
 
     # KV bytes of one request at its last step, from vLLM's KV-cache manager.
-    engine = llm.llm_engine
     engine.add_request("kv", prompts[0], params(args.new_tokens))
     held = 0
     while engine.has_unfinished_requests():
@@ -131,8 +157,9 @@ def run_one(name: str, args) -> dict:
     row = {
         "config": name,
         "prompt_tokens_per_s": args.prompts * args.prompt_len / prefill_s,
-        "generated_tokens_per_s": args.prompts * (args.new_tokens - 1) / max(total_s - prefill_s, 1e-9),
-        "prefill_s": prefill_s, "total_s": total_s,
+        "generated_tokens_per_s": decode_tokens / max(decode_s, 1e-9),
+        "prefill_s": prefill_s, "total_s": total_s, "decode_s": decode_s,
+        "decode_tokens": decode_tokens,
         "kv_bytes_per_request": held,
         "kv_blocks": kv_config.num_blocks,
         "max_concurrency": get_max_concurrency_for_kv_cache_config(core.vllm_config, kv_config),
