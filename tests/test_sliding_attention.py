@@ -122,7 +122,7 @@ def test_backward_is_deterministic():
         assert torch.equal(a, b)
 
 
-# Above the kernels' serial cutoff (tile_ops.h worth_parallel: 32 MFLOP), so OpenMP shares it.
+# Above the kernels' serial cutoff (tile_ops.h worth_parallel: 16 MFLOP), so OpenMP shares it.
 PARALLEL_CASE = Case(1, 4, 2, 1500, 1500, 64, 300, 20, (1200,))
 
 

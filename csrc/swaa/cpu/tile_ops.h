@@ -19,9 +19,11 @@ inline void use_single_threaded_blas() {
 
 // Whether a problem is big enough to share among threads. Each parallel region wakes the other
 // threads, which on a busy machine can take milliseconds; a decode step over a short window
-// (~10 MFLOP, ~0.1 ms on one core) runs faster on the calling thread alone.
+// (~10 MFLOP, ~0.1 ms on one core) runs faster on the calling thread alone. Decode over long
+// contexts is memory-bound: 4-6 requests over 2,000 cached keys (19-28 MFLOP) take milliseconds
+// on one thread, so the cut-off is 16 MFLOP, not the 32 it was (bench/vllm.py, docs/vllm.md).
 inline bool worth_parallel(const AttentionParams& p) {
-  constexpr double kMinParallelFlops = 32e6;
+  constexpr double kMinParallelFlops = 16e6;
   int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
   for (int64_t b = 0; b < p.batch; ++b) {
     // Rows past full_from see everything (nullptr: no row does).
