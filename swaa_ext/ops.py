@@ -1,5 +1,5 @@
-"""Python face of the swaa_ext::fwd / bwd, fwd_varlen / bwd_varlen and fwd_paged custom ops: the public
-functions, the fake (meta) implementations for torch.compile, and autograd. Argument checks live
+"""Python face of the swaa_ext::fwd / bwd, fwd_varlen / bwd_varlen and fwd_paged custom ops:
+the public functions, the fake (meta) implementations for torch.compile, and autograd. Argument checks live
 in the C++ boundary (csrc/torch/arguments.h); this file only turns Python values into the
 schema's types."""
 
@@ -28,6 +28,14 @@ def _full_from_tensor(full_from: Tensor | int | None, n: int, device: torch.devi
         raise TypeError(f"full_from must be None, an int or an int64 tensor of shape ({what},), "
                         f"got {type(full_from).__name__}")
     return torch.full((n,), int(full_from), dtype=torch.int64, device=device)
+
+
+def _check_index_tensors(**tensors: object) -> None:
+    """The index arguments (cu_seqlens, block tables) are tensors; their dtype, shape and values
+    are checked in C++."""
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be an int32 torch.Tensor, got {type(t).__name__}")
 
 
 def _check_int(name: str, value: object, allow_none: bool = False) -> None:
@@ -126,10 +134,8 @@ def sliding_attention_paged(
     """
     scale = _rule_arguments(q, k_cache, v_cache, window, sinks, scale, names=("q", "k_cache",
                                                                              "v_cache"))
-    for name, t in (("block_table", block_table), ("cu_seqlens_q", cu_seqlens_q),
-                    ("seqused_k", seqused_k)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be an int32 torch.Tensor, got {type(t).__name__}")
+    _check_index_tensors(block_table=block_table, cu_seqlens_q=cu_seqlens_q,
+                         seqused_k=seqused_k)
     _check_int("max_seqlen_q", max_seqlen_q)
     _check_int("max_seqlen_k", max_seqlen_k)
     if q.device.type != "cpu":
@@ -173,9 +179,7 @@ def varlen_op_arguments(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
                         scale: float | None) -> tuple:
     """`op_arguments` for the varlen schema (fwd_varlen)."""
     scale = _rule_arguments(q, k, v, window, sinks, scale)
-    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be an int32 torch.Tensor, got {type(t).__name__}")
+    _check_index_tensors(cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
     _check_int("max_seqlen_q", max_seqlen_q)
     _check_int("max_seqlen_k", max_seqlen_k)
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0

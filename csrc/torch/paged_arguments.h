@@ -24,7 +24,8 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
                            const std::optional<at::Tensor>& full_from) {
   TORCH_CHECK_VALUE(q.dim() == 3, "q must have 3 dims (total_q, heads, head_dim), got shape ",
                     q.sizes());
-  check_qkv(q.unsqueeze(2), k_cache, v_cache, 4, "(num_pages, heads, page_size, head_dim)", 1);
+  check_qkv(q.unsqueeze(2), k_cache, v_cache, 4, "(num_pages, heads, page_size, head_dim)", 1,
+            "k_cache", "v_cache");
   for (const auto& [name, t, dims, shape] :
        {std::tuple{"block_table", &block_table, 2, "(sequences, max_pages)"},
         {"cu_seqlens_q", &cu_seqlens_q, 1, "(sequences + 1,)"},

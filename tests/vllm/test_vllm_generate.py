@@ -115,7 +115,11 @@ def test_gather_path(model_dir, prompts, reference, config, monkeypatch):
     chunked prefill, so that chunks gather the sinks and a window of earlier keys."""
     from swaa_ext.vllm import paged
 
+    gathers = []
+    gather = paged.gather
     monkeypatch.setattr(paged, "reads_in_place", lambda kv_cache: False)
+    monkeypatch.setattr(paged, "gather", lambda *a: gathers.append(1) or gather(*a))
     with engine(model_dir, hf_overrides=hf_overrides(config), enable_chunked_prefill=True,
                 max_num_batched_tokens=32, max_num_seqs=2) as llm:
         assert_same(continuations(generate(llm, prompts)), reference(config, prompts))
+    assert gathers, "the forced gather path was never taken"
