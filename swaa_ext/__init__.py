@@ -4,9 +4,10 @@ import importlib
 
 from . import _transformers_hook, reference
 from .config import PRESETS, SWAAConfig, preset
-from .ops import sliding_attention, sliding_attention_paged, sliding_attention_varlen
+from .ops import (sliding_attention, sliding_attention_paged, sliding_attention_varlen,
+                  write_paged_cache)
 
-__all__ = ["sliding_attention", "sliding_attention_varlen", "sliding_attention_paged",
+__all__ = ["sliding_attention", "sliding_attention_varlen", "sliding_attention_paged", "write_paged_cache",
            "reference", "SWAAConfig", "PRESETS", "preset", "adapt", "restore"]
 __version__ = "0.1.0"
 

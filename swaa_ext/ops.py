@@ -1,4 +1,5 @@
-"""Python face of the swaa_ext::fwd / bwd, fwd_varlen / bwd_varlen and fwd_paged custom ops:
+"""Python face of the swaa_ext::fwd / bwd, fwd_varlen / bwd_varlen, fwd_paged (/ _out) and
+write_paged_cache custom ops:
 the public functions, the fake (meta) implementations for torch.compile, and autograd. Argument checks live
 in the C++ boundary (csrc/torch/arguments.h); this file only turns Python values into the
 schema's types."""
@@ -119,18 +120,22 @@ def sliding_attention_paged(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    out: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
     (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
-    Forward only, on the CPU, float32 or float64 (the cache is read as it is).
+    Forward only, on the CPU: float32 / float64, or bfloat16 / float16 caches converted to
+    float32 tile by tile as they are read (never as a whole).
 
     q: (total_q, Hq, D) packed by cu_seqlens_q (int32 (n + 1,)); k_cache, v_cache:
     (num_pages, Hkv, page_size, D), last dim contiguous (other strides are free, e.g. the key and
-    value halves of one (num_pages, Hkv, page_size, 2 * D) tensor); block_table: int32
-    (n, max_pages); seqused_k: int32 (n,). Key j of sequence s is row j % page_size of page
-    block_table[s, j // page_size], for j < seqused_k[s]; its queries are its last len_q(s) keys.
-    Pages the rule never reads (outside the sinks and the windows of the queries) may hold
-    anything. The rule, full_from and the returns are sliding_attention_varlen's.
+    value halves of vLLM's CPU cache); block_table: int32 (n, max_pages); seqused_k: int32 (n,).
+    Key j of sequence s is row j % page_size of page block_table[s, j // page_size], for
+    j < seqused_k[s]; its queries are its last len_q(s) keys. Pages the rule never reads
+    (outside the sinks and the windows of the queries) may hold anything. The rule, full_from
+    and the returns are sliding_attention_varlen's. `out` (q's shape and dtype, any strides with
+    a contiguous last dim): written in place and returned; the LSE is computed only when
+    return_lse is set.
     """
     scale = _rule_arguments(q, k_cache, v_cache, window, sinks, scale, names=("q", "k_cache",
                                                                              "v_cache"))
@@ -142,12 +147,34 @@ def sliding_attention_paged(
         raise NotImplementedError(f"sliding_attention_paged runs on the CPU only, got q on "
                                   f"{q.device}; gather the pages and call "
                                   "sliding_attention_varlen")
+    if out is not None and not isinstance(out, Tensor):
+        raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
     full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
-    out, lse = torch.ops.swaa_ext.fwd_paged(q, k_cache, v_cache, block_table, cu_seqlens_q,
-                                            seqused_k, int(max_seqlen_q), int(max_seqlen_k),
-                                            window, sinks, full_from, scale)
+    args = (q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, int(max_seqlen_q),
+            int(max_seqlen_k), window, sinks, full_from, scale)
+    if out is None and return_lse:
+        return torch.ops.swaa_ext.fwd_paged(*args)
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if return_lse else None
+    torch.ops.swaa_ext.fwd_paged_out(*args, out, lse)
     return (out, lse) if return_lse else out
+
+
+def write_paged_cache(key: Tensor, value: Tensor, k_cache: Tensor, v_cache: Tensor,
+                      slot_mapping: Tensor) -> None:
+    """Stores each token's key and value rows `(T, Hkv, D)` into a paged cache
+    `(num_pages, Hkv, page_size, D)` (the layout `sliding_attention_paged` reads) at
+    `slot_mapping[t] = page * page_size + row` (int64 or int32, at least T entries; a negative
+    slot is padding and is skipped). key, value and the caches share one dtype (any); CPU."""
+    for name, t in (("key", key), ("value", value), ("k_cache", k_cache),
+                    ("v_cache", v_cache), ("slot_mapping", slot_mapping)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if key.device.type != "cpu":
+        raise NotImplementedError(f"write_paged_cache runs on the CPU only, got {key.device}")
+    torch.ops.swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slot_mapping)
 
 
 def _rule_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
@@ -228,6 +255,17 @@ def _fwd_paged_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, m
                  lambda: "q must be 3-D, k_cache and v_cache 4-D")
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+@torch.library.register_fake("swaa_ext::fwd_paged_out")
+def _fwd_paged_out_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+                        max_seqlen_k, window, sinks, full_from, scale, out, lse):
+    torch._check(out.shape == q.shape, lambda: "out must have q's shape")
+
+
+@torch.library.register_fake("swaa_ext::write_paged_cache")
+def _write_paged_cache_fake(key, value, k_cache, v_cache, slot_mapping):
+    torch._check(key.shape == value.shape, lambda: "key and value must have one shape")
 
 
 def _setup_context(ctx, inputs, output):

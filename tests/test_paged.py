@@ -1,7 +1,9 @@
 """swaa_ext.sliding_attention_paged (CPU): the keys and values read in place from a paged cache
-through a block table, as vLLM lays them out, give the float64 reference's out and LSE for the
-same sequences packed; pages the rule never reads may hold anything (NaN here); bad input names
-the argument; the op is a real custom op (opcheck)."""
+through a block table, as vLLM lays them out (in any of the four dtypes; bf16 / fp16 converted
+tile by tile), give the float64 reference's out and LSE for the same sequences packed; pages the
+rule never reads may hold anything (NaN here); long decodes split across threads give the same;
+the output can go into the caller's buffer; swaa_ext.write_paged_cache stores rows where the op
+reads them; bad input names the argument; the ops are real custom ops (opcheck)."""
 
 from __future__ import annotations
 
@@ -71,7 +73,10 @@ def seqused(cu_k: torch.Tensor) -> torch.Tensor:
     return (cu_k[1:] - cu_k[:-1]).to(torch.int32)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page_size", PAGE_SIZES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_paged_matches_reference(case, page_size, dtype):
@@ -83,7 +88,8 @@ def test_paged_matches_reference(case, page_size, dtype):
                                                 max_q, max_k, case.window, case.sinks,
                                                 full_from=ff, return_lse=True)
     assert out.shape == q.shape and out.dtype == dtype
-    assert lse.shape == (case.heads_q, q.shape[0]) and lse.dtype == dtype
+    lse_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    assert lse.shape == (case.heads_q, q.shape[0]) and lse.dtype == lse_dtype
     expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
                                                   max_q, max_k, case.window, case.sinks,
                                                   full_from=ff, return_lse=True)
@@ -159,12 +165,94 @@ def test_bad_input_names_the_argument(change, error, match):
         swaa_ext.sliding_attention_paged(**args)
 
 
-def test_half_precision_cache_is_refused():
-    args = _arguments()
-    for name in ("q", "k_cache", "v_cache"):
-        args[name] = args[name].to(torch.bfloat16)
-    with pytest.raises(TypeError, match="float32 or float64.*sliding_attention_varlen"):
-        swaa_ext.sliding_attention_paged(**args)
+@pytest.fixture
+def two_threads():
+    """Two OpenMP threads (restored after): the split-KV plan only splits when threads share."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("full_from", [None, (0, 3000)], ids=["window", "fa_decode"])
+def test_long_decode_split_across_threads(two_threads, full_from, dtype):
+    """One or two requests decoding over thousands of keys: fewer work items than threads
+    want, so the kernel cuts each item's key tiles into parts and merges them by LSE
+    (csrc/swaa/cpu/split_plan.h; the problem is big enough to run in parallel). Unread pages
+    hold NaN, so a part that strayed outside its tiles would show."""
+    case = VarlenCase(((1, 6000), (3, 2500)), 8, 2, window=1500, sinks=70, full_from=full_from)
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 128, dtype)
+    ff = case.full_from_arg("cpu")
+    k_cache, v_cache, table = paged(k, v, cu_k, 32, unread_pages(case, 32))
+    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
+                                                max_q, max_k, case.window, case.sinks,
+                                                full_from=ff, return_lse=True)
+    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
+                                                  max_q, max_k, case.window, case.sinks,
+                                                  full_from=ff, return_lse=True)
+    assert_close(out, expected[0], dtype, "out vs reference")
+    assert_close(lse, expected[1], torch.float32, "lse vs reference")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_out_buffer_is_written_in_place(dtype):
+    """`out=`: a strided view of the caller's (tokens, heads * D) buffer is filled and
+    returned; the rest of the buffer is untouched; no LSE unless asked."""
+    args = _arguments(dtype)
+    q = args["q"]
+    expected = swaa_ext.sliding_attention_paged(**args)
+    buffer = torch.full((q.shape[0] + 2, q.shape[1] * q.shape[2] + 4), -7.0, dtype=dtype)
+    out = buffer[:q.shape[0], 2:2 + q.shape[1] * q.shape[2]].view(q.shape[0], q.shape[1],
+                                                                  q.shape[2])
+    got = swaa_ext.sliding_attention_paged(**args, out=out)
+    assert got is out
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    assert (buffer[q.shape[0]:] == -7).all() and (buffer[:, :2] == -7).all()
+    got, lse = swaa_ext.sliding_attention_paged(**args, out=out, return_lse=True)
+    assert lse.shape == (q.shape[1], q.shape[0]) and torch.isfinite(lse).all()
+    with pytest.raises(ValueError, match="out must have q's shape"):
+        swaa_ext.sliding_attention_paged(**args, out=out[1:])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_write_paged_cache(dtype):
+    """Rows land at slot = page * page_size + row of both halves of a vLLM-style cache, padding
+    slots (-1) are skipped, nothing else changes; then the op reads them back."""
+    heads, dim, page_size, pages = 2, 8, 4, 6
+    cache = torch.full((pages, heads, 2 * page_size, dim), float("nan"), dtype=dtype)
+    k_cache, v_cache = cache[:, :, :page_size], cache[:, :, page_size:]  # vLLM's CPU layout
+    key = torch.randn(5, heads, dim).to(dtype)
+    value = torch.randn(5, heads, dim).to(dtype)
+    slots = torch.tensor([9, 0, -1, 23, 10, 99])  # one more slot than tokens, as vLLM pads
+    swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slots)
+    expected = torch.full_like(cache, float("nan"))
+    for t, slot in enumerate(slots[:5].tolist()):
+        if slot >= 0:
+            expected[slot // page_size, :, slot % page_size] = key[t]
+            expected[slot // page_size, :, page_size + slot % page_size] = value[t]
+    torch.testing.assert_close(cache, expected, atol=0, rtol=0, equal_nan=True)
+    swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slots.to(torch.int32))
+    torch.testing.assert_close(cache, expected, atol=0, rtol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(slots=lambda a: a + 100), ValueError, "is past the cache's 24 slots"),
+    (dict(slots=lambda a: a.float()), TypeError, "slot_mapping must be an int64 or int32"),
+    (dict(slots=lambda a: a[:2]), ValueError, "at least one slot per token"),
+    (dict(value=lambda a: a.double()), ValueError, "key and value must have one shape and dtype"),
+    (dict(key=lambda a: a.double(), value=lambda a: a.double()), TypeError, "must share one dtype"),
+    (dict(key=lambda a: a[:, :1], value=lambda a: a[:, :1]), ValueError, "2 heads"),
+])
+def test_write_paged_cache_bad_input(change, error, match):
+    cache = torch.zeros(6, 2, 8, 8)
+    args = dict(key=torch.randn(3, 2, 8), value=torch.randn(3, 2, 8),
+                k_cache=cache[:, :, :4], v_cache=cache[:, :, 4:], slots=torch.tensor([0, 5, 7]))
+    for name, edit in change.items():
+        args[name] = edit(args[name])
+    with pytest.raises(error, match=match):
+        swaa_ext.write_paged_cache(args["key"], args["value"], args["k_cache"], args["v_cache"],
+                                   args["slots"])
 
 
 def test_other_devices_are_refused():
@@ -174,9 +262,21 @@ def test_other_devices_are_refused():
         swaa_ext.sliding_attention_paged(**args)
 
 
-def test_opcheck():
-    args = _arguments()
-    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged, (
-        args["q"], args["k_cache"], args["v_cache"], args["block_table"], args["cu_seqlens_q"],
-        args["seqused_k"], args["max_seqlen_q"], args["max_seqlen_k"], 8, 2, None,
-        1 / 8 ** 0.5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_opcheck(dtype):
+    args = _arguments(dtype)
+    op_args = (args["q"], args["k_cache"], args["v_cache"], args["block_table"],
+               args["cu_seqlens_q"], args["seqused_k"], args["max_seqlen_q"],
+               args["max_seqlen_k"], 8, 2, None, 1 / 8 ** 0.5)
+    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged, op_args)
+    out = torch.empty_like(args["q"])
+    lse = torch.empty(args["q"].shape[1], args["q"].shape[0])
+    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged_out, (*op_args, out, lse))
+    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged_out, (*op_args, out, None))
+
+
+def test_opcheck_write_paged_cache():
+    k_cache, v_cache = torch.zeros(6, 2, 4, 8), torch.zeros(6, 2, 4, 8)
+    torch.library.opcheck(torch.ops.swaa_ext.write_paged_cache,
+                          (torch.randn(3, 2, 8), torch.randn(3, 2, 8), k_cache, v_cache,
+                           torch.tensor([0, 5, -1])))

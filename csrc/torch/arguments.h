@@ -17,8 +17,8 @@ namespace swaa::torch_boundary {
 // `head_dim_index`). `k_name` / `v_name`: what the caller calls k and v (the paged op's caches).
 inline void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t dims,
                       const char* layout, int64_t heads_dim, const char* k_name = "k",
-                      const char* v_name = "v") {
-  for (const auto& [name, t] : {std::pair{"q", &q}, {k_name, &k}, {v_name, &v}}) {
+                      const char* v_name = "v", const char* q_name = "q") {
+  for (const auto& [name, t] : {std::pair{q_name, &q}, {k_name, &k}, {v_name, &v}}) {
     TORCH_CHECK_VALUE(t->dim() == dims, name, " must have ", dims, " dims ", layout,
                       ", got shape ", t->sizes());
     TORCH_CHECK_TYPE(at::isFloatingType(t->scalar_type()) &&
@@ -28,17 +28,17 @@ inline void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       " must have a contiguous last dim (stride 1), got strides ", t->strides());
   }
   TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-                   "q, ", k_name, " and ", v_name, " must share one dtype, got ", q.scalar_type(),
+                   q_name, ", ", k_name, " and ", v_name, " must share one dtype, got ", q.scalar_type(),
                    ", ", k.scalar_type(), ", ", v.scalar_type());
-  TORCH_CHECK_VALUE(k.device() == q.device() && v.device() == q.device(), "q, ", k_name, " and ",
+  TORCH_CHECK_VALUE(k.device() == q.device() && v.device() == q.device(), q_name, ", ", k_name, " and ",
                     v_name, " must be on one device, got ", q.device(), ", ", k.device(), ", ",
                     v.device());
   TORCH_CHECK_VALUE(k.sizes() == v.sizes(), k_name, " and ", v_name,
                     " must have the same shape, got ", k.sizes(), " and ", v.sizes());
-  TORCH_CHECK_VALUE(k.size(dims - 1) == q.size(dims - 1), k_name, " must have q's head_dim ",
+  TORCH_CHECK_VALUE(k.size(dims - 1) == q.size(dims - 1), k_name, " must have ", q_name, "'s head_dim ",
                     q.size(dims - 1), ", got ", k.size(dims - 1));
   TORCH_CHECK_VALUE(k.size(heads_dim) >= 1 && q.size(heads_dim) % k.size(heads_dim) == 0,
-                    "q's heads must be a multiple of ", k_name, "'s heads (GQA), got ",
+                    q_name, "'s heads must be a multiple of ", k_name, "'s heads (GQA), got ",
                     q.size(heads_dim), " and ", k.size(heads_dim));
 }
 

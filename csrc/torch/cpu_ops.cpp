@@ -2,6 +2,8 @@
 // params, run. Both layouts share one path: the varlen one only adds cu_seqlens to the params.
 #include <torch/library.h>
 
+#include <cstring>
+
 #include "../swaa/cpu/kernels.h"
 #include "arguments.h"
 #include "paged_arguments.h"
@@ -119,40 +121,129 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_varlen_cpu(
                       &varlen);
 }
 
-// Forward only (serving): keys and values stay in their pages, in the caller's dtype, so the
-// caches must already be float32 / float64 (converting a whole cache per call would cost more
-// than the attention).
+// Forward only (serving): keys and values stay in their pages, in the cache's dtype; a bf16 /
+// fp16 cache is converted tile by tile as the kernel visits it, never as a whole. Writes `out`
+// (q's shape and dtype, any strides with a contiguous last dim, e.g. vLLM's output buffer) and,
+// when given, `lse` (Hq, total_q) in the compute dtype.
+void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+               const at::Tensor& block_table, const at::Tensor& cu_seqlens_q,
+               const at::Tensor& seqused_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+               std::optional<int64_t> window, int64_t sinks,
+               const std::optional<at::Tensor>& full_from, double scale, const at::Tensor& out,
+               const std::optional<at::Tensor>& lse) {
+  const Paged paged = checked_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
+                                    max_seqlen_q, max_seqlen_k, window, sinks, full_from);
+  check_head_dim(q, kCpuMaxHeadDim, "CPU");
+  constexpr bool packed = true;
+  TORCH_CHECK_VALUE(out.sizes() == q.sizes() && out.scalar_type() == q.scalar_type() &&
+                        out.device() == q.device(),
+                    "out must have q's shape ", q.sizes(), ", dtype ", q.scalar_type(),
+                    " and device, got ", out.sizes(), " ", out.scalar_type(), " on ",
+                    out.device());
+  TORCH_CHECK_VALUE(out.size(2) <= 1 || out.stride(2) == 1,
+                    "out must have a contiguous last dim, got strides ", out.strides());
+  const at::ScalarType lse_dtype = compute_dtype(q);
+  at::Tensor lse_view = at::empty({1, q.size(1), 0}, q.options().dtype(lse_dtype));
+  if (lse.has_value()) {
+    TORCH_CHECK_VALUE(lse->sizes() == at::IntArrayRef(lse_shape(q, packed)) &&
+                          lse->scalar_type() == lse_dtype && lse->is_contiguous() &&
+                          lse->device() == q.device(),
+                      "lse must be a contiguous ", lse_dtype, " tensor of shape (heads, total_q)",
+                      " = ", at::IntArrayRef(lse_shape(q, packed)), ", got ", lse->sizes(), " ",
+                      lse->scalar_type());
+    lse_view = lse_rows(*lse, packed);
+  }
+  const at::Tensor ff = normalized_full_from(full_from);
+  AttentionParams p = make_params(heads_rows(q, packed), k_cache, v_cache, heads_rows(out, packed),
+                                  lse_view, window, sinks, ff, scale);
+  if (!lse.has_value()) p.lse = nullptr;  // nobody asked: the kernel skips it
+  apply_paged(p, paged, window);
+  switch (q.scalar_type()) {
+    case at::kDouble: cpu::forward<double>(p); break;
+    case at::kFloat: cpu::forward<float>(p); break;
+    case at::kBFloat16: cpu::forward<cpu::bf16>(p); break;
+    case at::kHalf: cpu::forward<cpu::fp16>(p); break;
+    default: TORCH_CHECK_TYPE(false, "unsupported dtype ", q.scalar_type());
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> forward_paged_cpu(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
     const at::Tensor& block_table, const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
     int64_t max_seqlen_q, int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
     const std::optional<at::Tensor>& full_from, double scale) {
-  const Paged paged = checked_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
-                                    max_seqlen_q, max_seqlen_k, window, sinks, full_from);
-  check_head_dim(q, kCpuMaxHeadDim, "CPU");
-  TORCH_CHECK_TYPE(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble,
-                   "the CPU paged attention reads the KV cache in place, so q, k_cache and "
-                   "v_cache must be float32 or float64, got ", q.scalar_type(),
-                   "; gather the pages and call sliding_attention_varlen for other dtypes");
-  constexpr bool packed = true;
   at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = at::empty(lse_shape(q, packed), q.options());
-  const at::Tensor ff = normalized_full_from(full_from);
-  AttentionParams p = make_params(heads_rows(q, packed), k_cache, v_cache, heads_rows(out, packed),
-                                  lse_rows(lse, packed), window, sinks, ff, scale);
-  apply_paged(p, paged, window);
-  if (q.scalar_type() == at::kDouble) {
-    cpu::forward<double>(p);
-  } else {
-    cpu::forward<float>(p);
-  }
+  at::Tensor lse = at::empty(lse_shape(q, true), q.options().dtype(compute_dtype(q)));
+  run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+            max_seqlen_k, window, sinks, full_from, scale, out, lse);
   return {out, lse};
+}
+
+void forward_paged_out_cpu(const at::Tensor& q, const at::Tensor& k_cache,
+                           const at::Tensor& v_cache, const at::Tensor& block_table,
+                           const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
+                           int64_t max_seqlen_q, int64_t max_seqlen_k,
+                           std::optional<int64_t> window, int64_t sinks,
+                           const std::optional<at::Tensor>& full_from, double scale,
+                           const at::Tensor& out, const std::optional<at::Tensor>& lse) {
+  run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+            max_seqlen_k, window, sinks, full_from, scale, out, lse);
+}
+
+// Stores token t's key and value rows (T, Hkv, D) at slot slot_mapping[t] = page * page_size +
+// row of k_cache / v_cache (num_pages, Hkv, page_size, D); slots < 0 (padding) are skipped.
+// One pass of row copies in the cache's own dtype: no conversion, no temporaries.
+void write_paged_cache_cpu(const at::Tensor& key, const at::Tensor& value,
+                           const at::Tensor& k_cache, const at::Tensor& v_cache,
+                           const at::Tensor& slot_mapping) {
+  TORCH_CHECK_VALUE(key.dim() == 3, "key must have 3 dims (tokens, heads, head_dim), got shape ",
+                    key.sizes());
+  TORCH_CHECK_VALUE(key.sizes() == value.sizes() && value.scalar_type() == key.scalar_type(),
+                    "key and value must have one shape and dtype, got ", key.sizes(), " ",
+                    key.scalar_type(), " and ", value.sizes(), " ", value.scalar_type());
+  TORCH_CHECK_VALUE(k_cache.dim() != 4 || key.size(1) == k_cache.size(1), "key must have ",
+                    "k_cache's ", k_cache.size(1), " heads, got ", key.size(1));
+  check_qkv(key.unsqueeze(2), k_cache, v_cache, 4, "(num_pages, heads, page_size, head_dim)", 1,
+            "k_cache", "v_cache", "key");
+  TORCH_CHECK_VALUE(value.stride(2) == 1 || value.size(2) <= 1,
+                    "value must have a contiguous last dim, got strides ", value.strides());
+  TORCH_CHECK_TYPE(slot_mapping.scalar_type() == at::kLong || slot_mapping.scalar_type() == at::kInt,
+                   "slot_mapping must be an int64 or int32 tensor, got ",
+                   slot_mapping.scalar_type());
+  TORCH_CHECK_VALUE(slot_mapping.dim() == 1 && slot_mapping.size(0) >= key.size(0) &&
+                        slot_mapping.device() == key.device(),
+                    "slot_mapping must be 1-D with at least one slot per token (", key.size(0),
+                    ") on key's device, got ", slot_mapping.sizes(), " on ",
+                    slot_mapping.device());
+  const at::Tensor slots = slot_mapping.to(at::kLong).contiguous();
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  const int64_t page_size = k_cache.size(2), capacity = k_cache.size(0) * page_size;
+  const int64_t heads = key.size(1), row_bytes = key.size(2) * key.element_size();
+  const int64_t es = key.element_size();
+  auto* kc = static_cast<char*>(k_cache.data_ptr());
+  auto* vc = static_cast<char*>(v_cache.data_ptr());
+  const auto* kin = static_cast<const char*>(key.data_ptr());
+  const auto* vin = static_cast<const char*>(value.data_ptr());
+  for (int64_t t = 0; t < key.size(0); ++t) {
+    if (slot[t] < 0) continue;
+    TORCH_CHECK_VALUE(slot[t] < capacity, "slot_mapping[", t, "] = ", slot[t],
+                      " is past the cache's ", capacity, " slots");
+    const int64_t page = slot[t] / page_size, row = slot[t] % page_size;
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(kc + (page * k_cache.stride(0) + h * k_cache.stride(1) + row * k_cache.stride(2)) * es,
+                  kin + (t * key.stride(0) + h * key.stride(1)) * es, row_bytes);
+      std::memcpy(vc + (page * v_cache.stride(0) + h * v_cache.stride(1) + row * v_cache.stride(2)) * es,
+                  vin + (t * value.stride(0) + h * value.stride(1)) * es, row_bytes);
+    }
+  }
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(swaa_ext, CPU, m) {
   m.impl("fwd_paged", &forward_paged_cpu);
+  m.impl("fwd_paged_out", &forward_paged_out_cpu);
+  m.impl("write_paged_cache", &write_paged_cache_cpu);
   m.impl("fwd", &forward_cpu);
   m.impl("bwd", &backward_cpu);
   m.impl("fwd_varlen", &forward_varlen_cpu);

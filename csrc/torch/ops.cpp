@@ -38,4 +38,15 @@ TORCH_LIBRARY(swaa_ext, m) {
       "fwd_paged(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
       " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
       " int sinks, Tensor? full_from, float scale) -> (Tensor, Tensor)");
+  // The same into the caller's buffers (a serving engine's output tensor); the LSE only when
+  // lse is given.
+  m.def(
+      "fwd_paged_out(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
+      " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
+      " int sinks, Tensor? full_from, float scale, Tensor(a!) out, Tensor(b!)? lse) -> ()");
+  // Stores key / value rows (T, Hkv, D) into k_cache / v_cache (num_pages, Hkv, page_size, D)
+  // at slot_mapping[t] = page * page_size + row (int64 or int32; < 0: padding, skipped).
+  m.def(
+      "write_paged_cache(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache,"
+      " Tensor slot_mapping) -> ()");
 }

@@ -4,11 +4,13 @@ windows, sinks and FA decode at each request's prompt boundary, computed by swaa
 (docs/vllm.md).
 
 vLLM loads `register` through the `vllm.general_plugins` entry point (pyproject.toml) in every
-process. It checks the vLLM version and registers backend.SWAABackend on vLLM's attention
-registry: for CPU_ATTN (the backend vLLM's CPU platform always picks), else for CUSTOM
-(`--attention-backend CUSTOM`), the sink + window KV-cache spec on vLLM's KV-cache spec
-registry (kv_spec.py), and vLLM's "hf" config parser again, with the window-only layers of an
-adapted checkpoint marked as sliding layers (config_parser.py)."""
+process. With a supported vLLM it registers, on vLLM's attention registry, backend.SWAACPUBackend
+for CPU_ATTN (the backend vLLM's CPU platform always picks; models without SWAA settings keep
+vLLM's own CPU attention through it) or elsewhere backend.SWAABackend for CUSTOM
+(`--attention-backend CUSTOM`); the KV-cache specs of SWAA layers on vLLM's KV-cache spec
+registry (kv_spec.py); and vLLM's "hf" config parser again, with the window-only layers of an
+adapted checkpoint marked as sliding layers (config_parser.py). With any other vLLM it logs one
+warning and registers nothing, so vLLM keeps working without it."""
 
 from __future__ import annotations
 
@@ -16,22 +18,33 @@ from .version import SUPPORTED
 
 __all__ = ["register", "hf_overrides", "SUPPORTED"]
 
+CPU_BACKEND = "swaa_ext.vllm.backend.SWAACPUBackend"
 BACKEND = "swaa_ext.vllm.backend.SWAABackend"
 
 
 def register() -> None:
     import vllm
+    from vllm.logger import init_logger
+
+    from .version import supported
+
+    if not supported(vllm.__version__):
+        init_logger(__name__).warning(
+            "swaa_ext's vLLM plugin supports vllm %s, but vllm %s is installed: the plugin is "
+            "not loaded (SWAA settings are ignored; vLLM serves with its own attention)",
+            SUPPORTED, vllm.__version__)
+        return
     from vllm.platforms import current_platform
     from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
 
     from . import config_parser, kv_spec
-    from .version import check
 
-    check(vllm.__version__)
     kv_spec.register()
     config_parser.register()
-    slot = AttentionBackendEnum.CPU_ATTN if current_platform.is_cpu() else AttentionBackendEnum.CUSTOM
-    register_backend(slot, BACKEND)
+    if current_platform.is_cpu():
+        register_backend(AttentionBackendEnum.CPU_ATTN, CPU_BACKEND)
+    else:
+        register_backend(AttentionBackendEnum.CUSTOM, BACKEND)
 
 
 def hf_overrides(config=None):

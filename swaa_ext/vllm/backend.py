@@ -1,12 +1,20 @@
-"""The SWAA attention backend for vLLM: backend class, metadata, metadata builder, impl (in the
+"""The SWAA attention backend for vLLM: backend classes, metadata, metadata builder, impl (in the
 shape of vLLM's own backends, vllm/v1/attention/backends/cpu_attn.py).
 
-Each layer's rule comes from the model's `config.swaa` (settings.py): sliding layers see their
-window plus the sinks (the first keys of each request), full layers see everything, and with FA
-decode the queries at or past each request's prompt length see everything. Attention is one call
-per layer and step, prefill and decode alike: `sliding_attention_paged`, which reads the paged
-cache in place through vLLM's block table, for a float32 / float64 cache on the CPU; otherwise
-`sliding_attention_varlen` over the keys gathered from the cache (paged.py).
+Only models with SWAA settings (`config.swaa`, settings.py) are served by swaa_ext. On the CPU
+the plugin registers `SWAACPUBackend` for vLLM's CPU_ATTN entry (the one vLLM's CPU platform
+always picks); it is vLLM's own `CPUAttentionBackend` (same answers to every capability question,
+same KV-cache layout) whose impl and metadata builder are vLLM's for a model without SWAA
+settings and ours for a SWAA model: vLLM builds both while the model's config is current
+(`_serves_swaa`). Elsewhere `SWAABackend` is `--attention-backend CUSTOM`, chosen explicitly.
+
+Each layer's rule: sliding layers see their window plus the sinks (the first keys of each
+request), full layers see everything, and with FA decode the queries at or past each request's
+prompt length see everything. Attention is one call per layer and step, prefill and decode
+alike. On the CPU, `sliding_attention_paged` reads the paged cache in place through vLLM's block
+table, in any dtype, and writes into vLLM's output buffer; the cache write is one C++ op
+(`write_paged_cache`). On other devices the keys are gathered from the cache for
+`sliding_attention_varlen` (paged.py).
 
 The prompt boundary: vLLM hands attention builders each request's prompt length
 (`CommonAttentionMetadata.rswa_prefix_lens`, from the runner's `num_prompt_tokens`) only when the
@@ -22,31 +30,55 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
-from vllm.config import VllmConfig, get_current_vllm_config
+from vllm.config import VllmConfig, get_current_vllm_config, get_current_vllm_config_or_none
 from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, AttentionLayer,
                                        AttentionMetadataBuilder, AttentionType,
                                        CommonAttentionMetadata, MultipleOf)
+from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttentionBackendImpl,
+                                                 CPUAttentionMetadataBuilder)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from ..ops import sliding_attention_paged, sliding_attention_varlen
+from ..ops import sliding_attention_paged, sliding_attention_varlen, write_paged_cache
 from . import kv_spec, paged
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
 
 logger = init_logger(__name__)
 
 
+# The CPU kernels take any head size up to this (csrc/torch/cpu_ops.cpp).
+CPU_MAX_HEAD_SIZE = 256
+
+
+def _served_settings():
+    """The SWAA settings of the model vLLM is building now (None: not a SWAA model, or no model
+    config is current)."""
+    vllm_config = get_current_vllm_config_or_none()
+    if vllm_config is None or vllm_config.model_config is None:
+        return None
+    return swaa_config(vllm_config.model_config.hf_text_config)
+
+
+def _serves_swaa() -> bool:
+    """Whether the model being built has SWAA settings. Also records them (or None) for
+    customize_spec, which vLLM calls with the spec alone (kv_spec.record_model)."""
+    settings = _served_settings()
+    if get_current_vllm_config_or_none() is not None:
+        kv_spec.record_model(settings)
+    return settings is not None
+
+
 class SWAABackend(AttentionBackend):
+    """swaa_ext's backend where it is chosen explicitly (`--attention-backend CUSTOM`)."""
+
     forward_includes_kv_cache_update: bool = False  # vLLM calls do_kv_cache_update first
     supported_dtypes: ClassVar[list[torch.dtype]] = [torch.float32, torch.bfloat16, torch.float16]
     supported_kv_cache_dtypes: ClassVar[list[str]] = ["auto"]
 
     @staticmethod
     def get_name() -> str:
-        # The registry entry this class overrides (swaa_ext/vllm/__init__.py): vLLM's CPU
-        # platform always asks for CPU_ATTN; elsewhere the plugin is `--attention-backend CUSTOM`.
-        return "CPU_ATTN" if current_platform.is_cpu() else "CUSTOM"
+        return "CUSTOM"
 
     @staticmethod
     def get_impl_cls() -> type["SWAAImpl"]:
@@ -62,16 +94,15 @@ class SWAABackend(AttentionBackend):
 
     @classmethod
     def get_supported_head_sizes(cls) -> list[int]:
-        return []  # any (the CPU kernels take 1-256; the CUDA ones 64 and 128)
+        return [64, 128]  # the CUDA kernels' (csrc/swaa/cuda)
 
     @classmethod
     def supported_kv_cache_layouts(cls) -> tuple[KVCacheLayout, ...]:
-        return (KVCacheLayout.LBHNC,)  # paged.py reads (num_blocks, Hkv, block_size, 2 * D)
+        return (KVCacheLayout.LBHNC,)  # vLLM's CPU layout, paged.py
 
     @classmethod
     def customize_spec(cls, spec: AttentionSpec) -> AttentionSpec:
-        # Window-only layers (vLLM sliding-window layers of a SWAA model) keep their sinks too.
-        return kv_spec.with_sinks(spec)
+        return kv_spec.for_swaa(spec)
 
     @classmethod
     def supports_sliding_window(cls) -> bool:
@@ -84,6 +115,28 @@ class SWAABackend(AttentionBackend):
     @classmethod
     def supports_attn_type(cls, attn_type: str) -> bool:
         return attn_type == AttentionType.DECODER
+
+
+class SWAACPUBackend(CPUAttentionBackend):
+    """The class registered for CPU_ATTN: vLLM's CPU backend for models without SWAA settings;
+    swaa_ext's impl and metadata builder for SWAA models (SWAAImpl refuses what it cannot do,
+    e.g. a quantised KV cache, which vLLM's CPU backend allows)."""
+
+    @staticmethod
+    def get_impl_cls():
+        return SWAAImpl if _serves_swaa() else CPUAttentionBackendImpl
+
+    @staticmethod
+    def get_builder_cls():
+        return SWAAMetadataBuilder if _serves_swaa() else CPUAttentionMetadataBuilder
+
+    @classmethod
+    def customize_spec(cls, spec: AttentionSpec) -> AttentionSpec:
+        return kv_spec.for_swaa(super().customize_spec(spec))
+
+    @classmethod
+    def supports_rswa(cls) -> bool:
+        return True  # SWAA FA decode reads rswa_prefix_lens; only the SWAA builder sets it
 
 
 @dataclass
@@ -121,6 +174,7 @@ class SWAAMetadataBuilder(AttentionMetadataBuilder[SWAAMetadata]):
                  vllm_config: VllmConfig, device: torch.device) -> None:
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
         config = swaa_config(vllm_config.model_config.hf_text_config)
+        kv_spec.check_spec(kv_cache_spec, config)
         self.needs_prompt_lens = config is not None and config.fa_decode
         if self.needs_prompt_lens:
             _request_prompt_lengths(vllm_config)
@@ -181,15 +235,22 @@ class SWAAImpl(AttentionImpl):
         if kv_cache_dtype != "auto":
             raise ValueError(f"swaa_ext's vLLM backend keeps the KV cache in the model dtype; "
                              f"kv_cache_dtype={kv_cache_dtype!r} is not supported")
+        vllm_config = get_current_vllm_config()
+        if vllm_config.speculative_config is not None:
+            raise ValueError("swaa_ext's vLLM backend does not support speculative decoding: a "
+                             "draft model's layers would share the SWAA KV-cache settings of the "
+                             "target model (docs/vllm.md)")
+        if current_platform.is_cpu() and head_size > CPU_MAX_HEAD_SIZE:
+            raise ValueError(f"swaa_ext's CPU kernels take head sizes up to {CPU_MAX_HEAD_SIZE}, "
+                             f"got {head_size}")
         self.num_heads, self.head_size, self.num_kv_heads = num_heads, head_size, num_kv_heads
         self.scale = float(scale)
         self.native_window = sliding_window
-        text_config = get_current_vllm_config().model_config.hf_text_config
+        text_config = vllm_config.model_config.hf_text_config
         self.config = swaa_config(text_config)
         self.num_layers = text_config.num_hidden_layers
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
-        kv_spec.record_model(self.config)  # for customize_spec, asked after the layers exist
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
 
     def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
@@ -211,21 +272,25 @@ class SWAAImpl(AttentionImpl):
         rule, meta = self.rule, attn_metadata
         tokens = meta.num_actual_tokens
         full_from = meta.prompt_lens if rule.fa_decode else None
+        out = output[:tokens].view(tokens, self.num_heads, self.head_size)
         if paged.reads_in_place(kv_cache):
             k_cache, v_cache = paged.split_cache(kv_cache, self.head_size)
-            out = sliding_attention_paged(
+            sliding_attention_paged(
                 query[:tokens], k_cache, v_cache, meta.block_table, meta.query_start_loc,
                 meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
-                full_from=full_from, scale=self.scale)
+                full_from=full_from, scale=self.scale, out=out)
         else:
-            slots, cu_seqlens_k, max_seqlen_k = meta.keys(kv_cache.shape[2], rule)
+            slots, cu_seqlens_k, max_seqlen_k = meta.keys(paged.block_size(kv_cache), rule)
             k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
-            out = sliding_attention_varlen(
+            out.copy_(sliding_attention_varlen(
                 query[:tokens], k, v, meta.query_start_loc, cu_seqlens_k, meta.max_query_len,
-                max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale)
-        output[:tokens].copy_(out.view(output[:tokens].shape))
+                max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale))
         return output
 
     def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
                            kv_cache: Tensor, slot_mapping: Tensor) -> None:
-        paged.write(kv_cache, key, value, slot_mapping)
+        if kv_cache.device.type == "cpu":
+            k_cache, v_cache = paged.split_cache(kv_cache, self.head_size)
+            write_paged_cache(key, value, k_cache, v_cache, slot_mapping)
+        else:
+            paged.write(kv_cache, key, value, slot_mapping)

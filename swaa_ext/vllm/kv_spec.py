@@ -1,5 +1,7 @@
-"""KV memory of window-only layers: a KV-cache spec and a manager, on vLLM's spec registry
-(vllm/v1/kv_cache_spec_registry.py), that keep only each request's sinks and window.
+"""The KV-cache specs of SWAA layers, with their managers on vLLM's spec registry
+(vllm/v1/kv_cache_spec_registry.py): window-only layers keep only each request's sinks and window
+(`SinkWindowSpec`); with FA decode, blocks past a request's prompt are never offered for reuse
+(`PromptPrefixSpec`).
 
 vLLM's own `SlidingWindowSpec` + `SlidingWindowManager` free every block before the window of
 the next query. A SWAA window-only layer (sliding, no FA decode) also reads the first `sinks`
@@ -7,12 +9,23 @@ keys of each request, so `SinkWindowSpec` adds `sinks` and `SinkWindowManager` k
 `ceil(sinks / block_size)` blocks and frees the gap between them and the window. Layers with FA
 decode and full layers keep vLLM's `FullAttentionSpec` (every key stays readable).
 
-How a layer gets the spec: vLLM gives a layer a `SlidingWindowSpec` when the model config marks
+Prefix caching under FA decode: a generated token's keys and values were computed with every
+earlier key visible, while the same token inside a later prompt is computed under the window. So
+`PromptPrefixManager` caches a request's blocks only up to its prompt length: a follow-up
+request reuses the earlier prompt's blocks (computed as its own prefill would compute them) and
+recomputes the rest, and its output does not depend on what the cache happens to hold. Window-only
+and full layers compute every token by one rule, so their blocks are reused as vLLM reuses them.
+
+How a layer gets its spec: vLLM gives a layer a `SlidingWindowSpec` when the model config marks
 it `sliding_attention` in `layer_types` (swaa_ext.vllm.hf_overrides does that for window-only
-layers); the backend's `customize_spec` (backend.py) turns it into a `SinkWindowSpec`. The hook
-sees only the spec, not the layer, so the sink count comes from the SWAA settings of the model this
-process loads, which `SWAAImpl` records (`record_model`) when vLLM builds the model's layers, before
-it asks for KV-cache specs. One model per process (no speculative-decoding draft model).
+layers), else a `FullAttentionSpec`; the backend's `customize_spec` (backend.py) turns them into
+the specs here. The sink count then travels in the spec. vLLM calls `customize_spec` with the
+spec alone (not the layer or the config), so it reads the SWAA settings of the model vLLM built
+last in this process (`record_model`, called by the backend while vLLM builds a model, with None
+for a model without settings); the metadata builder checks every SWAA layer's spec against its
+model's settings (`check_spec`), so a mismatch fails at start-up instead of freeing blocks the
+kernel reads. Models built one after another in a process each get their own settings; a
+speculative-decoding draft is refused (backend.py).
 """
 
 from __future__ import annotations
@@ -22,8 +35,8 @@ from dataclasses import dataclass
 
 from vllm.utils.math_utils import cdiv
 from vllm.v1.core.kv_cache_utils import resolve_block_hashes
-from vllm.v1.core.single_type_kv_cache_manager import SlidingWindowManager
-from vllm.v1.kv_cache_interface import KVCacheSpec, SlidingWindowSpec
+from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, SlidingWindowManager
+from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec, SlidingWindowSpec
 from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
 
 from ..config import SWAAConfig
@@ -122,15 +135,29 @@ class SinkWindowManager(SlidingWindowManager):
         return mask
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptPrefixSpec(FullAttentionSpec):
+    """A full-cache layer of an FA-decode model: its blocks are prefix-cached up to each
+    request's prompt length only (module docstring)."""
+
+
+class PromptPrefixManager(FullAttentionManager):
+    def cache_blocks(self, request, num_tokens: int, *args, **kwargs) -> None:
+        super().cache_blocks(request, min(num_tokens, request.num_prompt_tokens), *args, **kwargs)
+
+
 def register() -> None:
-    """Puts SinkWindowSpec and its manager on vLLM's registry (in every process). vLLM fills
-    the registry with its built-in specs only while it is empty, so that is done first."""
+    """Puts the specs and their managers on vLLM's registry (in every process). vLLM fills the
+    registry with its built-in specs only while it is empty, so that is done first."""
     KVCacheSpecRegistry._ensure_registered()
     KVCacheSpecRegistry.register(SinkWindowSpec, SinkWindowManager,
                                  uniform_type_base_spec=SinkWindowSpec)
+    KVCacheSpecRegistry.register(PromptPrefixSpec, PromptPrefixManager,
+                                 uniform_type_base_spec=FullAttentionSpec)
 
 
-# The SWAA settings of the model this process serves (record_model), for customize_spec.
+# The SWAA settings of the model vLLM built last in this process, for customize_spec (see the
+# module docstring for why the hook cannot be told directly).
 _model: dict[str, SWAAConfig | None] = {"config": None}
 
 
@@ -138,14 +165,43 @@ def record_model(config: SWAAConfig | None) -> None:
     _model["config"] = config
 
 
-def with_sinks(spec):
-    """The KV spec of a layer: a sliding-window spec of the served SWAA model's window becomes
-    a SinkWindowSpec with its sinks; any other spec is vLLM's own."""
+def _fields(spec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
+
+
+def for_swaa(spec):
+    """A layer's spec under the recorded SWAA settings: a sliding-window spec of a window-only
+    layer becomes a SinkWindowSpec with the sinks; with FA decode a full spec becomes a
+    PromptPrefixSpec; any other spec, or any spec of a model without settings, is vLLM's own."""
     config = _model["config"]
-    if type(spec) is not SlidingWindowSpec or config is None or config.fa_decode:
+    if config is None:
         return spec
-    if spec.sliding_window != config.window:
-        raise ValueError(f"a layer slides with window {spec.sliding_window}, the SWAA settings "
-                         f"say {config.window}: serve with swaa_ext.vllm.hf_overrides()")
-    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.init}
-    return SinkWindowSpec(**fields, sinks=config.sinks)
+    if type(spec) is SlidingWindowSpec and not config.fa_decode:
+        if spec.sliding_window != config.window:
+            raise ValueError(f"a layer slides with window {spec.sliding_window}, the SWAA "
+                             f"settings say {config.window}: serve with "
+                             "swaa_ext.vllm.hf_overrides()")
+        return SinkWindowSpec(**_fields(spec), sinks=config.sinks)
+    if type(spec) is FullAttentionSpec and config.fa_decode:
+        return PromptPrefixSpec(**_fields(spec))
+    return spec
+
+
+def check_spec(spec, config: SWAAConfig | None) -> None:
+    """Raises RuntimeError when a layer's KV spec does not carry its model's SWAA settings."""
+    if config is None:
+        return
+    expected = None
+    if isinstance(spec, SlidingWindowSpec) and not config.fa_decode:
+        ok = isinstance(spec, SinkWindowSpec) and spec.sinks == config.sinks and \
+            spec.sliding_window == config.window
+        expected = f"SinkWindowSpec(sliding_window={config.window}, sinks={config.sinks})"
+    elif config.fa_decode:
+        ok = isinstance(spec, PromptPrefixSpec)
+        expected = "PromptPrefixSpec"
+    else:
+        ok = True
+    if not ok:
+        raise RuntimeError(f"swaa_ext: a layer's KV-cache spec is {spec!r}, its SWAA settings "
+                           f"need {expected}; was another model built in this process while "
+                           "this one was being set up?")

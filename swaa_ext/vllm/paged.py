@@ -1,10 +1,12 @@
-"""vLLM's paged KV cache, as this backend lays it out: the write, and for the caches the paged op
-cannot read in place (CUDA, half precision on the CPU), the gather that turns it into the varlen
-op's packed keys.
+"""vLLM's paged KV cache, as vLLM's CPU backend lays it out (this backend shares the layout, so
+KV connectors and offloading read what they expect): the views the kernels read, and for the
+caches the paged op cannot read (non-CPU devices), the write and the gather that turns the cache
+into the varlen op's packed keys.
 
-One layer's cache is vLLM's logical per-layer view `(num_blocks, Hkv, block_size, 2 * D)`
-(KVCacheLayout.LBHNC): for each block, KV head and slot, the key (first D) then the value. The
-slot of a token is `block * block_size + offset`, as in vLLM's slot_mapping (negative = padding).
+One layer's cache arrives as vLLM's logical per-layer view `(num_blocks, Hkv, block_size, 2 * D)`
+(KVCacheLayout.LBHNC); its memory per block and KV head is the block's key rows, then its value
+rows (vLLM's cpu_attn.py views it as `(num_blocks, Hkv, 2 * block_size, D)`). The slot of a token
+is `block * block_size + offset`, as in vLLM's slot_mapping (negative = padding).
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from torch import Tensor
 
 def reads_in_place(kv_cache: Tensor) -> bool:
     """Whether swaa_ext.sliding_attention_paged reads this cache through the block table (the
-    CPU kernel, float32 / float64), rather than a gather into packed keys."""
-    return kv_cache.device.type == "cpu" and kv_cache.dtype in (torch.float32, torch.float64)
+    CPU kernel, any dtype), rather than a gather into packed keys."""
+    return kv_cache.device.type == "cpu"
+
+
+def block_size(kv_cache: Tensor) -> int:
+    return kv_cache.shape[2]
 
 
 def split_cache(kv_cache: Tensor, head_size: int) -> tuple[Tensor, Tensor]:
@@ -25,7 +31,9 @@ def split_cache(kv_cache: Tensor, head_size: int) -> tuple[Tensor, Tensor]:
         raise ValueError(f"expected a KV cache (num_blocks, num_kv_heads, block_size, "
                          f"2 * {head_size}), got {tuple(kv_cache.shape)}: is the KV cache layout "
                          "LBHNC?")
-    return kv_cache[..., :head_size], kv_cache[..., head_size:]
+    blocks, heads, size, _ = kv_cache.shape
+    halves = kv_cache.view(blocks, heads, 2 * size, head_size)
+    return halves[:, :, :size], halves[:, :, size:]
 
 
 def write(kv_cache: Tensor, key: Tensor, value: Tensor, slot_mapping: Tensor) -> None:

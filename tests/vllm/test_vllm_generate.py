@@ -1,7 +1,9 @@
 """Greedy outputs of vLLM with the swaa_ext plugin equal those of the adapted transformers model
 (SmolLM2-135M, ~300-token prompts, window 64, 4 sinks): FA decode on and off, interleaved full
 layers, settings from hf_overrides or from a checkpoint saved after swaa_ext.adapt, chunked
-prefill forced small, prefix caching, preemption. One engine per configuration."""
+prefill forced small, prefix caching (and outputs that do not depend on it), preemption, two
+models in one process; a model without settings is served by vLLM's own CPU attention. One
+engine per configuration."""
 
 from __future__ import annotations
 
@@ -30,7 +32,13 @@ def test_plugin_is_registered():
 
     load_general_plugins()
 
-    assert AttentionBackendEnum.CPU_ATTN.get_path() == "swaa_ext.vllm.backend.SWAABackend"
+    assert AttentionBackendEnum.CPU_ATTN.get_path() == "swaa_ext.vllm.backend.SWAACPUBackend"
+
+
+def attention_impls(llm) -> set[type]:
+    """The impl classes of the engine's attention layers (in-process engine)."""
+    context = llm.llm_engine.vllm_config.compilation_config.static_forward_context
+    return {type(layer.impl) for layer in context.values() if hasattr(layer, "impl")}
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +52,15 @@ def test_fa_decode_hf_overrides(fa_decode_engine, prompts, reference):
 
 
 def test_fa_decode_keeps_the_full_cache(fa_decode_engine):
-    """FA decode reads every key: one KV-cache group, vLLM's full-attention spec."""
-    from vllm.v1.kv_cache_interface import FullAttentionSpec
+    """FA decode reads every key: one KV-cache group, a full-attention spec (whose blocks are
+    prefix-cached up to the prompt only), served by swaa_ext's impl."""
+    from swaa_ext.vllm.backend import SWAAImpl
+    from swaa_ext.vllm.kv_spec import PromptPrefixSpec
 
     scheduler = fa_decode_engine.llm_engine.engine_core.engine_core.scheduler
     groups = scheduler.kv_cache_manager.kv_cache_config.kv_cache_groups
-    assert [type(g.kv_cache_spec) for g in groups] == [FullAttentionSpec]
+    assert [type(g.kv_cache_spec) for g in groups] == [PromptPrefixSpec]
+    assert attention_impls(fa_decode_engine) == {SWAAImpl}
 
 
 def test_window_only_saved_checkpoint(saved_window_only, prompts, reference):
@@ -67,10 +78,54 @@ def test_window_only_saved_checkpoint(saved_window_only, prompts, reference):
                for name in sliding[0].layer_names)
 
 
-def test_no_settings_is_full_attention(model_dir, prompts, reference):
-    """Installed but serving a model without `swaa`: plain causal attention."""
+def test_no_settings_is_vllms_own_attention(model_dir, prompts, reference):
+    """Installed but serving a model without `swaa`: vLLM's own CPU attention impl and metadata
+    builder serve it (as without the plugin), with vLLM's KV specs; the output is the model's."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
     with engine(model_dir) as llm:
         assert_same(continuations(generate(llm, prompts)), reference(None, prompts))
+        assert attention_impls(llm) == {CPUAttentionBackendImpl}
+        groups = scheduler_of(llm).kv_cache_manager.kv_cache_config.kv_cache_groups
+        assert [type(g.kv_cache_spec) for g in groups] == [FullAttentionSpec]
+
+
+def test_two_models_in_one_process(model_dir, prompts, reference):
+    """Engines built one after another in one process each serve their own settings: the sink
+    count of the second reaches its KV spec, and its output is its own."""
+    from swaa_ext import SWAAConfig
+    from swaa_ext.vllm.kv_spec import SinkWindowSpec
+
+    more_sinks = SWAAConfig(window=64, sinks=40, full_attention_layers="odd")
+    for config in (WINDOW_ONLY, more_sinks):
+        with engine(model_dir, hf_overrides=hf_overrides(config)) as llm:
+            got = continuations(generate(llm, prompts[:1]))
+            groups = scheduler_of(llm).kv_cache_manager.kv_cache_config.kv_cache_groups
+        specs = [g.kv_cache_spec for g in groups if isinstance(g.kv_cache_spec, SinkWindowSpec)]
+        assert [s.sinks for s in specs] == [config.sinks]
+        assert_same(got, reference(config, prompts[:1]))
+
+
+def test_speculative_decoding_is_refused(model_dir):
+    """A draft would share the target's SWAA KV settings: refused with a clear error. In a child
+    process: an engine that fails while vLLM sets up speculative decoding on the CPU leaves
+    vLLM's kernel dispatcher broken for later engines of its process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import swaa_ext\n"
+        "from vllm import LLM\n"
+        "from swaa_ext.vllm import hf_overrides\n"
+        f"LLM(model={str(model_dir)!r}, dtype='float32', max_model_len=512, enforce_eager=True,\n"
+        "    hf_overrides=hf_overrides(swaa_ext.SWAAConfig(64, 4, fa_decode=True)),\n"
+        "    speculative_config={'method': 'ngram', 'num_speculative_tokens': 2,\n"
+        "                        'prompt_lookup_max': 3})\n")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300, cwd="/")
+    assert child.returncode != 0
+    assert "does not support speculative decoding" in child.stderr
 
 
 @pytest.mark.parametrize("config", [FA_DECODE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
@@ -87,20 +142,41 @@ def test_prefix_caching(model_dir, prompts, reference, config):
     the sink blocks and the window's, found by the sink + window KV manager)."""
     expected = reference(config, prompts[:1])
     with engine(model_dir, hf_overrides=hf_overrides(config), enable_prefix_caching=True,
-                block_size=16) as llm:
+                block_size=32) as llm:
         first = generate(llm, prompts[:1])
         second = generate(llm, prompts[:1])
     assert not first[0].num_cached_tokens
-    assert second[0].num_cached_tokens >= 16 * (len(prompts[0]) // 16) - 16
+    assert second[0].num_cached_tokens >= 32 * (len(prompts[0]) // 32) - 32
     assert_same(continuations(first), expected)
     assert_same(continuations(second), expected)
+
+
+def test_fa_decode_output_does_not_depend_on_the_prefix_cache(model_dir, prompts, tokenizer):
+    """A follow-up request whose prompt holds an earlier request's prompt and answer: the
+    answer's tokens were computed under full attention (FA decode) but are prompt now, so their
+    cached blocks must not be reused. The follow-up gives the same tokens and log-probabilities
+    with the earlier request's blocks in the cache and in an engine that never saw it; only the
+    earlier prompt's blocks are reused."""
+    first_prompt = prompts[0]
+    turn = tokenizer(" And on day 4?", add_special_tokens=False)["input_ids"]
+    settings = dict(hf_overrides=hf_overrides(FA_DECODE), enable_prefix_caching=True,
+                    block_size=32)
+    with engine(model_dir, **settings) as llm:
+        first = generate(llm, [first_prompt])[0]
+        follow_up = first_prompt + list(first.outputs[0].token_ids) + turn
+        warm = generate(llm, [follow_up])
+    with engine(model_dir, **settings) as llm:
+        cold = generate(llm, [follow_up])
+    assert not cold[0].num_cached_tokens
+    assert 0 < warm[0].num_cached_tokens <= len(first_prompt)
+    assert_same(continuations(warm), continuations(cold))
 
 
 def test_preemption(model_dir, prompts, reference):
     """A KV cache too small for all requests at once: vLLM preempts some and re-runs their
     prompt and generated tokens as one prefill; the prompt boundary must stay where it was."""
-    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE), block_size=16,
-                num_gpu_blocks_override=38, max_model_len=512, max_num_seqs=3,
+    with engine(model_dir, hf_overrides=hf_overrides(FA_DECODE), block_size=32,
+                num_gpu_blocks_override=20, max_model_len=512, max_num_seqs=3,
                 disable_log_stats=False) as llm:
         outputs = continuations(generate(llm, prompts))
         preempted = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")

@@ -1,4 +1,6 @@
-"""The plugin's parts without an engine: version range, settings, the paged-cache gather."""
+"""The plugin's parts without an engine: version range (outside it the plugin registers nothing),
+settings, the KV-cache specs of SWAA layers, vLLM's CPU cache layout, the cache write and the
+gather."""
 
 from __future__ import annotations
 
@@ -11,13 +13,33 @@ from swaa_ext.vllm import paged, settings, version
 
 @pytest.mark.parametrize("ok", ["0.32.0", "0.32.0+cpu", "0.32.7", "0.32.1.dev3"])
 def test_version_supported(ok):
-    version.check(ok)
+    assert version.supported(ok)
 
 
 @pytest.mark.parametrize("bad", ["0.31.9", "0.33.0", "1.0.0", "0.33.0rc1"])
 def test_version_refused(bad):
-    with pytest.raises(RuntimeError, match=r"supports vllm >=0.32.0,<0.33.*" + bad.replace(".", r"\.")):
-        version.check(bad)
+    assert not version.supported(bad)
+
+
+def test_unsupported_vllm_registers_nothing(monkeypatch, caplog):
+    """Outside the supported range the plugin warns once and leaves vLLM's registries alone,
+    so vLLM keeps working with its own attention."""
+    import logging
+
+    import vllm
+    from vllm.v1.attention.backends import registry
+
+    import swaa_ext.vllm
+
+    calls = []
+    monkeypatch.setattr(vllm, "__version__", "0.99.0")
+    monkeypatch.setattr(registry, "register_backend", lambda *a: calls.append(a))
+    logger = logging.getLogger("swaa_ext.vllm")
+    monkeypatch.setattr(logger, "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="swaa_ext.vllm"):
+        swaa_ext.vllm.register()
+    assert calls == []
+    assert "supports vllm >=0.32.0,<0.33, but vllm 0.99.0 is installed" in caplog.text
 
 
 class _Config:
@@ -55,6 +77,62 @@ def test_bad_settings():
 
 def _cache(num_blocks=12, heads=2, block_size=4, dim=3):
     return torch.zeros(num_blocks, heads, block_size, 2 * dim)
+
+
+def test_cache_layout_is_vllms_cpu_layout():
+    """paged.split_cache gives the key and value views vLLM's own CPU backend takes of one
+    layer's cache (cpu_attn.py: key rows of a block, then its value rows)."""
+    cache = torch.randn(5, 2, 4, 2 * 3)
+    keys, values = paged.split_cache(cache, 3)
+    vllm_keys, vllm_values = cache.view(5, 2, 8, 3).chunk(2, dim=2)
+    assert torch.equal(keys, vllm_keys) and torch.equal(values, vllm_values)
+    assert keys.data_ptr() == vllm_keys.data_ptr() and values.data_ptr() == vllm_values.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cpu_cache_write_equals_the_indexing_write(dtype):
+    """The C++ write (CPU, do_kv_cache_update) and the torch-indexing write (other devices)
+    store the same bytes."""
+    from swaa_ext import write_paged_cache
+
+    key, value = torch.randn(5, 2, 3).to(dtype), torch.randn(5, 2, 3).to(dtype)
+    slots = torch.tensor([13, 2, -1, 47, 0, 5])
+    a, b = _cache().to(dtype), _cache().to(dtype)
+    paged.write(a, key, value, slots)
+    write_paged_cache(key, value, *paged.split_cache(b, 3), slots)
+    assert torch.equal(a, b) and int((a != 0).sum()) > 0
+
+
+def test_kv_specs_of_swaa_layers():
+    """customize_spec: window-only layers carry their sinks, FA-decode layers cache only prompt
+    blocks, models without settings keep vLLM's specs; the builder's check refuses a spec that
+    does not carry its model's settings."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, SlidingWindowSpec
+
+    from swaa_ext.vllm import kv_spec
+
+    common = dict(block_size=16, num_kv_heads=3, head_size=64, dtype=torch.float32)
+    sliding, full = SlidingWindowSpec(**common, sliding_window=64), FullAttentionSpec(**common)
+    window_only, fa_decode = SWAAConfig(64, 4, "odd"), SWAAConfig(64, 4, fa_decode=True)
+    try:
+        kv_spec.record_model(window_only)
+        spec = kv_spec.for_swaa(sliding)
+        assert type(spec) is kv_spec.SinkWindowSpec and spec.sinks == 4 and spec.block_size == 16
+        assert kv_spec.for_swaa(full) is full
+        kv_spec.check_spec(spec, window_only)
+        with pytest.raises(RuntimeError, match="sinks=40"):
+            kv_spec.check_spec(spec, SWAAConfig(64, 40, "odd"))
+        with pytest.raises(RuntimeError, match="SinkWindowSpec"):
+            kv_spec.check_spec(sliding, window_only)
+        kv_spec.record_model(fa_decode)
+        assert type(kv_spec.for_swaa(full)) is kv_spec.PromptPrefixSpec
+        with pytest.raises(RuntimeError, match="PromptPrefixSpec"):
+            kv_spec.check_spec(full, fa_decode)
+        kv_spec.record_model(None)
+        assert kv_spec.for_swaa(sliding) is sliding and kv_spec.for_swaa(full) is full
+        kv_spec.check_spec(sliding, None)
+    finally:
+        kv_spec.record_model(None)
 
 
 def test_write_then_gather_roundtrip():

@@ -1,12 +1,20 @@
 // CPU forward: tiled online softmax over the sink and window key blocks only.
-// One work item = (sequence, KV head, block of kBlockM query positions) for all the query heads
-// that share the KV head (GQA): their rows are packed into one (group * kBlockM, D) tile, so each K/V
-// tile feeds one large product instead of `group` small ones. OpenMP runs items in parallel
+// One work item = (sequence, KV head, block of kBlockM query positions, key split) for all the
+// query heads that share the KV head (GQA): their rows are packed into one (group * kBlockM, D)
+// tile, so each K/V tile feeds one product instead of `group` small ones (BLAS for many rows,
+// dot products and axpys for a few, tile_ops.h). Decode items over long key ranges are split
+// across threads (split_plan.h) and merged by LSE. OpenMP runs items in parallel
 // (torch.set_num_threads sets the same OpenMP runtime's thread count).
-#include <numeric>
+//
+// Templated on the element type S of q, k, v and o: float and double are computed as
+// themselves; bf16 / fp16 (a paged KV cache in the model's dtype) in float32, each K/V tile
+// converted as it is visited.
+#include <omp.h>
+
 #include <vector>
 
 #include "kernels.h"
+#include "split_plan.h"
 #include "tile_ops.h"
 #include "vec_math.h"
 #include "work_items.h"
@@ -17,15 +25,32 @@ namespace {
 // Per-thread scratch for one work item, allocated once per parallel region.
 template <typename T>
 struct ForwardScratch {
-  ForwardScratch(int64_t rows, int64_t head_dim)
+  ForwardScratch(int64_t rows, int64_t head_dim, bool convert_kv)
       : q(rows * head_dim), scores(rows * kBlockN), acc(rows * head_dim), row_max(rows),
-        row_sum(rows) {}
+        row_sum(rows), k_tile(convert_kv ? kBlockN * head_dim : 0),
+        v_tile(convert_kv ? kBlockN * head_dim : 0) {}
   std::vector<T> q;        // (rows, D): the group's query rows, times the softmax scale
   std::vector<T> scores;   // (rows, kBlockN): scores, then probabilities
   std::vector<T> acc;      // (rows, D): unnormalised output
   std::vector<T> row_max;  // running max of each row's scores
   std::vector<T> row_sum;  // running sum of exp(score - row_max)
+  std::vector<T> k_tile;   // (kBlockN, D): a converted K / V tile (16-bit elements only)
+  std::vector<T> v_tile;
 };
+
+// Rows [0, cols) of a K or V tile as compute-type rows: in place when the elements are already
+// the compute type, else converted into `buffer` (row stride D). Returns the rows and their
+// stride.
+template <typename T, typename S>
+std::pair<const T*, int64_t> tile_rows(const S* rows, int64_t ld, int64_t cols, int64_t head_dim,
+                                       std::vector<T>& buffer) {
+  if constexpr (std::is_same_v<S, T>) {
+    return {rows, ld};
+  } else {
+    pack_rows(cols, head_dim, T(1), rows, ld, buffer.data());
+    return {buffer.data(), head_dim};
+  }
+}
 
 // Online softmax step for one tile: move each row's running state to the new row max (skipped
 // when the max did not change), turn scores into probabilities in place, add them to the sums.
@@ -50,81 +75,143 @@ void online_softmax_step(int64_t rows, int64_t cols, int64_t head_dim, ForwardSc
   }
 }
 
+// Where a work item writes: o and lse (lse may be null: nobody asked), or with several splits
+// its split's partial rows.
 template <typename T>
-void forward_block(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t block,
-                   ForwardScratch<T>& st) {
+struct Partials {
+  const SplitPlan& plan;
+  std::vector<T> o;    // (plan.partial_rows, D), normalised by the split's own sum
+  std::vector<T> lse;  // (plan.partial_rows,), -inf where the split saw no key of the row
+};
+
+template <typename T, typename S>
+void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t block,
+                  int64_t split, Partials<T>& parts, ForwardScratch<T>& st) {
   const int64_t D = p.head_dim;
   const int64_t group = p.group_size();
   const int64_t m0 = block * kBlockM;
   const int64_t rows = std::min(kBlockM, seq.len_q - m0);  // per head
   const int64_t packed = group * rows;                      // packed row g * rows + r: head g
   const MaskRule& rule = seq.rule;
-  const T* k = static_cast<const T*>(p.k);
-  const T* v = static_cast<const T*>(p.v);
-  // Paged keys: tiles narrow to a divisor of the page size, so that every tile's rows lie in
-  // one page, at one row stride.
-  const int64_t block_n = p.block_table != nullptr ? std::gcd(kBlockN, p.page_size) : kBlockN;
+  const S* k = static_cast<const S*>(p.k);
+  const S* v = static_cast<const S*>(p.v);
+  const int64_t block_n = key_tile_width(p);
 
   // q_packed <- scale * q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
-    const T* q = static_cast<const T*>(p.q) + seq.q_offset(p, hk * group + g) + m0 * p.q_row_stride;
+    const S* q = static_cast<const S*>(p.q) + seq.q_offset(p, hk * group + g) + m0 * p.q_row_stride;
     pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
   }
   std::fill(st.row_max.begin(), st.row_max.end(), -std::numeric_limits<T>::infinity());
   std::fill(st.row_sum.begin(), st.row_sum.end(), T(0));
   std::fill(st.acc.begin(), st.acc.begin() + packed * D, T(0));
 
-  const TwoRanges ranges = key_blocks(rule, m0, m0 + rows, block_n, seq.len_k);
-  for (const Range& range : {ranges.first, ranges.second}) {
-    for (int64_t nb = range.begin; nb < range.end; ++nb) {
-      const int64_t n0 = nb * block_n;
-      const int64_t cols = std::min(block_n, seq.len_k - n0);
-      // s <- q_packed . k^T, then -inf where not visible
-      packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(),
-                       k + seq.k_row_offset(p, hk, n0), p.k_row_stride, st.scores.data(),
-                       kBlockN);
-      online_softmax_step(packed, cols, D, st);
-      // acc <- acc + P . v
-      gemm_ab<T>(packed, D, cols, T(1), st.scores.data(), kBlockN,
-                 v + seq.v_row_offset(p, hk, n0), p.v_row_stride, T(1), st.acc.data(), D);
-    }
+  // This split's share of the visited key tiles (all of them with one split).
+  const TwoRanges tiles = key_blocks(rule, m0, m0 + rows, block_n, seq.len_k);
+  const int64_t visits = visited_count(tiles), splits = parts.plan.splits[seq.b];
+  for (int64_t t = split * visits / splits; t < (split + 1) * visits / splits; ++t) {
+    const int64_t n0 = nth_visited(tiles, t) * block_n;
+    const int64_t cols = std::min(block_n, seq.len_k - n0);
+    const auto [k_rows, ldk] = tile_rows<T>(k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
+                                            cols, D, st.k_tile);
+    // s <- q_packed . k^T, then -inf where not visible
+    packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(), k_rows, ldk,
+                     st.scores.data(), kBlockN);
+    online_softmax_step(packed, cols, D, st);
+    // acc <- acc + P . v
+    const auto [v_rows, ldv] = tile_rows<T>(v + seq.v_row_offset(p, hk, n0), p.v_row_stride,
+                                            cols, D, st.v_tile);
+    tile_accumulate<T>(packed, cols, D, st.scores.data(), kBlockN, v_rows, ldv, st.acc.data());
   }
 
-  // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so row_sum > 0.
+  // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one
+  // split row_sum > 0; a split may see no key of a row (row_sum 0: lse -inf, output 0).
   for (int64_t g = 0; g < group; ++g) {
     const int64_t h = hk * group + g;
-    T* out = static_cast<T*>(p.o) + seq.o_offset(p, h) + m0 * p.o_row_stride;
-    T* lse = static_cast<T*>(p.lse) + seq.lse_offset(p, h) + m0;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t pr = g * rows + r;
-      const T inv_sum = T(1) / st.row_sum[pr];
-      for (int64_t d = 0; d < D; ++d) out[r * p.o_row_stride + d] = st.acc[pr * D + d] * inv_sum;
-      lse[r] = st.row_max[pr] + std::log(st.row_sum[pr]);
+      const T sum = st.row_sum[pr];
+      const T inv_sum = sum > T(0) ? T(1) / sum : T(0);
+      const T lse = sum > T(0) ? st.row_max[pr] + std::log(sum)
+                               : -std::numeric_limits<T>::infinity();
+      const T* acc = st.acc.data() + pr * D;
+      if (splits > 1) {
+        const int64_t row = parts.plan.partial_row(p, seq, split, h, m0 + r);
+        for (int64_t d = 0; d < D; ++d) parts.o[row * D + d] = acc[d] * inv_sum;
+        parts.lse[row] = lse;
+        continue;
+      }
+      S* out = static_cast<S*>(p.o) + seq.o_offset(p, h) + (m0 + r) * p.o_row_stride;
+      for (int64_t d = 0; d < D; ++d) out[d] = from_compute<S>(acc[d] * inv_sum);
+      if (p.lse != nullptr) static_cast<T*>(p.lse)[seq.lse_offset(p, h) + m0 + r] = lse;
     }
   }
 }
 
+// Merges the splits of query i of head h: lse = log sum_s exp(lse_s), o = sum_s exp(lse_s - lse) o_s.
+template <typename T, typename S>
+void merge_splits(const AttentionParams& p, const Sequence& seq, int64_t h, int64_t i,
+                  const Partials<T>& parts, std::vector<T>& acc) {
+  const int64_t D = p.head_dim, splits = parts.plan.splits[seq.b];
+  T max_lse = -std::numeric_limits<T>::infinity();
+  for (int64_t s = 0; s < splits; ++s)
+    max_lse = std::max(max_lse, parts.lse[parts.plan.partial_row(p, seq, s, h, i)]);
+  T sum = 0;
+  std::fill(acc.begin(), acc.begin() + D, T(0));
+  for (int64_t s = 0; s < splits; ++s) {
+    const int64_t row = parts.plan.partial_row(p, seq, s, h, i);
+    const T weight = std::exp(parts.lse[row] - max_lse);  // 0 for a split that saw nothing
+    sum += weight;
+    if (weight != T(0)) axpy(acc.data(), weight, parts.o.data() + row * D, D);
+  }
+  // Every row sees itself, so some split saw a key: max_lse is finite and sum >= 1.
+  S* out = static_cast<S*>(p.o) + seq.o_offset(p, h) + i * p.o_row_stride;
+  for (int64_t d = 0; d < D; ++d) out[d] = from_compute<S>(acc[d] / sum);
+  if (p.lse != nullptr) static_cast<T*>(p.lse)[seq.lse_offset(p, h) + i] = max_lse + std::log(sum);
+}
+
 }  // namespace
 
-template <typename T>
+template <typename S>
 void forward(const AttentionParams& p) {
+  using T = compute_t<S>;
   use_single_threaded_blas();
-  // (sequence, KV head, query block) over every sequence.
-  const WorkItems items(p, p.heads_kv,
-                        [](const Sequence& s) { return ceil_div(s.len_q, kBlockM); });
-  // Dynamic schedule: blocks at or past full_from cost more than window blocks.
-#pragma omp parallel if (worth_parallel(p))
+  const bool parallel = worth_parallel(p);
+  const SplitPlan plan = plan_splits(p, parallel ? omp_get_max_threads() : 1);
+  Partials<T> parts{plan, std::vector<T>(plan.partial_rows * p.head_dim),
+                    std::vector<T>(plan.partial_rows)};
+  // (sequence, KV head, query block x split) over every sequence; a split sequence has one
+  // query block.
+  const WorkItems items(p, p.heads_kv, [&](const Sequence& s) {
+    return ceil_div(s.len_q, kBlockM) * plan.splits[s.b];
+  });
+  // (sequence, query head, query) rows to merge, over the split sequences only.
+  const WorkItems merges(p, p.heads_q, [&](const Sequence& s) {
+    return plan.splits[s.b] > 1 ? s.len_q : 0;
+  });
+#pragma omp parallel if (parallel)
   {
-    ForwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim);
+    ForwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim, !std::is_same_v<S, T>);
+    // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp for schedule(dynamic)
     for (int64_t i = 0; i < items.size(); ++i) {
       const WorkItem item = items[i];
-      forward_block<T>(p, Sequence(p, item.b), item.head, item.block, scratch);
+      const int64_t splits = plan.splits[item.b];
+      forward_item<T, S>(p, Sequence(p, item.b), item.head, item.block / splits,
+                         item.block % splits, parts, scratch);
+    }
+    // (the loop's implicit barrier: every split is written before any merge)
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < merges.size(); ++i) {
+      const WorkItem row = merges[i];
+      merge_splits<T, S>(p, Sequence(p, row.b), row.head, row.block, parts, scratch.acc);
     }
   }
 }
 
 template void forward<float>(const AttentionParams&);
 template void forward<double>(const AttentionParams&);
+template void forward<bf16>(const AttentionParams&);
+template void forward<fp16>(const AttentionParams&);
 
 }  // namespace swaa::cpu

@@ -7,7 +7,9 @@
 #include <limits>
 
 #include "../params.h"
+#include "element.h"
 #include "kernels.h"
+#include "vec_math.h"
 
 namespace swaa::cpu {
 
@@ -78,12 +80,48 @@ inline void apply_mask(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n
   }
 }
 
-// dst[r][d] <- alpha * src[r * ld_src + d]: gathers strided rows into a dense packed tile.
-template <typename T>
-inline void pack_rows(int64_t rows, int64_t head_dim, T alpha, const T* src, int64_t ld_src,
+// dst[r][d] <- alpha * src[r * ld_src + d]: gathers strided rows (of any element type) into a
+// dense packed tile of the compute type.
+template <typename T, typename S>
+inline void pack_rows(int64_t rows, int64_t head_dim, T alpha, const S* src, int64_t ld_src,
                       T* dst) {
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t d = 0; d < head_dim; ++d) dst[r * head_dim + d] = alpha * src[r * ld_src + d];
+    for (int64_t d = 0; d < head_dim; ++d) {
+      dst[r * head_dim + d] = alpha * T(to_compute(src[r * ld_src + d]));
+    }
+  }
+}
+
+// Below this many packed rows (decode: one query, or a few, times the query heads of a KV head)
+// a tile's products are SIMD dot products and axpys: a BLAS call per tile costs more than the
+// arithmetic it does for so few rows.
+constexpr int64_t kVectorRows = 16;
+
+// s[r][c] <- q[r] . k[c] for `rows` packed query rows and `cols` key rows.
+template <typename T>
+inline void tile_scores(int64_t rows, int64_t cols, int64_t head_dim, const T* q, const T* k,
+                        int64_t ldk, T* s, int64_t lds) {
+  if (rows >= kVectorRows) {
+    gemm_abt<T>(rows, cols, head_dim, T(1), q, head_dim, k, ldk, T(0), s, lds);
+    return;
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r) s[r * lds + c] = dot(q + r * head_dim, k + c * ldk, head_dim);
+  }
+}
+
+// acc[r] <- acc[r] + sum_c p[r][c] v[c]: the tile's probabilities times its value rows.
+template <typename T>
+inline void tile_accumulate(int64_t rows, int64_t cols, int64_t head_dim, const T* p,
+                            int64_t ldp, const T* v, int64_t ldv, T* acc) {
+  if (rows >= kVectorRows) {
+    gemm_ab<T>(rows, head_dim, cols, T(1), p, ldp, v, ldv, T(1), acc, head_dim);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      if (p[r * ldp + c] != T(0)) axpy(acc + r * head_dim, p[r * ldp + c], v + c * ldv, head_dim);
+    }
   }
 }
 
@@ -94,7 +132,7 @@ template <typename T>
 inline void packed_scores(const MaskRule& rule, int64_t group, int64_t m0, int64_t rows,
                           int64_t n0, int64_t cols, int64_t head_dim, const T* q_packed,
                           const T* k, int64_t ldk, T* s, int64_t lds) {
-  gemm_abt<T>(group * rows, cols, head_dim, T(1), q_packed, head_dim, k, ldk, T(0), s, lds);
+  tile_scores<T>(group * rows, cols, head_dim, q_packed, k, ldk, s, lds);
   if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
     for (int64_t g = 0; g < group; ++g) apply_mask(rule, m0, rows, n0, cols, s + g * rows * lds, lds);
   }

@@ -101,7 +101,45 @@ SWAA_AVX2 void softmax_grad_row_avx2(const float* p, float* dp, int64_t n, float
   for (; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
 }
 
+// Two accumulators hide the FMA latency; head dims are multiples of 8 in practice, the tail
+// is scalar.
+SWAA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  if (i + 8 <= n) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    i += 8;
+  }
+  float sum = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+SWAA_AVX2 void axpy_avx2(float* y, float a, const float* x, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
 }  // namespace
+
+float dot(const float* a, const float* b, int64_t n) {
+  if (cpu_has_avx2()) return dot_avx2(a, b, n);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void axpy(float* y, float a, const float* x, int64_t n) {
+  if (cpu_has_avx2()) return axpy_avx2(y, a, x, n);
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
 
 float row_max(const float* x, int64_t n) {
   if (cpu_has_avx2()) return row_max_avx2(x, n);

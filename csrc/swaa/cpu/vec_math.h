@@ -18,6 +18,10 @@ void exp_shifted(float* x, int64_t n, float shift);
 void scale_row(float* y, int64_t n, float a);
 // dp <- p * (dp - delta): the softmax backward's dS for one row.
 void softmax_grad_row(const float* p, float* dp, int64_t n, float delta);
+// sum_i a[i] * b[i]: one score of a tile with only a few query rows (decode).
+float dot(const float* a, const float* b, int64_t n);
+// y <- y + a * x: one value row into an output row (decode).
+void axpy(float* y, float a, const float* x, int64_t n);
 
 // double: the scalar definitions (float64 is the precise path, not the fast one).
 inline double row_max(const double* x, int64_t n) {
@@ -36,6 +40,14 @@ inline void scale_row(double* y, int64_t n, double a) {
 }
 inline void softmax_grad_row(const double* p, double* dp, int64_t n, double delta) {
   for (int64_t i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
+}
+inline double dot(const double* a, const double* b, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+inline void axpy(double* y, double a, const double* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 }  // namespace swaa::cpu
