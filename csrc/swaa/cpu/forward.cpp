@@ -2,13 +2,13 @@
 // One work item = (sequence, KV head, block of kBlockM query positions, key split) for all the
 // query heads that share the KV head (GQA): their rows are packed into one (group * kBlockM, D)
 // tile, so each K/V tile feeds one product instead of `group` small ones (BLAS for many rows,
-// dot products and axpys for a few, tile_ops.h). Decode items over long key ranges are split
+// row kernels for a few, tile_ops.h). Decode items over long key ranges are split
 // across threads (split_plan.h) and merged by LSE. OpenMP runs items in parallel
 // (torch.set_num_threads sets the same OpenMP runtime's thread count).
 //
 // Templated on the element type S of q, k, v and o: float and double are computed as
 // themselves; bf16 / fp16 (a paged KV cache in the model's dtype) in float32, each K/V tile
-// converted as it is visited.
+// converted as it is visited (in registers by the row kernels, into a buffer for BLAS).
 #include <omp.h>
 
 #include <vector>
@@ -27,30 +27,14 @@ template <typename T>
 struct ForwardScratch {
   ForwardScratch(int64_t rows, int64_t head_dim, bool convert_kv)
       : q(rows * head_dim), scores(rows * kBlockN), acc(rows * head_dim), row_max(rows),
-        row_sum(rows), k_tile(convert_kv ? kBlockN * head_dim : 0),
-        v_tile(convert_kv ? kBlockN * head_dim : 0) {}
+        row_sum(rows), kv_tile(convert_kv ? kBlockN * head_dim : 0) {}
   std::vector<T> q;        // (rows, D): the group's query rows, times the softmax scale
   std::vector<T> scores;   // (rows, kBlockN): scores, then probabilities
   std::vector<T> acc;      // (rows, D): unnormalised output
   std::vector<T> row_max;  // running max of each row's scores
   std::vector<T> row_sum;  // running sum of exp(score - row_max)
-  std::vector<T> k_tile;   // (kBlockN, D): a converted K / V tile (16-bit elements only)
-  std::vector<T> v_tile;
+  std::vector<T> kv_tile;  // (kBlockN, D): a converted K or V tile (16-bit elements, BLAS path)
 };
-
-// Rows [0, cols) of a K or V tile as compute-type rows: in place when the elements are already
-// the compute type, else converted into `buffer` (row stride D). Returns the rows and their
-// stride.
-template <typename T, typename S>
-std::pair<const T*, int64_t> tile_rows(const S* rows, int64_t ld, int64_t cols, int64_t head_dim,
-                                       std::vector<T>& buffer) {
-  if constexpr (std::is_same_v<S, T>) {
-    return {rows, ld};
-  } else {
-    pack_rows(cols, head_dim, T(1), rows, ld, buffer.data());
-    return {buffer.data(), head_dim};
-  }
-}
 
 // Online softmax step for one tile: move each row's running state to the new row max (skipped
 // when the max did not change), turn scores into probabilities in place, add them to the sums.
@@ -109,19 +93,25 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   // This split's share of the visited key tiles (all of them with one split).
   const TwoRanges tiles = key_blocks(rule, m0, m0 + rows, block_n, seq.len_k);
   const int64_t visits = visited_count(tiles), splits = parts.plan.splits[seq.b];
-  for (int64_t t = split * visits / splits; t < (split + 1) * visits / splits; ++t) {
+  const int64_t t_end = (split + 1) * visits / splits;
+  for (int64_t t = split * visits / splits; t < t_end; ++t) {
     const int64_t n0 = nth_visited(tiles, t) * block_n;
     const int64_t cols = std::min(block_n, seq.len_k - n0);
-    const auto [k_rows, ldk] = tile_rows<T>(k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
-                                            cols, D, st.k_tile);
+    if (t + 1 < t_end) {  // the next tile may be in another page: start its loads now
+      const int64_t next = nth_visited(tiles, t + 1) * block_n;
+      const int64_t next_cols = std::min(block_n, seq.len_k - next);
+      prefetch_rows(k + seq.k_row_offset(p, hk, next), p.k_row_stride, next_cols, D);
+      prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
+    }
     // s <- q_packed . k^T, then -inf where not visible
-    packed_scores<T>(rule, group, m0, rows, n0, cols, D, st.q.data(), k_rows, ldk,
-                     st.scores.data(), kBlockN);
+    tile_scores<T>(packed, cols, D, st.q.data(), k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
+                   st.scores.data(), kBlockN, &st.kv_tile);
+    mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), kBlockN);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
-    const auto [v_rows, ldv] = tile_rows<T>(v + seq.v_row_offset(p, hk, n0), p.v_row_stride,
-                                            cols, D, st.v_tile);
-    tile_accumulate<T>(packed, cols, D, st.scores.data(), kBlockN, v_rows, ldv, st.acc.data());
+    tile_accumulate<T>(packed, cols, D, st.scores.data(), kBlockN,
+                       v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(),
+                       &st.kv_tile);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "../params.h"
 #include "element.h"
@@ -25,7 +28,7 @@ inline void use_single_threaded_blas() {
 // contexts is memory-bound: 4-6 requests over 2,000 cached keys (19-28 MFLOP) take milliseconds
 // on one thread, so the cut-off is 16 MFLOP, not the 32 it was (bench/vllm.py, docs/vllm.md).
 inline bool worth_parallel(const AttentionParams& p) {
-  constexpr double kMinParallelFlops = 16e6;
+  constexpr double kMinParallelFlops = 2e6;
   int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
   for (int64_t b = 0; b < p.batch; ++b) {
     // Rows past full_from see everything (nullptr: no row does).
@@ -92,50 +95,84 @@ inline void pack_rows(int64_t rows, int64_t head_dim, T alpha, const S* src, int
   }
 }
 
-// Below this many packed rows (decode: one query, or a few, times the query heads of a KV head)
-// a tile's products are SIMD dot products and axpys: a BLAS call per tile costs more than the
-// arithmetic it does for so few rows.
-constexpr int64_t kVectorRows = 16;
-
-// s[r][c] <- q[r] . k[c] for `rows` packed query rows and `cols` key rows.
-template <typename T>
-inline void tile_scores(int64_t rows, int64_t cols, int64_t head_dim, const T* q, const T* k,
-                        int64_t ldk, T* s, int64_t lds) {
-  if (rows >= kVectorRows) {
-    gemm_abt<T>(rows, cols, head_dim, T(1), q, head_dim, k, ldk, T(0), s, lds);
+// Asks the cache for `rows` rows of `head_dim` elements (row stride ld): a paged cache's next
+// tile is in another page, where the hardware prefetcher has no stream to follow.
+template <typename S>
+inline void prefetch_rows(const S* rows, int64_t ld, int64_t count, int64_t head_dim) {
+  constexpr int64_t kLine = 64;
+  const int64_t row_bytes = head_dim * int64_t(sizeof(S));
+  const char* first = reinterpret_cast<const char*>(rows);
+  if (ld == head_dim) {  // the rows of a page are contiguous (vLLM's layout): one flat range
+    for (int64_t b = 0; b < count * row_bytes; b += kLine) __builtin_prefetch(first + b);
     return;
   }
-  for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t r = 0; r < rows; ++r) s[r * lds + c] = dot(q + r * head_dim, k + c * ldk, head_dim);
+  for (int64_t r = 0; r < count; ++r) {
+    for (int64_t b = 0; b < row_bytes; b += kLine) __builtin_prefetch(first + r * ld * sizeof(S) + b);
   }
+}
+
+// Below this many packed rows (decode: one query, or a few, times the query heads of a KV head)
+// a tile's products are row kernels (vec_math.h) reading K/V in their own element type: a BLAS
+// call per tile costs more than the arithmetic it does for so few rows.
+constexpr int64_t kVectorRows = 16;
+
+// Rows [0, cols) of a K or V tile as compute-type rows: in place when the elements are already
+// the compute type, else converted into `buffer` (row stride D). Returns the rows and their
+// stride.
+template <typename T, typename S>
+inline std::pair<const T*, int64_t> tile_rows(const S* rows, int64_t ld, int64_t cols,
+                                              int64_t head_dim, std::vector<T>* buffer) {
+  if constexpr (std::is_same_v<S, T>) {
+    return {rows, ld};
+  } else {
+    pack_rows(cols, head_dim, T(1), rows, ld, buffer->data());
+    return {buffer->data(), head_dim};
+  }
+}
+
+// s[r][c] <- q[r] . k[c] for `rows` packed query rows and `cols` key rows (element type S).
+// `buffer` (kBlockN * D) is needed when S is not the compute type and rows are many.
+template <typename T, typename S>
+inline void tile_scores(int64_t rows, int64_t cols, int64_t head_dim, const T* q, const S* k,
+                        int64_t ldk, T* s, int64_t lds, std::vector<T>* buffer = nullptr) {
+  if (rows < kVectorRows) {
+    row_scores(q, rows, k, ldk, cols, head_dim, s, lds);
+    return;
+  }
+  const auto [k_rows, ld] = tile_rows<T>(k, ldk, cols, head_dim, buffer);
+  gemm_abt<T>(rows, cols, head_dim, T(1), q, head_dim, k_rows, ld, T(0), s, lds);
 }
 
 // acc[r] <- acc[r] + sum_c p[r][c] v[c]: the tile's probabilities times its value rows.
-template <typename T>
+template <typename T, typename S>
 inline void tile_accumulate(int64_t rows, int64_t cols, int64_t head_dim, const T* p,
-                            int64_t ldp, const T* v, int64_t ldv, T* acc) {
-  if (rows >= kVectorRows) {
-    gemm_ab<T>(rows, head_dim, cols, T(1), p, ldp, v, ldv, T(1), acc, head_dim);
+                            int64_t ldp, const S* v, int64_t ldv, T* acc,
+                            std::vector<T>* buffer = nullptr) {
+  if (rows < kVectorRows) {
+    row_accumulate(p, ldp, rows, v, ldv, cols, head_dim, acc);
     return;
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      if (p[r * ldp + c] != T(0)) axpy(acc + r * head_dim, p[r * ldp + c], v + c * ldv, head_dim);
-    }
+  const auto [v_rows, ld] = tile_rows<T>(v, ldv, cols, head_dim, buffer);
+  gemm_ab<T>(rows, head_dim, cols, T(1), p, ldp, v_rows, ld, T(1), acc, head_dim);
+}
+
+// Masks the scores of one tile for the query rows of `group` heads packed head-major (packed row
+// g * rows + r is query row m0 + r of head g) when the tile straddles an edge of the rule.
+template <typename T>
+inline void mask_packed(const MaskRule& rule, int64_t group, int64_t m0, int64_t rows, int64_t n0,
+                        int64_t cols, T* s, int64_t lds) {
+  if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
+    for (int64_t g = 0; g < group; ++g) apply_mask(rule, m0, rows, n0, cols, s + g * rows * lds, lds);
   }
 }
 
-// Scores of one tile for the query rows of `group` heads packed head-major (packed row
-// g * rows + r is query row m0 + r of head g), masked when the tile straddles an edge of the rule:
-// s <- q_packed . k^T, then -inf where not visible.
+// Scores of one tile for packed query rows: s <- q_packed . k^T, then -inf where not visible.
 template <typename T>
 inline void packed_scores(const MaskRule& rule, int64_t group, int64_t m0, int64_t rows,
                           int64_t n0, int64_t cols, int64_t head_dim, const T* q_packed,
                           const T* k, int64_t ldk, T* s, int64_t lds) {
   tile_scores<T>(group * rows, cols, head_dim, q_packed, k, ldk, s, lds);
-  if (!rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols)) {
-    for (int64_t g = 0; g < group; ++g) apply_mask(rule, m0, rows, n0, cols, s + g * rows * lds, lds);
-  }
+  mask_packed(rule, group, m0, rows, n0, cols, s, lds);
 }
 
 }  // namespace swaa::cpu

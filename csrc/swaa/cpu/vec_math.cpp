@@ -1,17 +1,40 @@
-// AVX2 + FMA row kernels with a scalar fallback, chosen once at run time (vec_math.h).
+// AVX2 + FMA row kernels with a scalar fallback, chosen once at run time (vec_math.h); the
+// decode row kernels come in AVX2 and AVX-512 builds of one source (row_kernels.inc).
 #include "vec_math.h"
 
 #include <immintrin.h>
 
+#include <cstdlib>
+#include <cstring>
+
+#include "row_kernels.h"
+
 namespace swaa::cpu {
+
+// The best instruction set this CPU has, capped by SWAA_CPU_ISA (scalar / avx2 / avx512) so
+// that the tests can run every path on one machine.
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::kScalar;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+      best = Isa::kAvx2;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+        best = Isa::kAvx512;
+      }
+    }
+    const char* cap = std::getenv("SWAA_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "scalar") == 0) return Isa::kScalar;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best > Isa::kAvx2) return Isa::kAvx2;
+    return best;
+  }();
+  return isa;
+}
 namespace {
 
-#define SWAA_AVX2 __attribute__((target("avx2,fma")))
+#define SWAA_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-bool cpu_has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
+bool cpu_has_avx2() { return cpu_isa() >= Isa::kAvx2; }
 
 // exp(x) for x <= 0 (inputs here are scores minus their row max): Cephes' expf, 2^n * p(r) with
 // n = round(x / ln 2) and r = x - n ln 2 (ln 2 split in two for precision), relative error
@@ -101,24 +124,6 @@ SWAA_AVX2 void softmax_grad_row_avx2(const float* p, float* dp, int64_t n, float
   for (; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
 }
 
-// Two accumulators hide the FMA latency; head dims are multiples of 8 in practice, the tail
-// is scalar.
-SWAA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  if (i + 8 <= n) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    i += 8;
-  }
-  float sum = hsum(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 SWAA_AVX2 void axpy_avx2(float* y, float a, const float* x, int64_t n) {
   const __m256 va = _mm256_set1_ps(a);
   int64_t i = 0;
@@ -129,17 +134,53 @@ SWAA_AVX2 void axpy_avx2(float* y, float a, const float* x, int64_t n) {
 
 }  // namespace
 
-float dot(const float* a, const float* b, int64_t n) {
-  if (cpu_has_avx2()) return dot_avx2(a, b, n);
-  float sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 void axpy(float* y, float a, const float* x, int64_t n) {
   if (cpu_has_avx2()) return axpy_avx2(y, a, x, n);
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
+
+template <typename S>
+void row_scores(const float* q, int64_t rows, const S* k, int64_t ldk, int64_t cols, int64_t d,
+                float* scores, int64_t lds) {
+  if (cpu_isa() >= Isa::kAvx512 && d % 16 == 0) {
+    return avx512::row_scores(q, rows, k, ldk, cols, d, scores, lds);
+  }
+  if (cpu_isa() >= Isa::kAvx2 && d % 8 == 0) {
+    return avx2::row_scores(q, rows, k, ldk, cols, d, scores, lds);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      float sum = 0;
+      for (int64_t i = 0; i < d; ++i) sum += q[r * d + i] * to_compute(k[c * ldk + i]);
+      scores[r * lds + c] = sum;
+    }
+  }
+}
+
+template <typename S>
+void row_accumulate(const float* p, int64_t ldp, int64_t rows, const S* v, int64_t ldv,
+                    int64_t cols, int64_t d, float* acc) {
+  if (cpu_isa() >= Isa::kAvx512 && d % 16 == 0) {
+    return avx512::row_accumulate(p, ldp, rows, v, ldv, cols, d, acc);
+  }
+  if (cpu_isa() >= Isa::kAvx2 && d % 8 == 0) {
+    return avx2::row_accumulate(p, ldp, rows, v, ldv, cols, d, acc);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      for (int64_t i = 0; i < d; ++i) acc[r * d + i] += p[r * ldp + c] * to_compute(v[c * ldv + i]);
+    }
+  }
+}
+
+#define SWAA_ROW_KERNELS(S)                                                                    \
+  template void row_scores<S>(const float*, int64_t, const S*, int64_t, int64_t, int64_t, float*, \
+                              int64_t);                                                        \
+  template void row_accumulate<S>(const float*, int64_t, int64_t, const S*, int64_t, int64_t,    \
+                                  int64_t, float*);
+SWAA_ROW_KERNELS(float)
+SWAA_ROW_KERNELS(bf16)
+SWAA_ROW_KERNELS(fp16)
 
 float row_max(const float* x, int64_t n) {
   if (cpu_has_avx2()) return row_max_avx2(x, n);

@@ -6,7 +6,15 @@
 #include <cstdint>
 #include <limits>
 
+#include "element.h"
+
 namespace swaa::cpu {
+
+// Instruction sets the float kernels are built for, in order.
+enum class Isa { kScalar, kAvx2, kAvx512 };
+// The one the kernels use: the best this CPU has, or less when SWAA_CPU_ISA says so (scalar,
+// avx2), read once per process (the tests run each path).
+Isa cpu_isa();
 
 // float: defined in vec_math.cpp (runtime dispatch).
 float row_max(const float* x, int64_t n);
@@ -18,10 +26,20 @@ void exp_shifted(float* x, int64_t n, float shift);
 void scale_row(float* y, int64_t n, float a);
 // dp <- p * (dp - delta): the softmax backward's dS for one row.
 void softmax_grad_row(const float* p, float* dp, int64_t n, float delta);
-// sum_i a[i] * b[i]: one score of a tile with only a few query rows (decode).
-float dot(const float* a, const float* b, int64_t n);
-// y <- y + a * x: one value row into an output row (decode).
+// y <- y + a * x
 void axpy(float* y, float a, const float* x, int64_t n);
+
+// The two products of a tile with only a few query rows (decode), reading the key / value rows
+// in their own element type S (float, bf16, fp16: converted in registers, never into a buffer).
+// scores[r * lds + c] <- q[r] . k[c], for rows r < rows of q (row stride d) and c < cols of k
+// (row stride ldk).
+template <typename S>
+void row_scores(const float* q, int64_t rows, const S* k, int64_t ldk, int64_t cols, int64_t d,
+                float* scores, int64_t lds);
+// acc[r] <- acc[r] + sum_c p[r * ldp + c] v[c], for r < rows of acc (row stride d).
+template <typename S>
+void row_accumulate(const float* p, int64_t ldp, int64_t rows, const S* v, int64_t ldv,
+                    int64_t cols, int64_t d, float* acc);
 
 // double: the scalar definitions (float64 is the precise path, not the fast one).
 inline double row_max(const double* x, int64_t n) {
@@ -41,13 +59,24 @@ inline void scale_row(double* y, int64_t n, double a) {
 inline void softmax_grad_row(const double* p, double* dp, int64_t n, double delta) {
   for (int64_t i = 0; i < n; ++i) dp[i] = p[i] * (dp[i] - delta);
 }
-inline double dot(const double* a, const double* b, int64_t n) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
 inline void axpy(double* y, double a, const double* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+inline void row_scores(const double* q, int64_t rows, const double* k, int64_t ldk, int64_t cols,
+                       int64_t d, double* scores, int64_t lds) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      double sum = 0;
+      for (int64_t i = 0; i < d; ++i) sum += q[r * d + i] * k[c * ldk + i];
+      scores[r * lds + c] = sum;
+    }
+  }
+}
+inline void row_accumulate(const double* p, int64_t ldp, int64_t rows, const double* v,
+                           int64_t ldv, int64_t cols, int64_t d, double* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) axpy(acc + r * d, p[r * ldp + c], v + c * ldv, d);
+  }
 }
 
 }  // namespace swaa::cpu
