@@ -156,7 +156,8 @@ $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
 	cd /tmp && $(VLLM_PY) -m swaa_ext.vllm.checkpoint $(abspath $(VLLM_MODEL))
 
 # Serving benchmark (bench/vllm.py): plugin vs stock vLLM full attention vs vLLM's own sliding
-# window, throughput and KV memory -> bench/results/vllm[_quick].{json,png}. BENCH_ARGS=--quick.
+# window, bf16 + fp32, 2000- and 8000-token prompts, 3 interleaved repetitions (hours on 2 cores);
+# throughput and KV memory -> docs/bench/vllm[_quick].{json,png}. BENCH_ARGS=--quick: minutes.
 .PHONY: bench-vllm
 bench-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
 	$(VLLM_PY) -m bench.vllm $(BENCH_ARGS)

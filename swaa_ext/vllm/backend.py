@@ -40,7 +40,8 @@ from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttenti
                                                  CPUAttentionMetadataBuilder)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from ..ops import sliding_attention_paged, sliding_attention_varlen, write_paged_cache
+from .. import ops  # noqa: F401  (registers the custom ops and their fake implementations)
+from ..ops import sliding_attention_varlen
 from . import kv_spec, paged
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
 
@@ -252,6 +253,7 @@ class SWAAImpl(AttentionImpl):
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
+        self._cache_halves: tuple[tuple, tuple[Tensor, Tensor]] | None = None
 
     def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
                 kv_cache: Tensor, attn_metadata: SWAAMetadata | None, output: Tensor,
@@ -274,11 +276,14 @@ class SWAAImpl(AttentionImpl):
         full_from = meta.prompt_lens if rule.fa_decode else None
         out = output[:tokens].view(tokens, self.num_heads, self.head_size)
         if paged.reads_in_place(kv_cache):
-            k_cache, v_cache = paged.split_cache(kv_cache, self.head_size)
-            sliding_attention_paged(
+            # The op itself (swaa_ext.sliding_attention_paged without its Python argument
+            # checks, which vLLM's values pass by construction; the C++ boundary still checks
+            # every argument): this runs for every layer and step.
+            k_cache, v_cache = self._halves(kv_cache)
+            torch.ops.swaa_ext.fwd_paged_out(
                 query[:tokens], k_cache, v_cache, meta.block_table, meta.query_start_loc,
                 meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
-                full_from=full_from, scale=self.scale, out=out)
+                full_from, self.scale, out, None)
         else:
             slots, cu_seqlens_k, max_seqlen_k = meta.keys(paged.block_size(kv_cache), rule)
             k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
@@ -287,10 +292,16 @@ class SWAAImpl(AttentionImpl):
                 max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale))
         return output
 
+    def _halves(self, kv_cache: Tensor) -> tuple[Tensor, Tensor]:
+        """paged.split_cache of this layer's cache, made once per cache allocation."""
+        key = (kv_cache.data_ptr(), kv_cache.shape, kv_cache.stride())
+        if self._cache_halves is None or self._cache_halves[0] != key:
+            self._cache_halves = (key, paged.split_cache(kv_cache, self.head_size))
+        return self._cache_halves[1]
+
     def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
                            kv_cache: Tensor, slot_mapping: Tensor) -> None:
         if kv_cache.device.type == "cpu":
-            k_cache, v_cache = paged.split_cache(kv_cache, self.head_size)
-            write_paged_cache(key, value, k_cache, v_cache, slot_mapping)
+            torch.ops.swaa_ext.write_paged_cache(key, value, *self._halves(kv_cache), slot_mapping)
         else:
             paged.write(kv_cache, key, value, slot_mapping)

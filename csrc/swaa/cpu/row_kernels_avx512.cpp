@@ -23,8 +23,15 @@ struct Vec {
   static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* x, T v) { _mm512_storeu_ps(x, v); }
   static float sum(T v) { return _mm512_reduce_add_ps(v); }
+  // out[j] = sum(a[j]) for four vectors: halve each to 256 bits, then two hadds and one add.
   static void sum4(const T (&a)[4], float* out) {
-    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(a[j]);
+    __m256 h[4];
+    for (int j = 0; j < 4; ++j) {
+      h[j] = _mm256_add_ps(_mm512_castps512_ps256(a[j]),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[j]), 1)));
+    }
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
   }
 };
 

@@ -23,10 +23,12 @@ inline void use_single_threaded_blas() {
 }
 
 // Whether a problem is big enough to share among threads. Each parallel region wakes the other
-// threads, which on a busy machine can take milliseconds; a decode step over a short window
-// (~10 MFLOP, ~0.1 ms on one core) runs faster on the calling thread alone. Decode over long
-// contexts is memory-bound: 4-6 requests over 2,000 cached keys (19-28 MFLOP) take milliseconds
-// on one thread, so the cut-off is 16 MFLOP, not the 32 it was (bench/vllm.py, docs/vllm.md).
+// threads, which costs microseconds when they were just busy (a serving step: the model's own
+// OpenMP matmuls run between attention calls) and can cost milliseconds on an idle or busy
+// machine. A decode step of 4 requests over a 250-key window + 64 sinks (SmolLM2's 9 / 3 heads,
+// 3 MFLOP) took 0.12 ms on one thread and 0.06 ms on two, and a whole vLLM decode step went from
+// 63 to 53 ms (fp32, one run each; docs/vllm.md), so the cut-off is 2 MFLOP (it was 16, and 32
+// before that, when decode ran a BLAS call per tile).
 inline bool worth_parallel(const AttentionParams& p) {
   constexpr double kMinParallelFlops = 2e6;
   int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row
