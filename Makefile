@@ -157,7 +157,7 @@ $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
 
 # Serving benchmark (bench/vllm.py): plugin vs stock vLLM full attention vs vLLM's own sliding
 # window, bf16 + fp32, 2000- and 8000-token prompts, 3 interleaved repetitions (hours on 2 cores);
-# throughput and KV memory -> docs/bench/vllm[_quick].{json,png}. BENCH_ARGS=--quick: minutes.
+# throughput and KV memory -> docs/bench/vllm[_quick].{json,png} (--out to choose). BENCH_ARGS=--quick: minutes.
 .PHONY: bench-vllm
 bench-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
 	$(VLLM_PY) -m bench.vllm $(BENCH_ARGS)
