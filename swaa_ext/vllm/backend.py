@@ -40,8 +40,7 @@ from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttenti
                                                  CPUAttentionMetadataBuilder)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from .. import ops  # noqa: F401  (registers the custom ops and their fake implementations)
-from ..ops import sliding_attention_varlen
+from ..ops import sliding_attention_varlen  # (importing ops also registers the custom ops)
 from . import kv_spec, paged
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
 
@@ -52,21 +51,15 @@ logger = init_logger(__name__)
 CPU_MAX_HEAD_SIZE = 256
 
 
-def _served_settings():
-    """The SWAA settings of the model vLLM is building now (None: not a SWAA model, or no model
-    config is current)."""
+def _serves_swaa() -> bool:
+    """Whether the model vLLM is building now has SWAA settings (False when no model config is
+    current). Also records them (or None) for customize_spec, which vLLM calls with the spec
+    alone (kv_spec.record_model)."""
     vllm_config = get_current_vllm_config_or_none()
     if vllm_config is None or vllm_config.model_config is None:
-        return None
-    return swaa_config(vllm_config.model_config.hf_text_config)
-
-
-def _serves_swaa() -> bool:
-    """Whether the model being built has SWAA settings. Also records them (or None) for
-    customize_spec, which vLLM calls with the spec alone (kv_spec.record_model)."""
-    settings = _served_settings()
-    if get_current_vllm_config_or_none() is not None:
-        kv_spec.record_model(settings)
+        return False
+    settings = swaa_config(vllm_config.model_config.hf_text_config)
+    kv_spec.record_model(settings)
     return settings is not None
 
 

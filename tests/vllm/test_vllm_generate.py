@@ -157,12 +157,18 @@ def test_fa_decode_output_does_not_depend_on_the_prefix_cache(model_dir, prompts
     cached blocks must not be reused. The follow-up gives the same tokens and log-probabilities
     with the earlier request's blocks in the cache and in an engine that never saw it; only the
     earlier prompt's blocks are reused."""
+    from vllm import SamplingParams
+
     first_prompt = prompts[0]
     turn = tokenizer(" And on day 4?", add_special_tokens=False)["input_ids"]
     settings = dict(hf_overrides=hf_overrides(FA_DECODE), enable_prefix_caching=True,
                     block_size=32)
+    # 64 answer tokens: whole 32-token blocks past the prompt, which vLLM would cache and offer
+    # to the follow-up without the prompt-only rule (then num_cached_tokens > the prompt).
+    answer = SamplingParams(temperature=0.0, max_tokens=64, min_tokens=64)
+    assert (len(first_prompt) + 64) // 32 > -(-len(first_prompt) // 32)
     with engine(model_dir, **settings) as llm:
-        first = generate(llm, [first_prompt])[0]
+        first = llm.generate([{"prompt_token_ids": first_prompt}], answer, use_tqdm=False)[0]
         follow_up = first_prompt + list(first.outputs[0].token_ids) + turn
         warm = generate(llm, [follow_up])
     with engine(model_dir, **settings) as llm:

@@ -181,7 +181,9 @@ void forward(const AttentionParams& p) {
   });
 #pragma omp parallel if (parallel)
   {
-    ForwardScratch<T> scratch(p.group_size() * kBlockM, p.head_dim, !std::is_same_v<S, T>);
+    // Rows of the largest work item: a decode step (len_q 1) needs `group` rows, not 64 per head.
+    const int64_t rows = p.group_size() * std::max<int64_t>(1, std::min(kBlockM, p.len_q));
+    ForwardScratch<T> scratch(rows, p.head_dim, !std::is_same_v<S, T>);
     // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp for schedule(dynamic)
     for (int64_t i = 0; i < items.size(); ++i) {

@@ -27,8 +27,9 @@ inline void use_single_threaded_blas() {
 // OpenMP matmuls run between attention calls) and can cost milliseconds on an idle or busy
 // machine. A decode step of 4 requests over a 250-key window + 64 sinks (SmolLM2's 9 / 3 heads,
 // 3 MFLOP) took 0.12 ms on one thread and 0.06 ms on two, and a whole vLLM decode step went from
-// 63 to 53 ms (fp32, one run each; docs/vllm.md), so the cut-off is 2 MFLOP (it was 16, and 32
-// before that, when decode ran a BLAS call per tile).
+// 63 to 53 ms (fp32, one run each of a one-off timing script), so the cut-off is 2 MFLOP (it was
+// 16, and 32 before that, when decode ran a BLAS call per tile; the interleaved serving
+// benchmark in docs/vllm.md measures the result).
 inline bool worth_parallel(const AttentionParams& p) {
   constexpr double kMinParallelFlops = 2e6;
   int64_t keys = min64(p.len_k, p.window + p.sinks + kBlockM + kBlockN);  // per query row

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -24,8 +25,11 @@ Isa cpu_isa() {
       }
     }
     const char* cap = std::getenv("SWAA_CPU_ISA");
-    if (cap != nullptr && std::strcmp(cap, "scalar") == 0) return Isa::kScalar;
-    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best > Isa::kAvx2) return Isa::kAvx2;
+    if (cap == nullptr || *cap == '\0' || std::strcmp(cap, "avx512") == 0) return best;
+    if (std::strcmp(cap, "scalar") == 0) return Isa::kScalar;
+    if (std::strcmp(cap, "avx2") == 0) return best > Isa::kAvx2 ? Isa::kAvx2 : best;
+    std::fprintf(stderr, "swaa_ext: SWAA_CPU_ISA=%s is not one of scalar, avx2, avx512; "
+                 "ignored\n", cap);
     return best;
   }();
   return isa;
