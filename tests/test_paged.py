@@ -97,6 +97,27 @@ def test_paged_matches_reference(case, page_size, dtype):
     assert_close(lse, expected[1], dtype, "lse vs reference")
 
 
+@pytest.mark.parametrize("head_dim", [32, 64, 128, 256])
+@pytest.mark.parametrize("page_size", [16, 64, 48, 5])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bf16_cache_tile_products_match_reference(case, page_size, head_dim):
+    """bf16 caches with head dims the AMX tile products take (a multiple of 32, at most 256):
+    on a CPU with AMX every work item of 16 rows or more runs on it (probabilities rounded to
+    bf16), elsewhere the float32 path; both within bf16's tolerance of the float64 reference,
+    with NaN in every slot and page the rule does not read."""
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, head_dim, torch.bfloat16)
+    ff = case.full_from_arg("cpu")
+    k_cache, v_cache, table = paged(k, v, cu_k, page_size, unread_pages(case, page_size))
+    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
+                                                max_q, max_k, case.window, case.sinks,
+                                                full_from=ff, return_lse=True)
+    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
+                                                  max_q, max_k, case.window, case.sinks,
+                                                  full_from=ff, return_lse=True)
+    assert_close(out, expected[0], torch.bfloat16, "out vs reference")
+    assert_close(lse, expected[1], torch.bfloat16, "lse vs reference")
+
+
 def test_unread_pages_are_really_skipped():
     """The NaN pages of the test above are not a formality: a window that does read them
     gives NaN (so a kernel that read outside sinks + window could not pass)."""

@@ -48,6 +48,14 @@ struct MaskRule {
     return j <= p && (p - j < window || j < sinks || p >= full_from);
   }
 
+  // The keys row i sees as two ranges, the sinks [0, sink_end) and the window [begin, i + offset]
+  // (all earlier keys at or past full_from): `visible` per row, for masking a row at a time.
+  SWAA_HOST_DEVICE TwoRanges row_keys(int64_t i) const {
+    const int64_t p = i + offset;
+    const int64_t begin = p >= full_from ? 0 : max64(p - window + 1, 0);
+    return {{0, min64(sinks, p + 1)}, {begin, p + 1}};
+  }
+
   // True when every (row, key) pair of the tile rows [m0, m1) x keys [n0, n1) is visible, so
   // the tile can skip masking. Conservative: false only costs the mask evaluation.
   SWAA_HOST_DEVICE bool tile_fully_visible(int64_t m0, int64_t m1, int64_t n0, int64_t n1) const {

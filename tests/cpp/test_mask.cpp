@@ -74,6 +74,11 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
         for (int64_t j = n0; j < n1; ++j) {
           any |= rule.visible(i, j);
           all &= rule.visible(i, j);
+          const TwoRanges keys = rule.row_keys(i);
+          const bool in_keys = (j >= keys.first.begin && j < keys.first.end) ||
+                               (j >= keys.second.begin && j < keys.second.end);
+          EXPECT(in_keys == rule.visible(i, j), "row_keys(%lld) disagrees with visible at key %lld",
+                 (long long)i, (long long)j);
         }
       EXPECT(counts[nb] <= 1, "key block %lld visited %d times (lq=%lld lk=%lld w=%lld s=%lld ff=%lld)",
              (long long)nb, counts[nb], (long long)lq, (long long)lk, (long long)window,

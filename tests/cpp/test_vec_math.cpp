@@ -1,4 +1,4 @@
-// The float row kernels of the CPU softmax (AVX2 path on this machine, scalar elsewhere) against
+// The float row kernels of the CPU softmax (AVX-512, AVX2 or scalar: SWAA_CPU_ISA picks) against
 // double-precision std::exp: relative error, exp(-inf) == 0 exactly, every tail length 0..19.
 // The decode row kernels (row_scores, row_accumulate) against a double loop for float, bf16 and
 // fp16 keys / values: head dims with and without a 64-column block and the scalar fallback
@@ -112,7 +112,7 @@ int main() {
   ok &= check_row_kernels<float>("float", 1e-6);
   ok &= check_row_kernels<bf16>("bf16", 1e-6);  // inputs are exact in bf16: only rounding of sums
   ok &= check_row_kernels<fp16>("fp16", 1e-6);
-  const char* isa[] = {"scalar", "avx2", "avx512"};
+  const char* isa[] = {"scalar", "avx2", "avx512", "amx"};
   std::printf("vec_math (%s) %s\n", isa[int(cpu_isa())], ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

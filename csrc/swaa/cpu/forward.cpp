@@ -8,11 +8,14 @@
 //
 // Templated on the element type S of q, k, v and o: float and double are computed as
 // themselves; bf16 / fp16 (a paged KV cache in the model's dtype) in float32, each K/V tile
-// converted as it is visited (in registers by the row kernels, into a buffer for BLAS).
+// converted as it is visited (in registers by the row kernels, into a buffer for BLAS), or for
+// bf16 multiplied as it is on AMX where the CPU has it (amx_tiles.h).
 #include <omp.h>
 
+#include <optional>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "kernels.h"
 #include "split_plan.h"
 #include "tile_ops.h"
@@ -22,19 +25,75 @@
 namespace swaa::cpu {
 namespace {
 
+static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile fits the AMX scratch");
+
 // Per-thread scratch for one work item, allocated once per parallel region.
+// With AMX (bf16 K/V, amx_tiles.h) the query rows of an AMX work item are kept in bf16,
+// unscaled; the tile products read and write whole 16-row tiles, so scores and acc are padded
+// to a multiple of 16 rows.
 template <typename T>
 struct ForwardScratch {
-  ForwardScratch(int64_t rows, int64_t head_dim, bool convert_kv)
-      : q(rows * head_dim), scores(rows * kBlockN), acc(rows * head_dim), row_max(rows),
-        row_sum(rows), kv_tile(convert_kv ? kBlockN * head_dim : 0) {}
+  ForwardScratch(int64_t rows, int64_t head_dim, bool convert_kv, bool use_amx)
+      : q(rows * head_dim),
+        scores((use_amx ? amx_padded_rows(rows) : rows) * kBlockN),
+        acc((use_amx ? amx_padded_rows(rows) : rows) * head_dim), row_max(rows), row_sum(rows),
+        kv_tile(convert_kv && !use_amx ? kBlockN * head_dim : 0),
+        q_bf16(use_amx ? amx_padded_rows(rows) * head_dim : 0) {
+    if (use_amx) amx.emplace(rows, head_dim);
+  }
   std::vector<T> q;        // (rows, D): the group's query rows, times the softmax scale
   std::vector<T> scores;   // (rows, kBlockN): scores, then probabilities
   std::vector<T> acc;      // (rows, D): unnormalised output
   std::vector<T> row_max;  // running max of each row's scores
   std::vector<T> row_sum;  // running sum of exp(score - row_max)
   std::vector<T> kv_tile;  // (kBlockN, D): a converted K or V tile (16-bit elements, BLAS path)
+  std::vector<bf16> q_bf16;          // AMX: (padded rows, D) query rows as given
+  std::optional<AmxScratch> amx;     // AMX: the repacked operands of a key tile
+  bool amx_item = false;             // the current work item runs on AMX tiles
 };
+
+// The query rows of head g of the group into the scratch (packed row g * rows + r).
+template <typename T, typename S>
+void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
+                  ForwardScratch<T>& st) {
+  const int64_t D = p.head_dim;
+  if constexpr (std::is_same_v<S, bf16>) {
+    if (st.amx_item) {  // the scale is applied to the scores
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(q + r * p.q_row_stride, q + r * p.q_row_stride + D, &st.q_bf16[(g * rows + r) * D]);
+      return;
+    }
+  }
+  pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
+}
+
+// s <- scale * q_packed . k^T for one key tile.
+template <typename T, typename S>
+void tile_scores_of(const AttentionParams& p, int64_t rows, int64_t cols, const S* k,
+                    ForwardScratch<T>& st) {
+  if constexpr (std::is_same_v<S, bf16>) {
+    if (st.amx_item) {
+      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), k, p.k_row_stride,
+                        float(p.scale), st.scores.data(), kBlockN, *st.amx);
+    }
+  }
+  tile_scores<T>(rows, cols, p.head_dim, st.q.data(), k, p.k_row_stride, st.scores.data(),
+                 kBlockN, &st.kv_tile);
+}
+
+// acc <- acc + P . v for one key tile (P: the probabilities in st.scores).
+template <typename T, typename S>
+void tile_accumulate_of(const AttentionParams& p, int64_t rows, int64_t cols, const S* v,
+                        ForwardScratch<T>& st) {
+  if constexpr (std::is_same_v<S, bf16>) {
+    if (st.amx_item) {
+      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, v, p.v_row_stride,
+                            st.acc.data(), *st.amx);
+    }
+  }
+  tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), kBlockN, v, p.v_row_stride,
+                     st.acc.data(), &st.kv_tile);
+}
 
 // Online softmax step for one tile: move each row's running state to the new row max (skipped
 // when the max did not change), turn scores into probabilities in place, add them to the sums.
@@ -81,10 +140,14 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   const S* v = static_cast<const S*>(p.v);
   const int64_t block_n = key_tile_width(p);
 
-  // q_packed <- scale * q of the group's heads
+  // A few rows (decode) take the row kernels: repacking a key tile for AMX costs more than it
+  // saves on so few rows.
+  st.amx_item = st.amx.has_value() && packed >= kVectorRows;
+  // q_packed <- q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
-    const S* q = static_cast<const S*>(p.q) + seq.q_offset(p, hk * group + g) + m0 * p.q_row_stride;
-    pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
+    pack_queries(p, g, rows,
+                 static_cast<const S*>(p.q) + seq.q_offset(p, hk * group + g) + m0 * p.q_row_stride,
+                 st);
   }
   std::fill(st.row_max.begin(), st.row_max.end(), -std::numeric_limits<T>::infinity());
   std::fill(st.row_sum.begin(), st.row_sum.end(), T(0));
@@ -103,15 +166,12 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
       prefetch_rows(k + seq.k_row_offset(p, hk, next), p.k_row_stride, next_cols, D);
       prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
     }
-    // s <- q_packed . k^T, then -inf where not visible
-    tile_scores<T>(packed, cols, D, st.q.data(), k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
-                   st.scores.data(), kBlockN, &st.kv_tile);
+    // s <- scale * q_packed . k^T, then -inf where not visible
+    tile_scores_of(p, packed, cols, k + seq.k_row_offset(p, hk, n0), st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), kBlockN);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
-    tile_accumulate<T>(packed, cols, D, st.scores.data(), kBlockN,
-                       v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(),
-                       &st.kv_tile);
+    tile_accumulate_of(p, packed, cols, v + seq.v_row_offset(p, hk, n0), st);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one
@@ -183,7 +243,8 @@ void forward(const AttentionParams& p) {
   {
     // Rows of the largest work item: a decode step (len_q 1) needs `group` rows, not 64 per head.
     const int64_t rows = p.group_size() * std::max<int64_t>(1, std::min(kBlockM, p.len_q));
-    ForwardScratch<T> scratch(rows, p.head_dim, !std::is_same_v<S, T>);
+    const bool use_amx = std::is_same_v<S, bf16> && amx_head_dim(p.head_dim) && amx_usable();
+    ForwardScratch<T> scratch(rows, p.head_dim, !std::is_same_v<S, T>, use_amx);
     // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp for schedule(dynamic)
     for (int64_t i = 0; i < items.size(); ++i) {

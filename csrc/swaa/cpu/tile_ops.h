@@ -74,15 +74,19 @@ inline void gemm_atb(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64
   gemm(CblasTrans, CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// s[r][c] <- -inf where query row m0 + r may not see key n0 + c.
+// s[r][c] <- -inf where query row m0 + r may not see key n0 + c: per row, the columns between
+// its sinks and its window, and those past it.
 template <typename T>
 inline void apply_mask(const MaskRule& rule, int64_t m0, int64_t rows, int64_t n0, int64_t cols,
                        T* s, int64_t lds) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
+  const auto column = [&](int64_t key) { return std::clamp<int64_t>(key - n0, 0, cols); };
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      if (!rule.visible(m0 + r, n0 + c)) s[r * lds + c] = neg_inf;
-    }
+    const TwoRanges keys = rule.row_keys(m0 + r);
+    T* row = s + r * lds;
+    const int64_t gap_begin = column(keys.first.end), gap_end = column(keys.second.begin);
+    if (gap_begin < gap_end) std::fill(row + gap_begin, row + gap_end, neg_inf);
+    std::fill(row + column(keys.second.end), row + cols, neg_inf);
   }
 }
 

@@ -4,15 +4,28 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "row_kernels.h"
 
 namespace swaa::cpu {
 
-// The best instruction set this CPU has, capped by SWAA_CPU_ISA (scalar / avx2 / avx512) so
+namespace {
+// Linux hands a process the AMX tile registers only when asked (arch_prctl, Linux 5.16+);
+// without that permission the first tile instruction faults.
+bool os_grants_amx_tiles() {
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) == 0;
+}
+}  // namespace
+
+// The best instruction set this CPU has, capped by SWAA_CPU_ISA (scalar / avx2 / avx512 / amx) so
 // that the tests can run every path on one machine.
 Isa cpu_isa() {
   static const Isa isa = [] {
@@ -22,13 +35,18 @@ Isa cpu_isa() {
       best = Isa::kAvx2;
       if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
         best = Isa::kAvx512;
+        if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("amx-tile") &&
+            __builtin_cpu_supports("amx-bf16") && os_grants_amx_tiles()) {
+          best = Isa::kAmx;
+        }
       }
     }
     const char* cap = std::getenv("SWAA_CPU_ISA");
-    if (cap == nullptr || *cap == '\0' || std::strcmp(cap, "avx512") == 0) return best;
+    if (cap == nullptr || *cap == '\0' || std::strcmp(cap, "amx") == 0) return best;
     if (std::strcmp(cap, "scalar") == 0) return Isa::kScalar;
-    if (std::strcmp(cap, "avx2") == 0) return best > Isa::kAvx2 ? Isa::kAvx2 : best;
-    std::fprintf(stderr, "swaa_ext: SWAA_CPU_ISA=%s is not one of scalar, avx2, avx512; "
+    if (std::strcmp(cap, "avx2") == 0) return std::min(best, Isa::kAvx2);
+    if (std::strcmp(cap, "avx512") == 0) return std::min(best, Isa::kAvx512);
+    std::fprintf(stderr, "swaa_ext: SWAA_CPU_ISA=%s is not one of scalar, avx2, avx512, amx; "
                  "ignored\n", cap);
     return best;
   }();
@@ -111,6 +129,52 @@ SWAA_AVX2 float exp_shifted_avx2(float* x, int64_t n, float shift) {
   return kSum ? hsum(sum) + tail : 0.0f;
 }
 
+// The same two functions sixteen lanes wide (the softmax of a 64-key tile: 4 vectors a row).
+#define SWAA_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+// exp256's method and constants on 16 lanes; 2^n applied by scalef.
+SWAA_AVX512 inline __m512 exp512(__m512 x) {
+  const __m512 min_x = _mm512_set1_ps(-87.3365f);
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, min_x, _CMP_LT_OQ);  // false for NaN
+  x = _mm512_max_ps(x, min_x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_scalef_ps(_knot_mask16(underflow), y, n);
+}
+
+SWAA_AVX512 float row_max_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  if (i < n) {
+    const __mmask16 lanes = _cvtu32_mask16((1u << (n - i)) - 1);
+    m = _mm512_mask_max_ps(m, lanes, m, _mm512_maskz_loadu_ps(lanes, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+template <bool kSum>
+SWAA_AVX512 float exp_shifted_avx512(float* x, int64_t n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = _cvtu32_mask16(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + i), s));
+    _mm512_mask_storeu_ps(x + i, lanes, e);
+    if constexpr (kSum) sum = _mm512_mask_add_ps(sum, lanes, sum, e);
+  }
+  return kSum ? _mm512_reduce_add_ps(sum) : 0.0f;
+}
+
 SWAA_AVX2 void scale_row_avx2(float* y, int64_t n, float a) {
   const __m256 va = _mm256_set1_ps(a);
   int64_t i = 0;
@@ -187,11 +251,13 @@ SWAA_ROW_KERNELS(bf16)
 SWAA_ROW_KERNELS(fp16)
 
 float row_max(const float* x, int64_t n) {
+  if (cpu_isa() >= Isa::kAvx512) return row_max_avx512(x, n);
   if (cpu_has_avx2()) return row_max_avx2(x, n);
   return *std::max_element(x, x + n);
 }
 
 float exp_shifted_sum(float* x, int64_t n, float shift) {
+  if (cpu_isa() >= Isa::kAvx512) return exp_shifted_avx512<true>(x, n, shift);
   if (cpu_has_avx2()) return exp_shifted_avx2<true>(x, n, shift);
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
@@ -199,6 +265,10 @@ float exp_shifted_sum(float* x, int64_t n, float shift) {
 }
 
 void exp_shifted(float* x, int64_t n, float shift) {
+  if (cpu_isa() >= Isa::kAvx512) {
+    exp_shifted_avx512<false>(x, n, shift);
+    return;
+  }
   if (cpu_has_avx2()) {
     exp_shifted_avx2<false>(x, n, shift);
     return;

@@ -10,10 +10,11 @@
 
 namespace swaa::cpu {
 
-// Instruction sets the float kernels are built for, in order.
-enum class Isa { kScalar, kAvx2, kAvx512 };
+// Instruction sets the kernels are built for, in order. kAmx: AVX-512 plus the AMX-BF16 tile
+// products for bf16 K/V (amx_tiles.h), when the OS grants this process the tile registers.
+enum class Isa { kScalar, kAvx2, kAvx512, kAmx };
 // The one the kernels use: the best this CPU has, or less when SWAA_CPU_ISA says so (scalar,
-// avx2), read once per process (the tests run each path).
+// avx2, avx512), read once per process (the tests run each path).
 Isa cpu_isa();
 
 // float: defined in vec_math.cpp (runtime dispatch).
