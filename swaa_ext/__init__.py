@@ -4,10 +4,11 @@ import importlib
 
 from . import _transformers_hook, reference
 from .config import PRESETS, SWAAConfig, preset
-from .ops import (sliding_attention, sliding_attention_paged, sliding_attention_varlen,
-                  write_paged_cache)
+from .ops import (amx_kv_layout_fits, cpu_has_amx, sliding_attention, sliding_attention_paged,
+                  sliding_attention_varlen, write_paged_cache)
 
 __all__ = ["sliding_attention", "sliding_attention_varlen", "sliding_attention_paged", "write_paged_cache",
+           "cpu_has_amx", "amx_kv_layout_fits",
            "reference", "SWAAConfig", "PRESETS", "preset", "adapt", "restore"]
 __version__ = "0.1.0"
 

@@ -121,6 +121,7 @@ def sliding_attention_paged(
     scale: float | None = None,
     return_lse: bool = False,
     out: Tensor | None = None,
+    kv_layout: str = "rows",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
     (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
@@ -136,6 +137,12 @@ def sliding_attention_paged(
     and the returns are sliding_attention_varlen's. `out` (q's shape and dtype, any strides with
     a contiguous last dim): written in place and returned; the LSE is computed only when
     return_lse is set.
+
+    kv_layout="amx": the pages hold bfloat16 keys and values as AMX tiles (the layout vLLM's CPU
+    attention uses when it runs on AMX; docs/architecture.md), written by
+    `write_paged_cache(..., kv_layout="amx")`; contiguous pages, page size and head dim multiples
+    of 32 (head dim at most 256), on a CPU where `cpu_has_amx()`. Every work item then runs on
+    AMX with no repacking, decode included.
     """
     scale = _rule_arguments(q, k_cache, v_cache, window, sinks, scale, names=("q", "k_cache",
                                                                              "v_cache"))
@@ -151,30 +158,51 @@ def sliding_attention_paged(
         raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
     full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
+    _check_kv_layout(kv_layout)
     args = (q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, int(max_seqlen_q),
             int(max_seqlen_k), window, sinks, full_from, scale)
     if out is None and return_lse:
-        return torch.ops.swaa_ext.fwd_paged(*args)
+        return torch.ops.swaa_ext.fwd_paged(*args, kv_layout)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if return_lse else None
-    torch.ops.swaa_ext.fwd_paged_out(*args, out, lse)
+    torch.ops.swaa_ext.fwd_paged_out(*args, out, lse, kv_layout)
     return (out, lse) if return_lse else out
 
 
 def write_paged_cache(key: Tensor, value: Tensor, k_cache: Tensor, v_cache: Tensor,
-                      slot_mapping: Tensor) -> None:
+                      slot_mapping: Tensor, kv_layout: str = "rows") -> None:
     """Stores each token's key and value rows `(T, Hkv, D)` into a paged cache
     `(num_pages, Hkv, page_size, D)` (the layout `sliding_attention_paged` reads) at
     `slot_mapping[t] = page * page_size + row` (int64 or int32, at least T entries; a negative
-    slot is padding and is skipped). key, value and the caches share one dtype (any); CPU."""
+    slot is padding and is skipped). key, value and the caches share one dtype (any); CPU.
+    kv_layout="amx": bfloat16 pages stored as AMX tiles (see sliding_attention_paged)."""
     for name, t in (("key", key), ("value", value), ("k_cache", k_cache),
                     ("v_cache", v_cache), ("slot_mapping", slot_mapping)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if key.device.type != "cpu":
         raise NotImplementedError(f"write_paged_cache runs on the CPU only, got {key.device}")
-    torch.ops.swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slot_mapping)
+    _check_kv_layout(kv_layout)
+    torch.ops.swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slot_mapping, kv_layout)
+
+
+def cpu_has_amx() -> bool:
+    """Whether this process can run the AMX tile products: a CPU with AMX-BF16 that Linux lets it
+    use, and SWAA_CPU_ISA not capping the kernels below "amx". bfloat16 prompts then run on AMX,
+    and kv_layout="amx" caches can be read."""
+    return bool(torch.ops.swaa_ext.cpu_has_amx())
+
+
+def amx_kv_layout_fits(dtype: torch.dtype, head_dim: int, page_size: int) -> bool:
+    """Whether a paged cache of this dtype, head dim and page size can use kv_layout="amx" here."""
+    return (dtype == torch.bfloat16 and head_dim % 32 == 0 and head_dim <= 256
+            and page_size % 32 == 0 and cpu_has_amx())
+
+
+def _check_kv_layout(kv_layout: object) -> None:
+    if kv_layout not in ("rows", "amx"):
+        raise ValueError(f"kv_layout must be 'rows' or 'amx', got {kv_layout!r}")
 
 
 def _rule_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int,
@@ -250,7 +278,7 @@ def _fwd_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
 
 @torch.library.register_fake("swaa_ext::fwd_paged")
 def _fwd_paged_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
-                    max_seqlen_k, window, sinks, full_from, scale):
+                    max_seqlen_k, window, sinks, full_from, scale, kv_layout="rows"):
     torch._check(q.dim() == 3 and k_cache.dim() == 4 and v_cache.dim() == 4,
                  lambda: "q must be 3-D, k_cache and v_cache 4-D")
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
@@ -259,12 +287,13 @@ def _fwd_paged_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, m
 
 @torch.library.register_fake("swaa_ext::fwd_paged_out")
 def _fwd_paged_out_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
-                        max_seqlen_k, window, sinks, full_from, scale, out, lse):
+                        max_seqlen_k, window, sinks, full_from, scale, out, lse,
+                        kv_layout="rows"):
     torch._check(out.shape == q.shape, lambda: "out must have q's shape")
 
 
 @torch.library.register_fake("swaa_ext::write_paged_cache")
-def _write_paged_cache_fake(key, value, k_cache, v_cache, slot_mapping):
+def _write_paged_cache_fake(key, value, k_cache, v_cache, slot_mapping, kv_layout="rows"):
     torch._check(key.shape == value.shape, lambda: "key and value must have one shape")
 
 

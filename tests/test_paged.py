@@ -7,6 +7,10 @@ reads them; bad input names the argument; the ops are real custom ops (opcheck).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from backends import assert_close
@@ -301,3 +305,157 @@ def test_opcheck_write_paged_cache():
     torch.library.opcheck(torch.ops.swaa_ext.write_paged_cache,
                           (torch.randn(3, 2, 8), torch.randn(3, 2, 8), k_cache, v_cache,
                            torch.tensor([0, 5, -1])))
+
+
+# The amx layout (csrc/swaa/cpu/amx_tiles.h): bf16 pages stored as AMX tiles, read in place.
+needs_amx = pytest.mark.skipif(not swaa_ext.cpu_has_amx(), reason="needs a CPU with AMX-BF16")
+
+
+def amx_key_offset(t: int, e: int, dim: int) -> int:
+    """Key (t, e) of a page in the amx layout, as the docs define it."""
+    return t // 16 * 16 * dim + e // 2 * 32 + t % 16 * 2 + e % 2
+
+
+def amx_value_offset(t: int, e: int, page_size: int) -> int:
+    return e // 16 * 16 * page_size + t // 2 * 32 + e % 16 * 2 + t % 2
+
+
+def amx_pages(k, v, cu_k, page_size, unread=None):
+    """`paged`'s pages and block table, the rows stored by write_paged_cache(kv_layout="amx")
+    into contiguous caches of NaN; pages in `unread` point at the NaN page 0."""
+    _, _, table = paged(k, v, cu_k, page_size)
+    lengths = (cu_k[1:] - cu_k[:-1]).tolist()
+    slots = torch.cat([table[s, torch.arange(n) // page_size].long() * page_size
+                       + torch.arange(n) % page_size for s, n in enumerate(lengths)])
+    num_pages = sum(-(-n // page_size) for n in lengths) + 3
+    shape = (num_pages, k.shape[1], page_size, k.shape[2])
+    k_cache = torch.full(shape, float("nan"), dtype=k.dtype)
+    v_cache = torch.full(shape, float("nan"), dtype=k.dtype)
+    swaa_ext.write_paged_cache(k, v, k_cache, v_cache, slots, kv_layout="amx")
+    for s, pages in enumerate(unread or []):
+        table[s, sorted(pages)] = 0
+    return k_cache, v_cache, table
+
+
+@needs_amx
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+@pytest.mark.parametrize("page_size", [32, 64, 128])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_amx_layout_matches_reference(case, page_size, head_dim):
+    """Every work item on AMX straight from the pages (decode rows included), keys past a
+    sequence's end and whole unread pages NaN: within bf16's tolerance of the reference."""
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, head_dim, torch.bfloat16)
+    ff = case.full_from_arg("cpu")
+    k_cache, v_cache, table = amx_pages(k, v, cu_k, page_size, unread_pages(case, page_size))
+    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
+                                                max_q, max_k, case.window, case.sinks,
+                                                full_from=ff, return_lse=True, kv_layout="amx")
+    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
+                                                  max_q, max_k, case.window, case.sinks,
+                                                  full_from=ff, return_lse=True)
+    assert_close(out, expected[0], torch.bfloat16, "out vs reference")
+    assert_close(lse, expected[1], torch.bfloat16, "lse vs reference")
+
+
+@needs_amx
+@pytest.mark.parametrize("full_from", [None, (0, 3000)], ids=["window", "fa_decode"])
+def test_amx_layout_long_decode_split_across_threads(two_threads, full_from):
+    case = VarlenCase(((1, 6000), (3, 2500)), 8, 2, window=1500, sinks=70, full_from=full_from)
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 64, torch.bfloat16)
+    ff = case.full_from_arg("cpu")
+    k_cache, v_cache, table = amx_pages(k, v, cu_k, 32, unread_pages(case, 32))
+    out = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
+                                           max_q, max_k, case.window, case.sinks, full_from=ff,
+                                           kv_layout="amx")
+    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
+                                                  max_q, max_k, case.window, case.sinks,
+                                                  full_from=ff)
+    assert_close(out, expected, torch.bfloat16, "out vs reference")
+
+
+@needs_amx
+def test_amx_layout_places_each_element():
+    """write_paged_cache(kv_layout="amx") puts key / value (t, e) of a page at the offsets the
+    docs give (and nothing else changes); padding slots are skipped."""
+    heads, dim, page_size = 2, 64, 32
+    k_cache = torch.full((3, heads, page_size, dim), float("nan"), dtype=torch.bfloat16)
+    v_cache = torch.full_like(k_cache, float("nan"))
+    key = torch.randn(4, heads, dim).bfloat16()
+    value = torch.randn(4, heads, dim).bfloat16()
+    slots = torch.tensor([33, 0, -1, 63])
+    swaa_ext.write_paged_cache(key, value, k_cache, v_cache, slots, kv_layout="amx")
+    expected_k = torch.full_like(k_cache, float("nan")).view(3, heads, -1)
+    expected_v = torch.full_like(v_cache, float("nan")).view(3, heads, -1)
+    for t, slot in enumerate(slots.tolist()):
+        if slot < 0:
+            continue
+        page, row = divmod(slot, page_size)
+        for e in range(dim):
+            expected_k[page, :, amx_key_offset(row, e, dim)] = key[t, :, e]
+            expected_v[page, :, amx_value_offset(row, e, page_size)] = value[t, :, e]
+    torch.testing.assert_close(k_cache.view(3, heads, -1), expected_k, atol=0, rtol=0,
+                               equal_nan=True)
+    torch.testing.assert_close(v_cache.view(3, heads, -1), expected_v, atol=0, rtol=0,
+                               equal_nan=True)
+
+
+@needs_amx
+@pytest.mark.parametrize("change, error, match", [
+    (dict(dtype=torch.float32), TypeError, "kv_layout='amx' takes bfloat16"),
+    (dict(page_size=16), ValueError, "page size that is a multiple of 32"),
+    (dict(dim=48), ValueError, "head dim that is a multiple of 32"),
+    (dict(halves=True), ValueError, "pages contiguous"),
+    (dict(layout="cols"), ValueError, "kv_layout must be 'rows' or 'amx'"),
+])
+def test_amx_layout_bad_input(change, error, match):
+    dtype, page_size, dim = change.get("dtype", torch.bfloat16), change.get("page_size", 32), \
+        change.get("dim", 64)
+    layout = change.get("layout", "amx")
+    case = VarlenCase(((3, 40),), 2, 1, window=8, sinks=2)
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, dim, dtype)
+    if change.get("halves"):
+        k_cache, v_cache, table = paged(k, v, cu_k, page_size)  # halves of one (.., 2 D) cache
+    else:
+        k_cache, v_cache, table = (t.contiguous() if t.dim() == 4 else t
+                                   for t in paged(k, v, cu_k, page_size))
+    with pytest.raises(error, match=match):
+        swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k), max_q,
+                                         max_k, 8, 2, kv_layout=layout)
+    with pytest.raises(error, match=match):
+        swaa_ext.write_paged_cache(k, v, k_cache, v_cache, torch.arange(k.shape[0]),
+                                   kv_layout=layout)
+
+
+def test_amx_layout_refused_without_amx():
+    """With the kernels capped below AMX (SWAA_CPU_ISA=avx512, a fresh process), the amx
+    layout is refused by name and bf16 rows-layout caches take the float32 path."""
+    script = (
+        "import torch, swaa_ext\n"
+        "assert not swaa_ext.cpu_has_amx()\n"
+        "c = torch.zeros(2, 1, 32, 64, dtype=torch.bfloat16)\n"
+        "x = torch.zeros(1, 1, 64, dtype=torch.bfloat16)\n"
+        "try:\n"
+        "    swaa_ext.write_paged_cache(x, x, c, c.clone(), torch.tensor([0]), kv_layout='amx')\n"
+        "except ValueError as e:\n"
+        "    assert 'needs a CPU with AMX-BF16' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('not refused')\n"
+        "print('ok')\n")
+    env = dict(os.environ, SWAA_CPU_ISA="avx512")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@needs_amx
+def test_opcheck_amx_layout():
+    case = VarlenCase(((3, 40), (1, 70)), 2, 1, window=8, sinks=2)
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 32, torch.bfloat16)
+    k_cache, v_cache, table = amx_pages(k, v, cu_k, 32)
+    op_args = (q, k_cache, v_cache, table, cu_q, seqused(cu_k), max_q, max_k, 8, 2, None,
+               1 / 32 ** 0.5)
+    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged, (*op_args, "amx"))
+    out = torch.empty_like(q)
+    torch.library.opcheck(torch.ops.swaa_ext.fwd_paged_out, (*op_args, out, None, "amx"))
+    torch.library.opcheck(torch.ops.swaa_ext.write_paged_cache,
+                          (k, v, k_cache, v_cache, torch.arange(k.shape[0]), "amx"))

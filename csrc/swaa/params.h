@@ -45,6 +45,9 @@ struct AttentionParams {
   const int32_t* block_table;
   int64_t block_table_stride;
   int64_t page_size;
+  // The pages hold bf16 K/V in the amx layout (cpu/amx_tiles.h; rows contiguous, page_size and
+  // head_dim multiples of 32), read by the AMX tile products only; false: rows of D.
+  bool amx_layout;
 
   // The rule's knobs, already normalised by the torch boundary (see mask.h).
   int64_t window;              // 1 <= window; window >= len_k means full causal

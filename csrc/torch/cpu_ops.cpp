@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "../swaa/cpu/amx_tiles.h"
 #include "../swaa/cpu/kernels.h"
 #include "arguments.h"
 #include "paged_arguments.h"
@@ -121,6 +122,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_varlen_cpu(
                       &varlen);
 }
 
+// Whether kv_layout asks for the amx layout of bf16 pages (cpu/amx_tiles.h), after checking
+// that these caches can be in it and this CPU can read it.
+bool amx_layout(const std::string& kv_layout, const at::Tensor& k_cache,
+                const at::Tensor& v_cache) {
+  if (kv_layout == "rows") return false;
+  TORCH_CHECK_VALUE(kv_layout == "amx", "kv_layout must be 'rows' or 'amx', got '", kv_layout,
+                    "'");
+  TORCH_CHECK_VALUE(cpu::amx_usable(), "kv_layout='amx' needs a CPU with AMX-BF16 that this ",
+                    "process may use (and SWAA_CPU_ISA not capping it); see swaa_ext.cpu_has_amx()");
+  TORCH_CHECK_TYPE(k_cache.scalar_type() == at::kBFloat16, "kv_layout='amx' takes bfloat16 ",
+                   "caches, got k_cache ", k_cache.scalar_type());
+  const int64_t d = k_cache.size(3), page_size = k_cache.size(2);
+  TORCH_CHECK_VALUE(cpu::amx_head_dim(d), "kv_layout='amx' needs a head dim that is a multiple ",
+                    "of 32 and at most 256, got ", d);
+  TORCH_CHECK_VALUE(page_size % 32 == 0, "kv_layout='amx' needs a page size that is a multiple ",
+                    "of 32, got ", page_size);
+  for (const auto& [name, cache] : {std::pair{"k_cache", &k_cache}, {"v_cache", &v_cache}}) {
+    TORCH_CHECK_VALUE(cache->stride(3) == 1 && cache->stride(2) == d, "kv_layout='amx' needs ",
+                      name, "'s pages contiguous (strides (..., head_dim, 1)), got strides ",
+                      cache->strides());
+  }
+  return true;
+}
+
 // Forward only (serving): keys and values stay in their pages, in the cache's dtype; a bf16 /
 // fp16 cache is converted tile by tile as the kernel visits it, never as a whole. Writes `out`
 // (q's shape and dtype, any strides with a contiguous last dim, e.g. vLLM's output buffer) and,
@@ -130,9 +155,10 @@ void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor&
                const at::Tensor& seqused_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
                std::optional<int64_t> window, int64_t sinks,
                const std::optional<at::Tensor>& full_from, double scale, const at::Tensor& out,
-               const std::optional<at::Tensor>& lse) {
+               const std::optional<at::Tensor>& lse, const std::string& kv_layout) {
   const Paged paged = checked_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
                                     max_seqlen_q, max_seqlen_k, window, sinks, full_from);
+  const bool amx = amx_layout(kv_layout, k_cache, v_cache);
   check_head_dim(q, kCpuMaxHeadDim, "CPU");
   constexpr bool packed = true;
   TORCH_CHECK_VALUE(out.sizes() == q.sizes() && out.scalar_type() == q.scalar_type() &&
@@ -158,6 +184,7 @@ void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor&
                                   lse_view, window, sinks, ff, scale);
   if (!lse.has_value()) p.lse = nullptr;  // nobody asked: the kernel skips it
   apply_paged(p, paged, window);
+  p.amx_layout = amx;
   switch (q.scalar_type()) {
     case at::kDouble: cpu::forward<double>(p); break;
     case at::kFloat: cpu::forward<float>(p); break;
@@ -171,11 +198,11 @@ std::tuple<at::Tensor, at::Tensor> forward_paged_cpu(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
     const at::Tensor& block_table, const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
     int64_t max_seqlen_q, int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
-    const std::optional<at::Tensor>& full_from, double scale) {
+    const std::optional<at::Tensor>& full_from, double scale, std::string_view kv_layout) {
   at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty(lse_shape(q, true), q.options().dtype(compute_dtype(q)));
   run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
-            max_seqlen_k, window, sinks, full_from, scale, out, lse);
+            max_seqlen_k, window, sinks, full_from, scale, out, lse, std::string(kv_layout));
   return {out, lse};
 }
 
@@ -185,17 +212,19 @@ void forward_paged_out_cpu(const at::Tensor& q, const at::Tensor& k_cache,
                            int64_t max_seqlen_q, int64_t max_seqlen_k,
                            std::optional<int64_t> window, int64_t sinks,
                            const std::optional<at::Tensor>& full_from, double scale,
-                           const at::Tensor& out, const std::optional<at::Tensor>& lse) {
+                           const at::Tensor& out, const std::optional<at::Tensor>& lse,
+                           std::string_view kv_layout) {
   run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
-            max_seqlen_k, window, sinks, full_from, scale, out, lse);
+            max_seqlen_k, window, sinks, full_from, scale, out, lse, std::string(kv_layout));
 }
 
 // Stores token t's key and value rows (T, Hkv, D) at slot slot_mapping[t] = page * page_size +
 // row of k_cache / v_cache (num_pages, Hkv, page_size, D); slots < 0 (padding) are skipped.
-// One pass of row copies in the cache's own dtype: no conversion, no temporaries.
+// One pass of row copies in the cache's own dtype (no conversion, no temporaries), or of
+// element stores into the amx layout.
 void write_paged_cache_cpu(const at::Tensor& key, const at::Tensor& value,
                            const at::Tensor& k_cache, const at::Tensor& v_cache,
-                           const at::Tensor& slot_mapping) {
+                           const at::Tensor& slot_mapping, std::string_view kv_layout) {
   TORCH_CHECK_VALUE(key.dim() == 3, "key must have 3 dims (tokens, heads, head_dim), got shape ",
                     key.sizes());
   TORCH_CHECK_VALUE(key.sizes() == value.sizes() && value.scalar_type() == key.scalar_type(),
@@ -215,6 +244,7 @@ void write_paged_cache_cpu(const at::Tensor& key, const at::Tensor& value,
                     "slot_mapping must be 1-D with at least one slot per token (", key.size(0),
                     ") on key's device, got ", slot_mapping.sizes(), " on ",
                     slot_mapping.device());
+  const bool amx = amx_layout(std::string(kv_layout), k_cache, v_cache);
   const at::Tensor slots = slot_mapping.to(at::kLong).contiguous();
   const int64_t* slot = slots.data_ptr<int64_t>();
   const int64_t page_size = k_cache.size(2), capacity = k_cache.size(0) * page_size;
@@ -229,6 +259,20 @@ void write_paged_cache_cpu(const at::Tensor& key, const at::Tensor& value,
     TORCH_CHECK_VALUE(slot[t] < capacity, "slot_mapping[", t, "] = ", slot[t],
                       " is past the cache's ", capacity, " slots");
     const int64_t page = slot[t] / page_size, row = slot[t] % page_size;
+    if (amx) {
+      const int64_t d = key.size(2);
+      for (int64_t h = 0; h < heads; ++h) {
+        auto* kp = reinterpret_cast<uint16_t*>(kc) + page * k_cache.stride(0) + h * k_cache.stride(1);
+        auto* vp = reinterpret_cast<uint16_t*>(vc) + page * v_cache.stride(0) + h * v_cache.stride(1);
+        const auto* kr = reinterpret_cast<const uint16_t*>(kin) + t * key.stride(0) + h * key.stride(1);
+        const auto* vr = reinterpret_cast<const uint16_t*>(vin) + t * value.stride(0) + h * value.stride(1);
+        for (int64_t e = 0; e < d; ++e) {
+          kp[cpu::amx_key_offset(row, e, d)] = kr[e];
+          vp[cpu::amx_value_offset(row, e, page_size)] = vr[e];
+        }
+      }
+      continue;
+    }
     for (int64_t h = 0; h < heads; ++h) {
       std::memcpy(kc + (page * k_cache.stride(0) + h * k_cache.stride(1) + row * k_cache.stride(2)) * es,
                   kin + (t * key.stride(0) + h * key.stride(1)) * es, row_bytes);
@@ -239,6 +283,11 @@ void write_paged_cache_cpu(const at::Tensor& key, const at::Tensor& value,
 }
 
 }  // namespace
+
+// Whether this process can use the AMX tile products (kv_layout="amx", the bf16 fast path).
+TORCH_LIBRARY_FRAGMENT(swaa_ext, m) {
+  m.def("cpu_has_amx() -> bool", [] { return cpu::amx_usable(); });
+}
 
 TORCH_LIBRARY_IMPL(swaa_ext, CPU, m) {
   m.impl("fwd_paged", &forward_paged_cpu);

@@ -37,16 +37,19 @@ TORCH_LIBRARY(swaa_ext, m) {
   m.def(
       "fwd_paged(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
       " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
-      " int sinks, Tensor? full_from, float scale) -> (Tensor, Tensor)");
+      " int sinks, Tensor? full_from, float scale, str kv_layout=\"rows\") -> (Tensor, Tensor)");
   // The same into the caller's buffers (a serving engine's output tensor); the LSE only when
   // lse is given.
   m.def(
       "fwd_paged_out(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
       " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
-      " int sinks, Tensor? full_from, float scale, Tensor(a!) out, Tensor(b!)? lse) -> ()");
+      " int sinks, Tensor? full_from, float scale, Tensor(a!) out, Tensor(b!)? lse,"
+      " str kv_layout=\"rows\") -> ()");
   // Stores key / value rows (T, Hkv, D) into k_cache / v_cache (num_pages, Hkv, page_size, D)
   // at slot_mapping[t] = page * page_size + row (int64 or int32; < 0: padding, skipped).
+  // kv_layout (also of the two ops above): "rows" (row j % page_size of the page) or "amx"
+  // (bf16 pages as AMX tiles, csrc/swaa/cpu/amx_tiles.h, on CPUs with AMX).
   m.def(
       "write_paged_cache(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache,"
-      " Tensor slot_mapping) -> ()");
+      " Tensor slot_mapping, str kv_layout=\"rows\") -> ()");
 }

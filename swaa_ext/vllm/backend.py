@@ -13,7 +13,8 @@ request), full layers see everything, and with FA decode the queries at or past 
 prompt length see everything. Attention is one call per layer and step, prefill and decode
 alike. On the CPU, `sliding_attention_paged` reads the paged cache in place through vLLM's block
 table, in any dtype, and writes into vLLM's output buffer; the cache write is one C++ op
-(`write_paged_cache`). On other devices the keys are gathered from the cache for
+(`write_paged_cache`). Both use the block layout vLLM's own CPU attention would (paged.py:
+AMX tiles for bfloat16 on a CPU with AMX, rows otherwise). On other devices the keys are gathered from the cache for
 `sliding_attention_varlen` (paged.py).
 
 The prompt boundary: vLLM hands attention builders each request's prompt length
@@ -42,6 +43,7 @@ from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
 from ..ops import sliding_attention_varlen  # (importing ops also registers the custom ops)
 from . import kv_spec, paged
+from .paged import CacheViews
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
 
 logger = init_logger(__name__)
@@ -246,7 +248,7 @@ class SWAAImpl(AttentionImpl):
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
-        self._cache_halves: tuple[tuple, tuple[Tensor, Tensor]] | None = None
+        self._cache_views: tuple[tuple, CacheViews] | None = None
 
     def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
                 kv_cache: Tensor, attn_metadata: SWAAMetadata | None, output: Tensor,
@@ -272,11 +274,11 @@ class SWAAImpl(AttentionImpl):
             # The op itself (swaa_ext.sliding_attention_paged without its Python argument
             # checks, which vLLM's values pass by construction; the C++ boundary still checks
             # every argument): this runs for every layer and step.
-            k_cache, v_cache = self._halves(kv_cache)
+            views = self._views(kv_cache)
             torch.ops.swaa_ext.fwd_paged_out(
-                query[:tokens], k_cache, v_cache, meta.block_table, meta.query_start_loc,
+                query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
                 meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
-                full_from, self.scale, out, None)
+                full_from, self.scale, out, None, views.layout)
         else:
             slots, cu_seqlens_k, max_seqlen_k = meta.keys(paged.block_size(kv_cache), rule)
             k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
@@ -285,16 +287,18 @@ class SWAAImpl(AttentionImpl):
                 max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale))
         return output
 
-    def _halves(self, kv_cache: Tensor) -> tuple[Tensor, Tensor]:
-        """paged.split_cache of this layer's cache, made once per cache allocation."""
+    def _views(self, kv_cache: Tensor) -> CacheViews:
+        """paged.cache_views of this layer's cache, made once per cache allocation."""
         key = (kv_cache.data_ptr(), kv_cache.shape, kv_cache.stride())
-        if self._cache_halves is None or self._cache_halves[0] != key:
-            self._cache_halves = (key, paged.split_cache(kv_cache, self.head_size))
-        return self._cache_halves[1]
+        if self._cache_views is None or self._cache_views[0] != key:
+            self._cache_views = (key, paged.cache_views(kv_cache, self.head_size))
+        return self._cache_views[1]
 
     def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
                            kv_cache: Tensor, slot_mapping: Tensor) -> None:
         if kv_cache.device.type == "cpu":
-            torch.ops.swaa_ext.write_paged_cache(key, value, *self._halves(kv_cache), slot_mapping)
+            views = self._views(kv_cache)
+            torch.ops.swaa_ext.write_paged_cache(key, value, views.keys, views.values,
+                                                 slot_mapping, views.layout)
         else:
             paged.write(kv_cache, key, value, slot_mapping)

@@ -5,14 +5,20 @@ into the varlen op's packed keys.
 
 One layer's cache arrives as vLLM's logical per-layer view `(num_blocks, Hkv, block_size, 2 * D)`
 (KVCacheLayout.LBHNC); its memory per block and KV head is the block's key rows, then its value
-rows (vLLM's cpu_attn.py views it as `(num_blocks, Hkv, 2 * block_size, D)`). The slot of a token
-is `block * block_size + offset`, as in vLLM's slot_mapping (negative = padding).
+rows (vLLM's cpu_attn.py views it as `(num_blocks, Hkv, 2 * block_size, D)`), each half in rows
+of D, or, where vLLM's CPU attention runs on AMX (bfloat16, blocks of a multiple of 32 tokens),
+as AMX tiles (`cache_views`). The slot of a token is `block * block_size + offset`, as in vLLM's
+slot_mapping (negative = padding).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
+
+from ..ops import amx_kv_layout_fits
 
 
 def reads_in_place(kv_cache: Tensor) -> bool:
@@ -34,6 +40,23 @@ def split_cache(kv_cache: Tensor, head_size: int) -> tuple[Tensor, Tensor]:
     blocks, heads, size, _ = kv_cache.shape
     halves = kv_cache.view(blocks, heads, 2 * size, head_size)
     return halves[:, :, :size], halves[:, :, size:]
+
+
+class CacheViews(NamedTuple):
+    """How the CPU ops read and write one layer's cache: its key and value halves and the
+    layout of their pages."""
+    keys: Tensor
+    values: Tensor
+    layout: str  # "rows" or "amx" (swaa_ext.sliding_attention_paged's kv_layout)
+
+
+def cache_views(kv_cache: Tensor, head_size: int) -> CacheViews:
+    """split_cache with the layout a CPU cache takes: vLLM's own choice for its CPU attention
+    (cpu_attn.py's _get_attn_isa): on a CPU with AMX, bfloat16 blocks of a multiple of 32
+    tokens hold AMX tiles ("amx", as vLLM's AMX kernel stores them); otherwise rows."""
+    keys, values = split_cache(kv_cache, head_size)
+    fits = amx_kv_layout_fits(kv_cache.dtype, head_size, block_size(kv_cache))
+    return CacheViews(keys, values, "amx" if fits else "rows")
 
 
 def write(kv_cache: Tensor, key: Tensor, value: Tensor, slot_mapping: Tensor) -> None:

@@ -205,3 +205,58 @@ def test_gather_path(model_dir, prompts, reference, config, monkeypatch):
                 max_num_batched_tokens=32, max_num_seqs=2) as llm:
         assert_same(continuations(generate(llm, prompts)), reference(config, prompts))
     assert gathers, "the forced gather path was never taken"
+
+
+_BF16_CHILD = """
+import json, sys
+import swaa_ext
+from vllm import LLM, SamplingParams
+from swaa_ext.vllm import hf_overrides
+from swaa_ext.vllm.backend import SWAAImpl
+llm = LLM(model=sys.argv[1], dtype="bfloat16", max_model_len=1024, max_num_seqs=4,
+          enforce_eager=True, enable_prefix_caching=False, seed=0, block_size=32,
+          hf_overrides=hf_overrides(swaa_ext.SWAAConfig(64, 4, fa_decode=True)))
+prompts = json.loads(sys.argv[2])
+params = SamplingParams(temperature=0.0, max_tokens=24, min_tokens=24, logprobs=0)
+outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+context = llm.llm_engine.vllm_config.compilation_config.static_forward_context
+layouts = sorted({layer.impl._cache_views[1].layout for layer in context.values()
+                  if isinstance(getattr(layer, "impl", None), SWAAImpl)})
+result = [[list(o.outputs[0].token_ids),
+           [s[t].logprob for s, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)]]
+          for o in outs]
+print("RESULT" + json.dumps({"layouts": layouts, "outputs": result}))
+"""
+
+
+def test_bf16_serving_uses_the_amx_layout(model_dir, prompts):
+    """bfloat16, vLLM's CPU default: on a CPU with AMX every SWAA layer's cache takes vLLM's AMX
+    layout and every attention call runs on AMX tiles (probabilities rounded to bf16). The greedy
+    tokens equal those of the same engine with swaa_ext's kernels capped at AVX-512 (row layout,
+    attention in float32), and the log-probabilities agree to bf16 noise (the logits are bf16:
+    steps of 0.0625-0.125 at their size here; measured differences up to 0.105). Child
+    processes: the cap is read once per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import swaa_ext
+
+    if not swaa_ext.cpu_has_amx():
+        pytest.skip("needs a CPU with AMX-BF16")
+
+    def serve(isa: str) -> dict:
+        env = dict(os.environ, SWAA_CPU_ISA=isa)
+        child = subprocess.run([sys.executable, "-c", _BF16_CHILD, str(model_dir),
+                                json.dumps(prompts[:2])], capture_output=True, text=True,
+                               timeout=600, cwd="/", env=env)
+        assert child.returncode == 0, child.stderr[-3000:]
+        line = [x for x in child.stdout.splitlines() if x.startswith("RESULT")][-1]
+        return json.loads(line[len("RESULT"):])
+
+    amx, rows = serve("amx"), serve("avx512")
+    assert amx["layouts"] == ["amx"] and rows["layouts"] == ["rows"]
+    for (tokens, logprobs), (row_tokens, row_logprobs) in zip(amx["outputs"], rows["outputs"]):
+        assert tokens == row_tokens
+        assert logprobs == pytest.approx(row_logprobs, abs=0.25)

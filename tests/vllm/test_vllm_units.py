@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import swaa_ext
 from swaa_ext import SWAAConfig
 from swaa_ext.vllm import paged, settings, version
 
@@ -308,3 +309,28 @@ def test_manager_without_sinks_is_vllms_sliding_window():
     assert [b.is_null for b in ours.req_to_blocks["r"]] == \
         [b.is_null for b in theirs.req_to_blocks["r"]]
     assert ours.get_num_skipped_tokens(900) == theirs.get_num_skipped_tokens(900) > 0
+
+
+@pytest.mark.skipif(not swaa_ext.cpu_has_amx(), reason="needs a CPU with AMX-BF16")
+def test_amx_cache_write_equals_vllms_amx_write():
+    """On a CPU with AMX, a bfloat16 cache of 32-token blocks takes the AMX layout, and the
+    plugin's write stores exactly the bytes vLLM's own AMX cache write does (so what vLLM's
+    AMX kernel, a KV connector or offloading would read is what we read)."""
+    from vllm import _custom_ops as ops
+
+    heads, dim, block_size = 2, 64, 32
+    key = torch.randn(40, heads, dim).bfloat16()
+    value = torch.randn(40, heads, dim).bfloat16()
+    slots = torch.randperm(4 * block_size)[:40]
+    slots[3] = -1  # padding
+    ours, theirs = (torch.zeros(4, heads, block_size, 2 * dim, dtype=torch.bfloat16)
+                    for _ in range(2))
+    views = paged.cache_views(ours, dim)
+    assert views.layout == "amx"
+    swaa_ext.write_paged_cache(key, value, views.keys, views.values, slots, views.layout)
+    k_half, v_half = theirs.view(4, heads, 2 * block_size, dim).chunk(2, dim=2)
+    torch._C._cpu._init_amx()
+    ops.cpu_attn_reshape_and_cache(key, value, k_half, v_half, slots, "amx")
+    assert torch.equal(ours, theirs) and int((ours != 0).sum()) > 0
+    assert paged.cache_views(ours.float(), dim).layout == "rows"
+    assert paged.cache_views(torch.zeros(4, heads, 16, 2 * dim).bfloat16(), dim).layout == "rows"

@@ -4,9 +4,16 @@
 // AMX multiplies bf16 pairs, so the query rows stay in bf16 (exact: they arrive in bf16) and the
 // probabilities are rounded to bf16 for p . v, as GPU kernels do for a bf16 model.
 //
-// A tile product is C[16][16] += A[16][32] . B[32][16] with B stored as pairs ("VNNI"): row i of
-// B holds (b[2i][n], b[2i + 1][n]) for each column n. The keys are repacked into that layout per
-// tile (a transpose of 32-bit pairs), the values by interleaving two rows.
+// A tile product is C[16][16] += A[16][32] . B[32][16] with B stored as pairs: row i of B holds
+// (b[2i][n], b[2i + 1][n]) for each column n, 64 bytes a row. The keys and values must be in that
+// form, "the amx layout", which is also how a page of a paged cache can store them (vLLM's own
+// CPU cache layout when it runs its AMX kernel), per KV head, for a page of P keys (P a multiple
+// of 32) and D dims (a multiple of 32):
+//   key t, dim e   at (t / 16) * 16 D + (e / 2) * 32 + (t % 16) * 2 + e % 2
+//                  (16-key groups; in each, D / 2 rows of 16 keys' dim pairs: a B of q . k^T)
+//   value t, dim e at (e / 16) * 16 P + (t / 2) * 32 + (e % 16) * 2 + t % 2
+//                  (16-dim chunks; in each, P / 2 rows of two keys' 16 dims: a B of p . v)
+// Caches in the row layout are repacked into it per key tile (amx_pack_keys / amx_pack_values).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -17,6 +24,9 @@ namespace swaa::cpu {
 
 // Rows of a tile product; buffers the products read or write are padded to a multiple of it.
 constexpr int64_t kAmxRows = 16;
+// Keys of a 16-key group / of a pair block (32 keys), in the amx layout.
+constexpr int64_t kAmxKeyGroup = 16;
+constexpr int64_t kAmxPairBlock = 32;
 
 // Whether the products below can run: the CPU has AMX-BF16 and AVX512-BF16, the OS lets this
 // process use the tile registers (asked once), and SWAA_CPU_ISA does not cap below "amx".
@@ -29,25 +39,55 @@ inline int64_t amx_padded_rows(int64_t rows) {
   return (rows + kAmxRows - 1) / kAmxRows * kAmxRows;
 }
 
-// Repacked operands of one key tile (at most kMaxCols keys).
+// Offsets (elements) of key / value (t, e) in a page of the amx layout.
+inline int64_t amx_key_offset(int64_t t, int64_t e, int64_t d) {
+  return t / 16 * 16 * d + e / 2 * 32 + t % 16 * 2 + e % 2;
+}
+inline int64_t amx_value_offset(int64_t t, int64_t e, int64_t page_size) {
+  return e / 16 * 16 * page_size + t / 2 * 32 + e % 16 * 2 + t % 2;
+}
+
+// The tile registers configured for the products below, for the scope of one work item. They
+// are per thread, and other libraries in the process (oneDNN's matmuls, vLLM's own attention)
+// configure them differently between our calls, so each scope loads the configuration again
+// (once per item: per tile it cost more than a decode tile's products). With fewer than 16 rows
+// (decode) the tiles hold just those rows; else 16, and buffers are padded to whole tiles.
+struct AmxTiles {
+  explicit AmxTiles(int64_t rows);
+  ~AmxTiles();
+  AmxTiles(const AmxTiles&) = delete;
+  AmxTiles& operator=(const AmxTiles&) = delete;
+};
+
+// Per-thread scratch: one key tile (at most kMaxCols keys) repacked, the probabilities in bf16,
+// the last partial pair block of a value tile with the keys past the tile zeroed.
 struct AmxScratch {
   static constexpr int64_t kMaxCols = 64;
   AmxScratch(int64_t rows, int64_t head_dim)
-      : kv(kMaxCols * head_dim), p(amx_padded_rows(rows) * kMaxCols) {}
-  std::vector<bf16> kv;  // the K tile in pairs per 16 keys, or the V tile's rows interleaved
-  std::vector<bf16> p;   // (padded rows, kMaxCols): probabilities in bf16, 0 past the tile
+      : kv(kMaxCols * head_dim), p(amx_padded_rows(rows) * kMaxCols), v_tail(32 * head_dim) {}
+  std::vector<bf16> kv;      // a K or V tile in the amx layout of a kMaxCols-key page
+  std::vector<bf16> p;       // (padded rows, kMaxCols)
+  std::vector<bf16> v_tail;  // (D / 16) tiles of 16 rows x 32
 };
 
-// s[r][c] <- scale * q[r] . k[c] for r < rows, c < cols (<= AmxScratch::kMaxCols).
-// q: (amx_padded_rows(rows), d) bf16, row stride d; k: cols rows of d (stride ldk);
-// s: row stride lds >= 64, amx_padded_rows(rows) rows (the padding rows are written too).
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q, const bf16* k, int64_t ldk,
-                float scale, float* s, int64_t lds, AmxScratch& scratch);
+// Rows [0, cols) of a key / value tile (row stride ld) -> the amx layout of a kMaxCols-key page
+// (zero past cols) in `out` (kMaxCols * d elements). Their chunk stride is 16 * kMaxCols.
+void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out);
+void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out);
 
-// acc[r] <- acc[r] + sum_{c < cols} p[r][c] v[c] for r < rows; acc: (amx_padded_rows(rows), d)
-// float, row stride d (the padding rows are read and written too); p: row stride ldp.
-// Value rows past cols are not read.
+// The two products, inside an AmxTiles scope.
+// s[r][c] <- scale * q[r] . k[c] for r < rows, c < cols (<= kMaxCols). q: (amx_padded_rows(rows),
+// d) bf16, row stride d; k_tiles: the tile's first 16-key group in the amx layout (keys past cols
+// may hold anything); s: row stride lds >= 64, amx_padded_rows(rows) rows (padding rows and the
+// columns up to the next 16 are written too).
+void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q, const bf16* k_tiles,
+                float scale, float* s, int64_t lds);
+
+// acc[r] <- acc[r] + sum_{c < cols} p[r][c] v[c] for r < rows. p: row stride ldp; v_tiles: the
+// tile's first pair block in the amx layout, its 16-dim chunks chunk_stride elements apart (keys
+// past cols may hold anything, NaN included); acc: (amx_padded_rows(rows), d) float, row stride
+// d (the padding rows are read and written too).
 void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* v, int64_t ldv, float* acc, AmxScratch& scratch);
+                    const bf16* v_tiles, int64_t chunk_stride, float* acc, AmxScratch& scratch);
 
 }  // namespace swaa::cpu

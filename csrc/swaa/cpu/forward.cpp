@@ -67,32 +67,52 @@ void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
   pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
 }
 
-// s <- scale * q_packed . k^T for one key tile.
+// s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
 template <typename T, typename S>
-void tile_scores_of(const AttentionParams& p, int64_t rows, int64_t cols, const S* k,
-                    ForwardScratch<T>& st) {
+void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
+                    int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+  const S* k = static_cast<const S*>(p.k);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {
-      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), k, p.k_row_stride,
-                        float(p.scale), st.scores.data(), kBlockN, *st.amx);
+      const bf16* tiles = st.amx->kv.data();
+      if (p.amx_layout) {  // in place: the tile's first 16-key group in its page
+        const int64_t t = n0 % p.page_size;
+        tiles = k + seq.k_row_offset(p, hk, n0 - t) + amx_key_offset(t, 0, p.head_dim);
+      } else {
+        amx_pack_keys(cols, p.head_dim, k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
+                      st.amx->kv.data());
+      }
+      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), tiles, float(p.scale),
+                        st.scores.data(), kBlockN);
     }
   }
-  tile_scores<T>(rows, cols, p.head_dim, st.q.data(), k, p.k_row_stride, st.scores.data(),
-                 kBlockN, &st.kv_tile);
+  tile_scores<T>(rows, cols, p.head_dim, st.q.data(), k + seq.k_row_offset(p, hk, n0),
+                 p.k_row_stride, st.scores.data(), kBlockN, &st.kv_tile);
 }
 
-// acc <- acc + P . v for one key tile (P: the probabilities in st.scores).
+// acc <- acc + P . v for the key tile [n0, n0 + cols) (P: the probabilities in st.scores).
 template <typename T, typename S>
-void tile_accumulate_of(const AttentionParams& p, int64_t rows, int64_t cols, const S* v,
-                        ForwardScratch<T>& st) {
+void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
+                        int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+  const S* v = static_cast<const S*>(p.v);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {
-      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, v, p.v_row_stride,
-                            st.acc.data(), *st.amx);
+      const bf16* tiles = st.amx->kv.data();
+      int64_t chunk_stride = 16 * AmxScratch::kMaxCols;
+      if (p.amx_layout) {  // in place: the tile's first pair block in its page
+        const int64_t t = n0 % p.page_size;
+        tiles = v + seq.v_row_offset(p, hk, n0 - t) + amx_value_offset(t, 0, p.page_size);
+        chunk_stride = 16 * p.page_size;
+      } else {
+        amx_pack_values(cols, p.head_dim, v + seq.v_row_offset(p, hk, n0), p.v_row_stride,
+                        st.amx->kv.data());
+      }
+      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, tiles,
+                            chunk_stride, st.acc.data(), *st.amx);
     }
   }
-  tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), kBlockN, v, p.v_row_stride,
-                     st.acc.data(), &st.kv_tile);
+  tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), kBlockN,
+                     v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(), &st.kv_tile);
 }
 
 // Online softmax step for one tile: move each row's running state to the new row max (skipped
@@ -140,9 +160,11 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   const S* v = static_cast<const S*>(p.v);
   const int64_t block_n = key_tile_width(p);
 
-  // A few rows (decode) take the row kernels: repacking a key tile for AMX costs more than it
-  // saves on so few rows.
-  st.amx_item = st.amx.has_value() && packed >= kVectorRows;
+  // A few rows (decode) take the row kernels, unless the cache is in the amx layout: repacking
+  // a key tile for AMX costs more than it saves on so few rows.
+  st.amx_item = st.amx.has_value() && (p.amx_layout || packed >= kVectorRows);
+  std::optional<AmxTiles> amx_tiles;
+  if (st.amx_item) amx_tiles.emplace(packed);
   // q_packed <- q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
     pack_queries(p, g, rows,
@@ -164,14 +186,16 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
       const int64_t next = nth_visited(tiles, t + 1) * block_n;
       const int64_t next_cols = std::min(block_n, seq.len_k - next);
       prefetch_rows(k + seq.k_row_offset(p, hk, next), p.k_row_stride, next_cols, D);
-      prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
+      // (amx layout: the keys' 16-key groups are contiguous like rows; the values are spread
+      // over the page's dim chunks, and prefetching those measured slower than not)
+      if (!p.amx_layout) prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
     }
     // s <- scale * q_packed . k^T, then -inf where not visible
-    tile_scores_of(p, packed, cols, k + seq.k_row_offset(p, hk, n0), st);
+    tile_scores_of<T, S>(p, seq, hk, n0, packed, cols, st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), kBlockN);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
-    tile_accumulate_of(p, packed, cols, v + seq.v_row_offset(p, hk, n0), st);
+    tile_accumulate_of<T, S>(p, seq, hk, n0, packed, cols, st);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one
