@@ -125,39 +125,48 @@ void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* 
   }
 }
 
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q, const bf16* k_tiles,
-                float scale, float* s, int64_t lds) {
+void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
+                int64_t lds) {
   const int64_t chunks = d / 32, groups = (cols + 15) / 16, group_stride = 16 * d;
+  // Group j's B tile of dim chunk c.
+  const auto b_tile = [&](int64_t j, int64_t c) {
+    return key_segments[j / 2] + j % 2 * group_stride + c * kTile;
+  };
   // Per 16 rows: columns 16j..16j+15 of s accumulate in tmm j (up to 4 independent chains);
   // each 32-dim chunk of the rows is loaded once (tmm4) for all of them, B alternates tmm5/6.
+  // Group j is computed when it is in the tile and its segment is given.
+  bool on[4];
+  for (int64_t j = 0; j < 4; ++j) on[j] = j < groups && key_segments[j / 2] != nullptr;
   for (int64_t m = 0; m < amx_padded_rows(rows); m += kAmxRows) {
-    _tile_zero(0);
-    if (groups > 1) _tile_zero(1);
-    if (groups > 2) _tile_zero(2);
-    if (groups > 3) _tile_zero(3);
+    if (on[0]) _tile_zero(0);
+    if (on[1]) _tile_zero(1);
+    if (on[2]) _tile_zero(2);
+    if (on[3]) _tile_zero(3);
     for (int64_t c = 0; c < chunks; ++c) {
       _tile_loadd(4, q + m * d + c * 32, d * sizeof(bf16));
-      const bf16* b = k_tiles + c * kTile;  // group j at b + j * group_stride
-      _tile_loadd(5, b, 64);
-      _tile_dpbf16ps(0, 4, 5);
-      if (groups > 1) {
-        _tile_loadd(6, b + group_stride, 64);
+      if (on[0]) {
+        _tile_loadd(5, b_tile(0, c), 64);
+        _tile_dpbf16ps(0, 4, 5);
+      }
+      if (on[1]) {
+        _tile_loadd(6, b_tile(1, c), 64);
         _tile_dpbf16ps(1, 4, 6);
       }
-      if (groups > 2) {
-        _tile_loadd(5, b + 2 * group_stride, 64);
+      if (on[2]) {
+        _tile_loadd(5, b_tile(2, c), 64);
         _tile_dpbf16ps(2, 4, 5);
       }
-      if (groups > 3) {
-        _tile_loadd(6, b + 3 * group_stride, 64);
+      if (on[3]) {
+        _tile_loadd(6, b_tile(3, c), 64);
         _tile_dpbf16ps(3, 4, 6);
       }
     }
     float* out = s + m * lds;
-    _tile_stored(0, out, lds * sizeof(float));
-    if (groups > 1) _tile_stored(1, out + 16, lds * sizeof(float));
-    if (groups > 2) _tile_stored(2, out + 32, lds * sizeof(float));
-    if (groups > 3) _tile_stored(3, out + 48, lds * sizeof(float));
+    if (on[0]) _tile_stored(0, out, lds * sizeof(float));
+    if (on[1]) _tile_stored(1, out + 16, lds * sizeof(float));
+    if (on[2]) _tile_stored(2, out + 32, lds * sizeof(float));
+    if (on[3]) _tile_stored(3, out + 48, lds * sizeof(float));
   }
   const __m512 factor = _mm512_set1_ps(scale);
   for (int64_t r = 0; r < rows; ++r) {
@@ -169,16 +178,18 @@ void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q, const bf16
 }
 
 void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* v_tiles, int64_t chunk_stride, float* acc, AmxScratch& scratch) {
+                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
+                    float* acc, AmxScratch& scratch) {
   pack_probabilities(rows, cols, p, ldp, scratch.p.data());
   const int64_t chunks = d / 16, blocks = (cols + 31) / 32;
   // A partial last pair block is read from a masked copy.
   const int64_t full = cols / 32;
-  const bf16* tail = full < blocks ? masked_pair_block(v_tiles + full * kTile, chunk_stride,
-                                                       cols - full * 32, d, scratch.v_tail.data())
-                                   : nullptr;
+  const bf16* tail = full < blocks && value_blocks[full] != nullptr
+                         ? masked_pair_block(value_blocks[full], chunk_stride, cols - full * 32,
+                                             d, scratch.v_tail.data())
+                         : nullptr;
   const auto b_tile = [&](int64_t j, int64_t c) {
-    return j < full ? v_tiles + c * chunk_stride + j * kTile : tail + c * kTile;
+    return j < full ? value_blocks[j] + c * chunk_stride : tail + c * kTile;
   };
   constexpr int64_t ldp16 = AmxScratch::kMaxCols * sizeof(bf16);
   // Per 16 rows and 64 dims: dims 16c..16c+15 of acc accumulate in tmm c (4 independent chains);
@@ -195,6 +206,7 @@ void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64
         _tile_loadd(3, out + 48, ldo);
       }
       for (int64_t j = 0; j < blocks; ++j) {
+        if (value_blocks[j] == nullptr) continue;  // no key of it seen: probabilities all 0
         _tile_loadd(4, scratch.p.data() + m * AmxScratch::kMaxCols + j * 32, ldp16);
         _tile_loadd(5, b_tile(j, c0), 64);
         _tile_dpbf16ps(0, 4, 5);

@@ -75,19 +75,26 @@ struct AmxScratch {
 void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out);
 void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out);
 
-// The two products, inside an AmxTiles scope.
-// s[r][c] <- scale * q[r] . k[c] for r < rows, c < cols (<= kMaxCols). q: (amx_padded_rows(rows),
-// d) bf16, row stride d; k_tiles: the tile's first 16-key group in the amx layout (keys past cols
-// may hold anything); s: row stride lds >= 64, amx_padded_rows(rows) rows (padding rows and the
-// columns up to the next 16 are written too).
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q, const bf16* k_tiles,
-                float scale, float* s, int64_t lds);
+// The two products, inside an AmxTiles scope. A key tile of up to kMaxCols keys comes in
+// segments of kAmxPairBlock keys (each within one page: a tile may span pages).
+constexpr int64_t kAmxSegments = AmxScratch::kMaxCols / kAmxPairBlock;
 
-// acc[r] <- acc[r] + sum_{c < cols} p[r][c] v[c] for r < rows. p: row stride ldp; v_tiles: the
-// tile's first pair block in the amx layout, its 16-dim chunks chunk_stride elements apart (keys
-// past cols may hold anything, NaN included); acc: (amx_padded_rows(rows), d) float, row stride
-// d (the padding rows are read and written too).
+// s[r][c] <- scale * q[r] . k[c] for r < rows, c < cols (<= kMaxCols). q: (amx_padded_rows(rows),
+// d) bf16, row stride d; key_segments[i]: keys [32 i, 32 i + 32) of the tile in the amx layout
+// (their two 16-key groups; keys past cols may hold anything), or nullptr for a segment no row
+// sees (its columns of s are left as they were: the caller masks them); s: row stride lds >= 64,
+// amx_padded_rows(rows) rows (padding rows and the columns up to the next 16 are written too).
+void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
+                int64_t lds);
+
+// acc[r] <- acc[r] + sum_{c < cols} p[r][c] v[c] for r < rows. p: row stride ldp;
+// value_blocks[i]: the pair block of keys [32 i, 32 i + 32) in the amx layout, its 16-dim chunks
+// chunk_stride elements apart (keys past cols may hold anything, NaN included), or nullptr for
+// a block no row sees (p is 0 there, and the block, perhaps a freed page, is not read); acc:
+// (amx_padded_rows(rows), d) float, row stride d (the padding rows are read and written too).
 void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* v_tiles, int64_t chunk_stride, float* acc, AmxScratch& scratch);
+                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
+                    float* acc, AmxScratch& scratch);
 
 }  // namespace swaa::cpu

@@ -68,21 +68,38 @@ void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
 }
 
 // s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
+// Whether some query row of [m0, m1) sees a key of the 32-key segment starting at key n: a tile
+// of the amx layout may span pages, and a page nobody sees may be freed (vLLM's null block).
+inline bool segment_seen(const MaskRule& rule, int64_t m0, int64_t m1, int64_t n, int64_t len_k) {
+  const TwoRanges seen = key_blocks(rule, m0, m1, kAmxPairBlock, len_k);
+  const int64_t b = n / kAmxPairBlock;
+  return (b >= seen.first.begin && b < seen.first.end) ||
+         (b >= seen.second.begin && b < seen.second.end);
+}
+
 template <typename T, typename S>
 void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                    int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+                    int64_t m0, int64_t m1, int64_t rows, int64_t cols, ForwardScratch<T>& st) {
   const S* k = static_cast<const S*>(p.k);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {
-      const bf16* tiles = st.amx->kv.data();
-      if (p.amx_layout) {  // in place: the tile's first 16-key group in its page
-        const int64_t t = n0 % p.page_size;
-        tiles = k + seq.k_row_offset(p, hk, n0 - t) + amx_key_offset(t, 0, p.head_dim);
-      } else {
+      const bf16* segments[kAmxSegments];
+      for (int64_t i = 0; i < kAmxSegments; ++i) {
+        const int64_t n = n0 + i * kAmxPairBlock;
+        if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
+          segments[i] = st.amx->kv.data() + amx_key_offset(i * kAmxPairBlock, 0, p.head_dim);
+        } else if (n < n0 + cols && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
+          const int64_t t = n % p.page_size;  // in place, in the segment's page
+          segments[i] = k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
+        } else {
+          segments[i] = nullptr;  // past the tile, or seen by no row: not read
+        }
+      }
+      if (!p.amx_layout) {
         amx_pack_keys(cols, p.head_dim, k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
                       st.amx->kv.data());
       }
-      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), tiles, float(p.scale),
+      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), segments, float(p.scale),
                         st.scores.data(), kBlockN);
     }
   }
@@ -93,21 +110,30 @@ void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, i
 // acc <- acc + P . v for the key tile [n0, n0 + cols) (P: the probabilities in st.scores).
 template <typename T, typename S>
 void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                        int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+                        int64_t m0, int64_t m1, int64_t rows, int64_t cols,
+                        ForwardScratch<T>& st) {
   const S* v = static_cast<const S*>(p.v);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {
-      const bf16* tiles = st.amx->kv.data();
-      int64_t chunk_stride = 16 * AmxScratch::kMaxCols;
-      if (p.amx_layout) {  // in place: the tile's first pair block in its page
-        const int64_t t = n0 % p.page_size;
-        tiles = v + seq.v_row_offset(p, hk, n0 - t) + amx_value_offset(t, 0, p.page_size);
-        chunk_stride = 16 * p.page_size;
-      } else {
+      const bf16* blocks[kAmxSegments];
+      const int64_t chunk_stride = 16 * (p.amx_layout ? p.page_size : AmxScratch::kMaxCols);
+      for (int64_t i = 0; i < kAmxSegments; ++i) {
+        const int64_t n = n0 + i * kAmxPairBlock;
+        if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
+          blocks[i] = st.amx->kv.data() + amx_value_offset(i * kAmxPairBlock, 0,
+                                                           AmxScratch::kMaxCols);
+        } else if (n < n0 + cols && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
+          const int64_t t = n % p.page_size;  // in place, in the block's page
+          blocks[i] = v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
+        } else {
+          blocks[i] = nullptr;  // past the tile, or seen by no row: not read
+        }
+      }
+      if (!p.amx_layout) {
         amx_pack_values(cols, p.head_dim, v + seq.v_row_offset(p, hk, n0), p.v_row_stride,
                         st.amx->kv.data());
       }
-      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, tiles,
+      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, blocks,
                             chunk_stride, st.acc.data(), *st.amx);
     }
   }
@@ -185,17 +211,24 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
     if (t + 1 < t_end) {  // the next tile may be in another page: start its loads now
       const int64_t next = nth_visited(tiles, t + 1) * block_n;
       const int64_t next_cols = std::min(block_n, seq.len_k - next);
-      prefetch_rows(k + seq.k_row_offset(p, hk, next), p.k_row_stride, next_cols, D);
-      // (amx layout: the keys' 16-key groups are contiguous like rows; the values are spread
-      // over the page's dim chunks, and prefetching those measured slower than not)
-      if (!p.amx_layout) prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
+      if (p.amx_layout) {
+        // The keys' 16-key groups are contiguous like rows, a 32-key segment per page; the
+        // values are spread over the page's dim chunks, and prefetching those measured slower
+        // than not.
+        for (int64_t n = next; n < next + next_cols; n += kAmxPairBlock) {
+          prefetch_rows(k + seq.k_row_offset(p, hk, n), D, std::min(kAmxPairBlock, next + next_cols - n), D);
+        }
+      } else {
+        prefetch_rows(k + seq.k_row_offset(p, hk, next), p.k_row_stride, next_cols, D);
+        prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
+      }
     }
     // s <- scale * q_packed . k^T, then -inf where not visible
-    tile_scores_of<T, S>(p, seq, hk, n0, packed, cols, st);
+    tile_scores_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), kBlockN);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
-    tile_accumulate_of<T, S>(p, seq, hk, n0, packed, cols, st);
+    tile_accumulate_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one

@@ -27,7 +27,10 @@ inline constexpr int64_t kMinTilesPerSplit = 8;
 // Keys per tile: kBlockN, narrowed for a paged cache to a divisor of the page size so that each
 // tile's rows lie in one page, at one row stride.
 inline int64_t key_tile_width(const AttentionParams& p) {
-  return p.block_table != nullptr ? std::gcd(kBlockN, p.page_size) : kBlockN;
+  // amx layout: pages are multiples of 32 keys and the tile products take a tile in 32-key
+  // segments, each in its own page.
+  if (p.block_table == nullptr || p.amx_layout) return kBlockN;
+  return std::gcd(kBlockN, p.page_size);
 }
 
 // The k-th tile (0-based) of the visiting order "first range, then second range".
