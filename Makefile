@@ -162,6 +162,13 @@ $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
 bench-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
 	$(VLLM_PY) -m bench.vllm $(BENCH_ARGS)
 
+# One attention call of the paged CPU op against vLLM's own CPU kernel (bench/paged_cpu.py):
+# decode, chunk and prompt shapes, bf16 + fp32, rows and AMX page layouts, interleaved
+# repetitions (minutes) -> docs/bench/paged_cpu.{json,png}. BENCH_ARGS=--quick: under a minute.
+.PHONY: bench-paged-cpu
+bench-paged-cpu: $(VLLM_VENV)/.swaa_ext
+	$(VLLM_PY) -m bench.paged_cpu $(BENCH_ARGS)
+
 # Run from tests/vllm with its own conftest only, so the installed swaa_ext is imported (the
 # checkout's has no extension built against this torch).
 test-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json

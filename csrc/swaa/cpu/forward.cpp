@@ -33,16 +33,17 @@ static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile fits the AMX scratch"
 // to a multiple of 16 rows.
 template <typename T>
 struct ForwardScratch {
-  ForwardScratch(int64_t rows, int64_t head_dim, bool convert_kv, bool use_amx)
-      : q(rows * head_dim),
-        scores((use_amx ? amx_padded_rows(rows) : rows) * kBlockN),
+  ForwardScratch(int64_t rows, int64_t head_dim, int64_t max_tile, bool convert_kv, bool use_amx)
+      : lds(max_tile), q(rows * head_dim),
+        scores((use_amx ? amx_padded_rows(rows) : rows) * max_tile),
         acc((use_amx ? amx_padded_rows(rows) : rows) * head_dim), row_max(rows), row_sum(rows),
         kv_tile(convert_kv && !use_amx ? kBlockN * head_dim : 0),
         q_bf16(use_amx ? amx_padded_rows(rows) * head_dim : 0) {
     if (use_amx) amx.emplace(rows, head_dim);
   }
+  int64_t lds;             // row stride of scores: the widest key tile
   std::vector<T> q;        // (rows, D): the group's query rows, times the softmax scale
-  std::vector<T> scores;   // (rows, kBlockN): scores, then probabilities
+  std::vector<T> scores;   // (rows, lds): scores, then probabilities
   std::vector<T> acc;      // (rows, D): unnormalised output
   std::vector<T> row_max;  // running max of each row's scores
   std::vector<T> row_sum;  // running sum of exp(score - row_max)
@@ -82,29 +83,33 @@ void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, i
                     int64_t m0, int64_t m1, int64_t rows, int64_t cols, ForwardScratch<T>& st) {
   const S* k = static_cast<const S*>(p.k);
   if constexpr (std::is_same_v<S, bf16>) {
-    if (st.amx_item) {
-      const bf16* segments[kAmxSegments];
-      for (int64_t i = 0; i < kAmxSegments; ++i) {
-        const int64_t n = n0 + i * kAmxPairBlock;
-        if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
-          segments[i] = st.amx->kv.data() + amx_key_offset(i * kAmxPairBlock, 0, p.head_dim);
-        } else if (n < n0 + cols && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
-          const int64_t t = n % p.page_size;  // in place, in the segment's page
-          segments[i] = k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
-        } else {
-          segments[i] = nullptr;  // past the tile, or seen by no row: not read
+    if (st.amx_item) {  // in products of up to kMaxCols keys
+      for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
+        const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
+        const bf16* segments[kAmxSegments];
+        for (int64_t i = 0; i < kAmxSegments; ++i) {
+          const int64_t n = n1 + i * kAmxPairBlock;
+          if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
+            segments[i] = st.amx->kv.data() + amx_key_offset(i * kAmxPairBlock, 0, p.head_dim);
+          } else if (n < n1 + sub && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
+            const int64_t t = n % p.page_size;  // in place, in the segment's page
+            segments[i] = k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
+          } else {
+            segments[i] = nullptr;  // past the tile, or seen by no row: not read
+          }
         }
+        if (!p.amx_layout) {
+          amx_pack_keys(sub, p.head_dim, k + seq.k_row_offset(p, hk, n1), p.k_row_stride,
+                        st.amx->kv.data());
+        }
+        amx_scores(rows, sub, p.head_dim, st.q_bf16.data(), segments, float(p.scale),
+                   st.scores.data() + c0, st.lds);
       }
-      if (!p.amx_layout) {
-        amx_pack_keys(cols, p.head_dim, k + seq.k_row_offset(p, hk, n0), p.k_row_stride,
-                      st.amx->kv.data());
-      }
-      return amx_scores(rows, cols, p.head_dim, st.q_bf16.data(), segments, float(p.scale),
-                        st.scores.data(), kBlockN);
+      return;
     }
   }
   tile_scores<T>(rows, cols, p.head_dim, st.q.data(), k + seq.k_row_offset(p, hk, n0),
-                 p.k_row_stride, st.scores.data(), kBlockN, &st.kv_tile);
+                 p.k_row_stride, st.scores.data(), st.lds, &st.kv_tile);
 }
 
 // acc <- acc + P . v for the key tile [n0, n0 + cols) (P: the probabilities in st.scores).
@@ -114,30 +119,34 @@ void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t h
                         ForwardScratch<T>& st) {
   const S* v = static_cast<const S*>(p.v);
   if constexpr (std::is_same_v<S, bf16>) {
-    if (st.amx_item) {
-      const bf16* blocks[kAmxSegments];
+    if (st.amx_item) {  // in products of up to kMaxCols keys
       const int64_t chunk_stride = 16 * (p.amx_layout ? p.page_size : AmxScratch::kMaxCols);
-      for (int64_t i = 0; i < kAmxSegments; ++i) {
-        const int64_t n = n0 + i * kAmxPairBlock;
-        if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
-          blocks[i] = st.amx->kv.data() + amx_value_offset(i * kAmxPairBlock, 0,
-                                                           AmxScratch::kMaxCols);
-        } else if (n < n0 + cols && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
-          const int64_t t = n % p.page_size;  // in place, in the block's page
-          blocks[i] = v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
-        } else {
-          blocks[i] = nullptr;  // past the tile, or seen by no row: not read
+      for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
+        const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
+        const bf16* blocks[kAmxSegments];
+        for (int64_t i = 0; i < kAmxSegments; ++i) {
+          const int64_t n = n1 + i * kAmxPairBlock;
+          if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
+            blocks[i] = st.amx->kv.data() + amx_value_offset(i * kAmxPairBlock, 0,
+                                                             AmxScratch::kMaxCols);
+          } else if (n < n1 + sub && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
+            const int64_t t = n % p.page_size;  // in place, in the block's page
+            blocks[i] = v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
+          } else {
+            blocks[i] = nullptr;  // past the tile, or seen by no row: not read
+          }
         }
+        if (!p.amx_layout) {
+          amx_pack_values(sub, p.head_dim, v + seq.v_row_offset(p, hk, n1), p.v_row_stride,
+                          st.amx->kv.data());
+        }
+        amx_accumulate(rows, sub, p.head_dim, st.scores.data() + c0, st.lds, blocks,
+                       chunk_stride, st.acc.data(), *st.amx);
       }
-      if (!p.amx_layout) {
-        amx_pack_values(cols, p.head_dim, v + seq.v_row_offset(p, hk, n0), p.v_row_stride,
-                        st.amx->kv.data());
-      }
-      return amx_accumulate(rows, cols, p.head_dim, st.scores.data(), kBlockN, blocks,
-                            chunk_stride, st.acc.data(), *st.amx);
+      return;
     }
   }
-  tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), kBlockN,
+  tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), st.lds,
                      v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(), &st.kv_tile);
 }
 
@@ -147,7 +156,7 @@ template <typename T>
 void online_softmax_step(int64_t rows, int64_t cols, int64_t head_dim, ForwardScratch<T>& st) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
-    T* s = st.scores.data() + r * kBlockN;
+    T* s = st.scores.data() + r * st.lds;
     const T new_max = std::max(st.row_max[r], row_max(s, cols));
     if (new_max == neg_inf) {  // nothing visible in this row yet
       std::fill(s, s + cols, T(0));
@@ -184,7 +193,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   const MaskRule& rule = seq.rule;
   const S* k = static_cast<const S*>(p.k);
   const S* v = static_cast<const S*>(p.v);
-  const int64_t block_n = key_tile_width(p);
+  const int64_t block_n = tile_width(p, seq);
 
   // A few rows (decode) take the row kernels, unless the cache is in the amx layout: repacking
   // a key tile for AMX costs more than it saves on so few rows.
@@ -225,7 +234,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
     }
     // s <- scale * q_packed . k^T, then -inf where not visible
     tile_scores_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
-    mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), kBlockN);
+    mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), st.lds);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
     tile_accumulate_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
@@ -301,7 +310,9 @@ void forward(const AttentionParams& p) {
     // Rows of the largest work item: a decode step (len_q 1) needs `group` rows, not 64 per head.
     const int64_t rows = p.group_size() * std::max<int64_t>(1, std::min(kBlockM, p.len_q));
     const bool use_amx = std::is_same_v<S, bf16> && amx_head_dim(p.head_dim) && amx_usable();
-    ForwardScratch<T> scratch(rows, p.head_dim, !std::is_same_v<S, T>, use_amx);
+    // (at least kBlockN: the AMX products write whole 16-column tiles of a kMaxCols-key tile)
+    const int64_t max_tile = std::max(kBlockN, max_tile_width(p));
+    ForwardScratch<T> scratch(rows, p.head_dim, max_tile, !std::is_same_v<S, T>, use_amx);
     // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp for schedule(dynamic)
     for (int64_t i = 0; i < items.size(); ++i) {
