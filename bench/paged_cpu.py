@@ -24,11 +24,19 @@ fa_rows. Prints a table, writes JSON and a PNG.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import matplotlib
+# In the vLLM environment (`make bench-paged-cpu`) the checkout's swaa_ext has no extension built
+# against that torch: take the checkout off the path so the wheel installed there is imported.
+if importlib.util.find_spec("vllm") is not None:
+    _ROOT = Path(__file__).resolve().parents[1]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

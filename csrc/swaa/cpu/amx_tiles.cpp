@@ -1,5 +1,8 @@
-// AMX tile products (amx_tiles.h).
-#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")
+// AMX tile products (amx_tiles.h). Only the code between the target pragmas is compiled for AMX
+// and AVX-512, inside an anonymous namespace; the headers above it and the entry points at the
+// end (amx_tiles.h's declarations) are not, so no function this file shares with the others (an
+// inline function of a header, a std:: template) can come out of it with instructions another
+// CPU lacks.
 #include "amx_tiles.h"
 
 #include <immintrin.h>
@@ -10,11 +13,12 @@
 
 #include "vec_math.h"
 
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")
+
 namespace swaa::cpu {
-
-bool amx_usable() { return cpu_isa() >= Isa::kAmx; }
-
 namespace {
+
 // Palette 1, every tile 64 bytes a row; the products and A tiles (tmm0-4) `rows` rows, the B
 // tiles (tmm5, 6) 16.
 struct alignas(64) TileConfig {
@@ -28,9 +32,7 @@ struct alignas(64) TileConfig {
     for (int t = 0; t < 7; ++t) bytes_per_row[t] = 64, rows[t] = t < 5 ? a_rows : kAmxRows;
   }
 };
-}  // namespace
-
-AmxTiles::AmxTiles(int64_t rows) {
+void load_tile_config(int64_t rows) {
   // Kept in static memory: GCC treats ldtilecfg's operand as the first 8 bytes only and drops
   // the stores to the rest of a stack copy.
   static const auto configs = [] {
@@ -40,9 +42,7 @@ AmxTiles::AmxTiles(int64_t rows) {
   }();
   _tile_loadconfig(&configs[rows < kAmxRows ? rows : kAmxRows]);
 }
-AmxTiles::~AmxTiles() { _tile_release(); }
-
-namespace {
+void release_tiles() { _tile_release(); }
 
 // Tile registers (GCC's intrinsics take them as literals): C products in tmm0-3, A in tmm4,
 // B in tmm5 and tmm6. Every tile is 16 rows of 64 bytes; a B tile is 512 bf16.
@@ -94,9 +94,7 @@ const bf16* masked_pair_block(const bf16* block, int64_t chunk_stride, int64_t n
   return out;
 }
 
-}  // namespace
-
-void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out) {
+void pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out) {
   uint32_t* words = reinterpret_cast<uint32_t*>(out);
   const int64_t groups = (cols + kAmxKeyGroup - 1) / kAmxKeyGroup;
   for (int64_t t = 0; t < groups * kAmxKeyGroup; ++t) {
@@ -109,7 +107,7 @@ void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* ou
   }
 }
 
-void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out) {
+void pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out) {
   constexpr int64_t chunk_stride = 16 * AmxScratch::kMaxCols;
   const int64_t blocks = (cols + kAmxPairBlock - 1) / kAmxPairBlock;
   for (int64_t r = 0; r < blocks * 16; ++r) {  // pair row r: keys 2r, 2r + 1
@@ -125,9 +123,8 @@ void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* 
   }
 }
 
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
-                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
-                int64_t lds) {
+void scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+            const bf16* const (&key_segments)[kAmxSegments], float scale, float* s, int64_t lds) {
   const int64_t chunks = d / 32, groups = (cols + 15) / 16, group_stride = 16 * d;
   // Group j's B tile of dim chunk c.
   const auto b_tile = [&](int64_t j, int64_t c) {
@@ -177,9 +174,9 @@ void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
   }
 }
 
-void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
-                    float* acc, AmxScratch& scratch) {
+void accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
+                const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride, float* acc,
+                AmxScratch& scratch) {
   pack_probabilities(rows, cols, p, ldp, scratch.p.data());
   const int64_t chunks = d / 16, blocks = (cols + 31) / 32;
   // A partial last pair block is read from a masked copy.
@@ -227,6 +224,35 @@ void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace swaa::cpu
+
+#pragma GCC pop_options
+
+namespace swaa::cpu {
+
+bool amx_usable() { return cpu_isa() >= Isa::kAmx; }
+
+AmxTiles::AmxTiles(int64_t rows) { load_tile_config(rows); }
+AmxTiles::~AmxTiles() { release_tiles(); }
+
+void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out) {
+  pack_keys(cols, d, k, ldk, out);
+}
+void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out) {
+  pack_values(cols, d, v, ldv, out);
+}
+void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
+                int64_t lds) {
+  scores(rows, cols, d, q, key_segments, scale, s, lds);
+}
+void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
+                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
+                    float* acc, AmxScratch& scratch) {
+  accumulate(rows, cols, d, p, ldp, value_blocks, chunk_stride, acc, scratch);
 }
 
 }  // namespace swaa::cpu
