@@ -126,7 +126,8 @@ def sliding_attention_paged(
     """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
     (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
     Forward only, on the CPU: float32 / float64, or bfloat16 / float16 caches converted to
-    float32 tile by tile as they are read (never as a whole).
+    float32 tile by tile as they are read (never as a whole); bfloat16 on a CPU with AMX is
+    multiplied as it is, on AMX tiles with float32 sums (probabilities rounded to bfloat16).
 
     q: (total_q, Hq, D) packed by cu_seqlens_q (int32 (n + 1,)); k_cache, v_cache:
     (num_pages, Hkv, page_size, D), last dim contiguous (other strides are free, e.g. the key and
