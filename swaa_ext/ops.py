@@ -197,6 +197,10 @@ def cpu_has_amx() -> bool:
 
 def amx_kv_layout_fits(dtype: torch.dtype, head_dim: int, page_size: int) -> bool:
     """Whether a paged cache of this dtype, head dim and page size can use kv_layout="amx" here."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    _check_int("head_dim", head_dim)
+    _check_int("page_size", page_size)
     return (dtype == torch.bfloat16 and head_dim % 32 == 0 and head_dim <= 256
             and page_size % 32 == 0 and cpu_has_amx())
 

@@ -80,6 +80,20 @@ def seqused(cu_k: torch.Tensor) -> torch.Tensor:
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
+def against_reference(case: VarlenCase, packed: tuple, caches: tuple, kv_layout: str = "rows"):
+    """The paged op's (out, lse) over the caches (k_cache, v_cache, block_table), and the float64
+    reference's over the same sequences packed (`pack`'s tuple)."""
+    q, k, v, cu_q, cu_k, max_q, max_k = packed
+    ff = case.full_from_arg("cpu")
+    got = swaa_ext.sliding_attention_paged(q, *caches, cu_q, seqused(cu_k), max_q, max_k,
+                                           case.window, case.sinks, full_from=ff,
+                                           return_lse=True, kv_layout=kv_layout)
+    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
+                                                  max_q, max_k, case.window, case.sinks,
+                                                  full_from=ff, return_lse=True)
+    return got, expected
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page_size", PAGE_SIZES)
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -109,15 +123,9 @@ def test_bf16_cache_tile_products_match_reference(case, page_size, head_dim):
     on a CPU with AMX every work item of 16 rows or more runs on it (probabilities rounded to
     bf16), elsewhere the float32 path; both within bf16's tolerance of the float64 reference,
     with NaN in every slot and page the rule does not read."""
-    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, head_dim, torch.bfloat16)
-    ff = case.full_from_arg("cpu")
-    k_cache, v_cache, table = paged(k, v, cu_k, page_size, unread_pages(case, page_size))
-    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
-                                                max_q, max_k, case.window, case.sinks,
-                                                full_from=ff, return_lse=True)
-    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
-                                                  max_q, max_k, case.window, case.sinks,
-                                                  full_from=ff, return_lse=True)
+    packed = pack(case, head_dim, torch.bfloat16)
+    caches = paged(packed[1], packed[2], packed[4], page_size, unread_pages(case, page_size))
+    (out, lse), expected = against_reference(case, packed, caches)
     assert_close(out, expected[0], torch.bfloat16, "out vs reference")
     assert_close(lse, expected[1], torch.bfloat16, "lse vs reference")
 
@@ -207,15 +215,9 @@ def test_long_decode_split_across_threads(two_threads, full_from, dtype):
     (csrc/swaa/cpu/split_plan.h; the problem is big enough to run in parallel). Unread pages
     hold NaN, so a part that strayed outside its tiles would show."""
     case = VarlenCase(((1, 6000), (3, 2500)), 8, 2, window=1500, sinks=70, full_from=full_from)
-    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 128, dtype)
-    ff = case.full_from_arg("cpu")
-    k_cache, v_cache, table = paged(k, v, cu_k, 32, unread_pages(case, 32))
-    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
-                                                max_q, max_k, case.window, case.sinks,
-                                                full_from=ff, return_lse=True)
-    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
-                                                  max_q, max_k, case.window, case.sinks,
-                                                  full_from=ff, return_lse=True)
+    packed = pack(case, 128, dtype)
+    caches = paged(packed[1], packed[2], packed[4], 32, unread_pages(case, 32))
+    (out, lse), expected = against_reference(case, packed, caches)
     assert_close(out, expected[0], dtype, "out vs reference")
     assert_close(lse, expected[1], torch.float32, "lse vs reference")
 
@@ -344,15 +346,9 @@ def amx_pages(k, v, cu_k, page_size, unread=None):
 def test_amx_layout_matches_reference(case, page_size, head_dim):
     """Every work item on AMX straight from the pages (decode rows included), keys past a
     sequence's end and whole unread pages NaN: within bf16's tolerance of the reference."""
-    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, head_dim, torch.bfloat16)
-    ff = case.full_from_arg("cpu")
-    k_cache, v_cache, table = amx_pages(k, v, cu_k, page_size, unread_pages(case, page_size))
-    out, lse = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
-                                                max_q, max_k, case.window, case.sinks,
-                                                full_from=ff, return_lse=True, kv_layout="amx")
-    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
-                                                  max_q, max_k, case.window, case.sinks,
-                                                  full_from=ff, return_lse=True)
+    packed = pack(case, head_dim, torch.bfloat16)
+    caches = amx_pages(packed[1], packed[2], packed[4], page_size, unread_pages(case, page_size))
+    (out, lse), expected = against_reference(case, packed, caches, kv_layout="amx")
     assert_close(out, expected[0], torch.bfloat16, "out vs reference")
     assert_close(lse, expected[1], torch.bfloat16, "lse vs reference")
 
@@ -361,16 +357,11 @@ def test_amx_layout_matches_reference(case, page_size, head_dim):
 @pytest.mark.parametrize("full_from", [None, (0, 3000)], ids=["window", "fa_decode"])
 def test_amx_layout_long_decode_split_across_threads(two_threads, full_from):
     case = VarlenCase(((1, 6000), (3, 2500)), 8, 2, window=1500, sinks=70, full_from=full_from)
-    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 64, torch.bfloat16)
-    ff = case.full_from_arg("cpu")
-    k_cache, v_cache, table = amx_pages(k, v, cu_k, 32, unread_pages(case, 32))
-    out = swaa_ext.sliding_attention_paged(q, k_cache, v_cache, table, cu_q, seqused(cu_k),
-                                           max_q, max_k, case.window, case.sinks, full_from=ff,
-                                           kv_layout="amx")
-    expected = reference.sliding_attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k,
-                                                  max_q, max_k, case.window, case.sinks,
-                                                  full_from=ff)
-    assert_close(out, expected, torch.bfloat16, "out vs reference")
+    packed = pack(case, 64, torch.bfloat16)
+    caches = amx_pages(packed[1], packed[2], packed[4], 32, unread_pages(case, 32))
+    (out, lse), expected = against_reference(case, packed, caches, kv_layout="amx")
+    assert_close(out, expected[0], torch.bfloat16, "out vs reference")
+    assert_close(lse, expected[1], torch.float32, "lse vs reference")
 
 
 @needs_amx

@@ -69,35 +69,44 @@ void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
 }
 
 // s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
-// Whether some query row of [m0, m1) sees a key of the 32-key segment starting at key n: a tile
-// of the amx layout may span pages, and a page nobody sees may be freed (vLLM's null block).
-inline bool segment_seen(const MaskRule& rule, int64_t m0, int64_t m1, int64_t n, int64_t len_k) {
-  const TwoRanges seen = key_blocks(rule, m0, m1, kAmxPairBlock, len_k);
-  const int64_t b = n / kAmxPairBlock;
-  return (b >= seen.first.begin && b < seen.first.end) ||
-         (b >= seen.second.begin && b < seen.second.end);
+// The 32-key segments of the sub-tile [n1, n1 + sub) for the AMX products: with the amx layout
+// in place, in their pages (in_page(n)); else in the scratch the caller repacks into
+// (in_scratch(first key)). nullptr past the sub-tile, or where no query row of the item sees a
+// key (`seen`: its 32-key blocks), since that page may be freed.
+template <typename InPage, typename InScratch>
+void amx_segments(const AttentionParams& p, const TwoRanges& seen, int64_t n1, int64_t sub,
+                  InPage in_page, InScratch in_scratch, const bf16* (&out)[kAmxSegments]) {
+  for (int64_t i = 0; i < kAmxSegments; ++i) {
+    const int64_t n = n1 + i * kAmxPairBlock, b = n / kAmxPairBlock;
+    const bool is_seen = (b >= seen.first.begin && b < seen.first.end) ||
+                         (b >= seen.second.begin && b < seen.second.end);
+    if (!p.amx_layout) {
+      out[i] = in_scratch(i * kAmxPairBlock);
+    } else {
+      out[i] = n < n1 + sub && is_seen ? in_page(n) : nullptr;
+    }
+  }
 }
 
+// s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk (seen: the 32-key
+// blocks the item's query rows see).
 template <typename T, typename S>
 void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                    int64_t m0, int64_t m1, int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+                    const TwoRanges& seen, int64_t rows, int64_t cols, ForwardScratch<T>& st) {
   const S* k = static_cast<const S*>(p.k);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {  // in products of up to kMaxCols keys
+      const auto in_page = [&](int64_t n) {
+        const int64_t t = n % p.page_size;
+        return k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
+      };
+      const auto in_scratch = [&](int64_t t) {
+        return st.amx->kv.data() + amx_key_offset(t, 0, p.head_dim);
+      };
       for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
         const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
         const bf16* segments[kAmxSegments];
-        for (int64_t i = 0; i < kAmxSegments; ++i) {
-          const int64_t n = n1 + i * kAmxPairBlock;
-          if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
-            segments[i] = st.amx->kv.data() + amx_key_offset(i * kAmxPairBlock, 0, p.head_dim);
-          } else if (n < n1 + sub && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
-            const int64_t t = n % p.page_size;  // in place, in the segment's page
-            segments[i] = k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
-          } else {
-            segments[i] = nullptr;  // past the tile, or seen by no row: not read
-          }
-        }
+        amx_segments(p, seen, n1, sub, in_page, in_scratch, segments);
         if (!p.amx_layout) {
           amx_pack_keys(sub, p.head_dim, k + seq.k_row_offset(p, hk, n1), p.k_row_stride,
                         st.amx->kv.data());
@@ -115,27 +124,23 @@ void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, i
 // acc <- acc + P . v for the key tile [n0, n0 + cols) (P: the probabilities in st.scores).
 template <typename T, typename S>
 void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                        int64_t m0, int64_t m1, int64_t rows, int64_t cols,
+                        const TwoRanges& seen, int64_t rows, int64_t cols,
                         ForwardScratch<T>& st) {
   const S* v = static_cast<const S*>(p.v);
   if constexpr (std::is_same_v<S, bf16>) {
     if (st.amx_item) {  // in products of up to kMaxCols keys
       const int64_t chunk_stride = 16 * (p.amx_layout ? p.page_size : AmxScratch::kMaxCols);
+      const auto in_page = [&](int64_t n) {
+        const int64_t t = n % p.page_size;
+        return v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
+      };
+      const auto in_scratch = [&](int64_t t) {
+        return st.amx->kv.data() + amx_value_offset(t, 0, AmxScratch::kMaxCols);
+      };
       for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
         const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
         const bf16* blocks[kAmxSegments];
-        for (int64_t i = 0; i < kAmxSegments; ++i) {
-          const int64_t n = n1 + i * kAmxPairBlock;
-          if (!p.amx_layout) {  // repacked into the scratch: a kMaxCols-key page
-            blocks[i] = st.amx->kv.data() + amx_value_offset(i * kAmxPairBlock, 0,
-                                                             AmxScratch::kMaxCols);
-          } else if (n < n1 + sub && segment_seen(seq.rule, m0, m1, n, seq.len_k)) {
-            const int64_t t = n % p.page_size;  // in place, in the block's page
-            blocks[i] = v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
-          } else {
-            blocks[i] = nullptr;  // past the tile, or seen by no row: not read
-          }
-        }
+        amx_segments(p, seen, n1, sub, in_page, in_scratch, blocks);
         if (!p.amx_layout) {
           amx_pack_values(sub, p.head_dim, v + seq.v_row_offset(p, hk, n1), p.v_row_stride,
                           st.amx->kv.data());
@@ -212,6 +217,8 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
 
   // This split's share of the visited key tiles (all of them with one split).
   const TwoRanges tiles = key_blocks(rule, m0, m0 + rows, block_n, seq.len_k);
+  // The 32-key blocks the rows see: the AMX products skip the others (amx_segments).
+  const TwoRanges seen = key_blocks(rule, m0, m0 + rows, kAmxPairBlock, seq.len_k);
   const int64_t visits = visited_count(tiles), splits = parts.plan.splits[seq.b];
   const int64_t t_end = (split + 1) * visits / splits;
   for (int64_t t = split * visits / splits; t < t_end; ++t) {
@@ -233,11 +240,11 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
       }
     }
     // s <- scale * q_packed . k^T, then -inf where not visible
-    tile_scores_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
+    tile_scores_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), st.lds);
     online_softmax_step(packed, cols, D, st);
     // acc <- acc + P . v
-    tile_accumulate_of<T, S>(p, seq, hk, n0, m0, m0 + rows, packed, cols, st);
+    tile_accumulate_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one
