@@ -364,6 +364,30 @@ def test_amx_layout_long_decode_split_across_threads(two_threads, full_from):
     assert_close(lse, expected[1], torch.float32, "lse vs reference")
 
 
+@pytest.mark.parametrize("layout", ["rows", "amx"])
+def test_scratch_kept_between_calls_fits_every_call(layout):
+    """Each thread keeps the forward's scratch from one call to the next (a decode step calls
+    the op per layer): calls that need more room (more rows, a wider head, longer tiles), then
+    less, then another dtype, each give the reference's result."""
+    if layout == "amx" and not swaa_ext.cpu_has_amx():
+        pytest.skip("needs a CPU with AMX-BF16")
+    decode = VarlenCase(((1, 300), (1, 40)), 4, 2, window=40, sinks=4)
+    prompt = VarlenCase(((130, 130), (70, 90)), 8, 1, window=20, sinks=3)
+    dtypes = [torch.bfloat16] if layout == "amx" else [torch.bfloat16, torch.float32]
+    steps = [(decode, 32), (prompt, 64), (decode, 128), (prompt, 32), (decode, 32)]
+    for dtype in dtypes:
+        for case, head_dim in steps:
+            packed = pack(case, head_dim, dtype)
+            if layout == "amx":
+                caches = amx_pages(packed[1], packed[2], packed[4], 32)
+            else:
+                caches = paged(packed[1], packed[2], packed[4], 32)
+            (out, lse), expected = against_reference(case, packed, caches, kv_layout=layout)
+            where = f"{case}, head_dim {head_dim}, {dtype}"
+            assert_close(out, expected[0], dtype, f"out vs reference: {where}")
+            assert_close(lse, expected[1], torch.float32, f"lse vs reference: {where}")
+
+
 @needs_amx
 def test_amx_layout_places_each_element():
     """write_paged_cache(kv_layout="amx") puts key / value (t, e) of a page at the offsets the

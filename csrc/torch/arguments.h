@@ -164,6 +164,15 @@ struct Varlen {
 inline at::Tensor heads_rows(const at::Tensor& t, bool packed) {
   return packed ? t.unsqueeze(0).transpose(1, 2) : t;
 }
+// heads_rows(t, true) as make_params reads it (data, sizes, strides), without making a view:
+// the paged op runs for every layer and decode step, where tensor views cost microseconds.
+struct PackedHeadsRows {
+  const at::Tensor& t;  // (total, H, D)
+  static constexpr int64_t kFrom[4] = {-1, 1, 0, 2};  // the view's dim -> t's dim (-1: new)
+  void* data_ptr() const { return t.data_ptr(); }
+  int64_t size(int64_t i) const { return i == 0 ? 1 : t.size(kFrom[i]); }
+  int64_t stride(int64_t i) const { return i == 0 ? 0 : t.stride(kFrom[i]); }  // one batch
+};
 // The LSE's shape: dense (B, Hq, Lq), packed (Hq, total_q) as FlashAttention's varlen LSE.
 inline std::vector<int64_t> lse_shape(const at::Tensor& q, bool packed) {
   if (packed) return {q.size(1), q.size(0)};
@@ -193,8 +202,10 @@ inline int64_t kernel_window(std::optional<int64_t> window, int64_t len_k) {
 
 // Fills the kernel params. `window` None (or >= Lk) becomes Lk: the one place the API's window
 // turns into the kernels' encoding (mask.h).
-inline AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   const at::Tensor& out, const at::Tensor& lse,
+// Rows: at::Tensor (B, H, L, D), or PackedHeadsRows.
+template <typename Rows>
+inline AttentionParams make_params(const Rows& q, const at::Tensor& k, const at::Tensor& v,
+                                   const Rows& out, const at::Tensor& lse,
                                    std::optional<int64_t> window, int64_t sinks,
                                    const at::Tensor& full_from, double scale) {
   AttentionParams p{};
@@ -202,13 +213,13 @@ inline AttentionParams make_params(const at::Tensor& q, const at::Tensor& k, con
   p.k = k.data_ptr();
   p.v = v.data_ptr();
   p.o = out.data_ptr();
-  p.lse = lse.data_ptr();
+  p.lse = lse.defined() ? lse.data_ptr() : nullptr;  // undefined: nobody asked for it
   p.q_batch_stride = q.stride(0), p.q_head_stride = q.stride(1), p.q_row_stride = q.stride(2);
   p.k_batch_stride = k.stride(0), p.k_head_stride = k.stride(1), p.k_row_stride = k.stride(2);
   p.v_batch_stride = v.stride(0), p.v_head_stride = v.stride(1), p.v_row_stride = v.stride(2);
   p.o_batch_stride = out.stride(0), p.o_head_stride = out.stride(1);
   p.o_row_stride = out.stride(2);
-  p.lse_batch_stride = lse.stride(0), p.lse_head_stride = lse.stride(1);
+  if (lse.defined()) p.lse_batch_stride = lse.stride(0), p.lse_head_stride = lse.stride(1);
   p.batch = q.size(0), p.heads_q = q.size(1), p.heads_kv = k.size(1);
   p.len_q = q.size(2), p.len_k = k.size(2), p.head_dim = q.size(3);
   p.window = kernel_window(window, p.len_k);

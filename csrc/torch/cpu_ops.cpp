@@ -169,7 +169,7 @@ void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor&
   TORCH_CHECK_VALUE(out.size(2) <= 1 || out.stride(2) == 1,
                     "out must have a contiguous last dim, got strides ", out.strides());
   const at::ScalarType lse_dtype = compute_dtype(q);
-  at::Tensor lse_view = at::empty({1, q.size(1), 0}, q.options().dtype(lse_dtype));
+  at::Tensor lse_view;  // undefined unless asked for: the kernel skips it
   if (lse.has_value()) {
     TORCH_CHECK_VALUE(lse->sizes() == at::IntArrayRef(lse_shape(q, packed)) &&
                           lse->scalar_type() == lse_dtype && lse->is_contiguous() &&
@@ -180,9 +180,8 @@ void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor&
     lse_view = lse_rows(*lse, packed);
   }
   const at::Tensor ff = normalized_full_from(full_from);
-  AttentionParams p = make_params(heads_rows(q, packed), k_cache, v_cache, heads_rows(out, packed),
+  AttentionParams p = make_params(PackedHeadsRows{q}, k_cache, v_cache, PackedHeadsRows{out},
                                   lse_view, window, sinks, ff, scale);
-  if (!lse.has_value()) p.lse = nullptr;  // nobody asked: the kernel skips it
   apply_paged(p, paged, window);
   p.amx_layout = amx;
   switch (q.scalar_type()) {

@@ -8,7 +8,8 @@
 namespace swaa::torch_boundary {
 
 struct Paged {
-  at::Tensor cu_seqlens_q, cu_seqlens_k, block_table;  // cu_seqlens_k: prefix sums of seqused_k
+  at::Tensor cu_seqlens_q, block_table;
+  std::vector<int32_t> cu_seqlens_k;  // prefix sums of seqused_k (the CPU kernel reads them)
   int64_t max_seqlen_q, max_seqlen_k, page_size;
   int64_t sequences() const { return cu_seqlens_q.size(0) - 1; }
 };
@@ -56,8 +57,8 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
   TORCH_CHECK_VALUE(n == 0 || cuq[0] == 0, "cu_seqlens_q must start at 0, got ", cuq[0]);
   TORCH_CHECK_VALUE(cuq[n] == q.size(0), "cu_seqlens_q must end at q.size(0) = ", q.size(0),
                     ", got ", cuq[n]);
-  at::Tensor cu_k = at::zeros({n + 1}, cq.options());
-  int32_t* cuk = cu_k.data_ptr<int32_t>();
+  std::vector<int32_t> cu_k(n + 1, 0);
+  int32_t* cuk = cu_k.data();
   for (int64_t s = 0; s < n; ++s) {
     const int64_t len_q = cuq[s + 1] - cuq[s], len_k = lens[s];
     TORCH_CHECK_VALUE(len_q >= 0 && len_q <= max_seqlen_q,
@@ -79,7 +80,7 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
                       "seqused_k sums past int32");
     cuk[s + 1] = static_cast<int32_t>(cuk[s] + len_k);
   }
-  return {cq, cu_k, table, max_seqlen_q, max_seqlen_k, page_size};
+  return {cq, table, std::move(cu_k), max_seqlen_q, max_seqlen_k, page_size};
 }
 
 // Params filled by make_params from heads_rows views of q / out (varlen) and the caches as
@@ -87,7 +88,7 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
 // encoded against max_seqlen_k, not a page's length.
 inline void apply_paged(AttentionParams& p, const Paged& paged, std::optional<int64_t> window) {
   p.cu_seqlens_q = paged.cu_seqlens_q.data_ptr<int32_t>();
-  p.cu_seqlens_k = paged.cu_seqlens_k.data_ptr<int32_t>();
+  p.cu_seqlens_k = paged.cu_seqlens_k.data();
   p.block_table = paged.block_table.data_ptr<int32_t>();
   p.block_table_stride = paged.block_table.size(1);
   p.page_size = paged.page_size;

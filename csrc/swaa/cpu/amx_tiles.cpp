@@ -235,8 +235,15 @@ namespace swaa::cpu {
 
 bool amx_usable() { return cpu_isa() >= Isa::kAmx; }
 
-AmxTiles::AmxTiles(int64_t rows) { load_tile_config(rows); }
-AmxTiles::~AmxTiles() { release_tiles(); }
+void AmxTiles::configure(int64_t rows) {
+  const int64_t tile_rows = rows < kAmxRows ? rows : kAmxRows;
+  if (tile_rows == loaded_rows_) return;
+  load_tile_config(tile_rows);
+  loaded_rows_ = tile_rows;
+}
+AmxTiles::~AmxTiles() {
+  if (loaded_rows_ != 0) release_tiles();
+}
 
 void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out) {
   pack_keys(cols, d, k, ldk, out);

@@ -47,16 +47,22 @@ inline int64_t amx_value_offset(int64_t t, int64_t e, int64_t page_size) {
   return e / 16 * 16 * page_size + t / 2 * 32 + e % 16 * 2 + t % 2;
 }
 
-// The tile registers configured for the products below, for the scope of one work item. They
-// are per thread, and other libraries in the process (oneDNN's matmuls, vLLM's own attention)
-// configure them differently between our calls, so each scope loads the configuration again
-// (once per item: per tile it cost more than a decode tile's products). With fewer than 16 rows
-// (decode) the tiles hold just those rows; else 16, and buffers are padded to whole tiles.
-struct AmxTiles {
-  explicit AmxTiles(int64_t rows);
+// The tile registers configured for the products below, for the scope of one call's work items
+// on one thread. They are per thread, and other libraries in the process (oneDNN's matmuls,
+// vLLM's own attention) configure them differently between our calls, so each call loads the
+// configuration again, and within a call only when an item's row count changes it (loading it
+// per item cost as much as a short decode item's products). With fewer than 16 rows (decode)
+// the tiles hold just those rows; else 16, and buffers are padded to whole tiles.
+class AmxTiles {
+ public:
+  AmxTiles() = default;
   ~AmxTiles();
   AmxTiles(const AmxTiles&) = delete;
   AmxTiles& operator=(const AmxTiles&) = delete;
+  void configure(int64_t rows);  // before the products of an item of `rows` rows
+
+ private:
+  int64_t loaded_rows_ = 0;  // the tile rows of the configuration loaded (0: none)
 };
 
 // Per-thread scratch: one key tile (at most kMaxCols keys) repacked, the probabilities in bf16,

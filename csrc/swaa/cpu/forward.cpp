@@ -12,6 +12,7 @@
 // bf16 multiplied as it is on AMX where the CPU has it (amx_tiles.h).
 #include <omp.h>
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -27,7 +28,7 @@ namespace {
 
 static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile fits the AMX scratch");
 
-// Per-thread scratch for one work item, allocated once per parallel region.
+// Per-thread scratch for one work item, kept by each thread across calls (thread_scratch).
 // With AMX (bf16 K/V, amx_tiles.h) the query rows of an AMX work item are kept in bf16,
 // unscaled; the tile products read and write whole 16-row tiles, so scores and acc are padded
 // to a multiple of 16 rows.
@@ -52,6 +53,33 @@ struct ForwardScratch {
   std::optional<AmxScratch> amx;     // AMX: the repacked operands of a key tile
   bool amx_item = false;             // the current work item runs on AMX tiles
 };
+
+// The calling thread's scratch, kept across calls: a decode step calls the op once per layer,
+// and allocating (and zeroing) the scratch each time cost as much as a short decode item's
+// math. Rebuilt only when a call needs more room, or the other kind of products, than the
+// last one built (every size grows with each argument; lds may exceed max_tile).
+template <typename T>
+ForwardScratch<T>& thread_scratch(int64_t rows, int64_t head_dim, int64_t max_tile,
+                                  bool convert_kv, bool use_amx) {
+  struct Kept {
+    std::unique_ptr<ForwardScratch<T>> scratch;
+    int64_t rows = 0, head_dim = 0, max_tile = 0;
+    bool convert_kv = false, use_amx = false;
+  };
+  thread_local Kept kept;
+  const bool fits = kept.scratch != nullptr && rows <= kept.rows && head_dim <= kept.head_dim &&
+                    max_tile <= kept.max_tile && (convert_kv <= kept.convert_kv) &&
+                    use_amx == kept.use_amx;
+  if (!fits) {
+    kept.rows = std::max(rows, kept.rows), kept.head_dim = std::max(head_dim, kept.head_dim);
+    kept.max_tile = std::max(max_tile, kept.max_tile);
+    kept.convert_kv = convert_kv || kept.convert_kv, kept.use_amx = use_amx;
+    kept.scratch.reset();  // (free the old buffers first)
+    kept.scratch = std::make_unique<ForwardScratch<T>>(kept.rows, kept.head_dim, kept.max_tile,
+                                                       kept.convert_kv, use_amx);
+  }
+  return *kept.scratch;
+}
 
 // The query rows of head g of the group into the scratch (packed row g * rows + r).
 template <typename T, typename S>
@@ -189,7 +217,8 @@ struct Partials {
 
 template <typename T, typename S>
 void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t block,
-                  int64_t split, Partials<T>& parts, ForwardScratch<T>& st) {
+                  int64_t split, Partials<T>& parts, ForwardScratch<T>& st,
+                  AmxTiles& amx_tiles) {
   const int64_t D = p.head_dim;
   const int64_t group = p.group_size();
   const int64_t m0 = block * kBlockM;
@@ -203,8 +232,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   // A few rows (decode) take the row kernels, unless the cache is in the amx layout: repacking
   // a key tile for AMX costs more than it saves on so few rows.
   st.amx_item = st.amx.has_value() && (p.amx_layout || packed >= kVectorRows);
-  std::optional<AmxTiles> amx_tiles;
-  if (st.amx_item) amx_tiles.emplace(packed);
+  if (st.amx_item) amx_tiles.configure(packed);
   // q_packed <- q of the group's heads
   for (int64_t g = 0; g < group; ++g) {
     pack_queries(p, g, rows,
@@ -319,14 +347,16 @@ void forward(const AttentionParams& p) {
     const bool use_amx = std::is_same_v<S, bf16> && amx_head_dim(p.head_dim) && amx_usable();
     // (at least kBlockN: the AMX products write whole 16-column tiles of a kMaxCols-key tile)
     const int64_t max_tile = std::max(kBlockN, max_tile_width(p));
-    ForwardScratch<T> scratch(rows, p.head_dim, max_tile, !std::is_same_v<S, T>, use_amx);
+    ForwardScratch<T>& scratch =
+        thread_scratch<T>(rows, p.head_dim, max_tile, !std::is_same_v<S, T>, use_amx);
+    AmxTiles amx_tiles;  // (released when the thread's items are done)
     // Dynamic schedule: blocks at or past full_from cost more than window blocks.
 #pragma omp for schedule(dynamic)
     for (int64_t i = 0; i < items.size(); ++i) {
       const WorkItem item = items[i];
       const int64_t splits = plan.splits[item.b];
       forward_item<T, S>(p, Sequence(p, item.b), item.head, item.block / splits,
-                         item.block % splits, parts, scratch);
+                         item.block % splits, parts, scratch, amx_tiles);
     }
     // (the loop's implicit barrier: every split is written before any merge)
 #pragma omp for schedule(static)
