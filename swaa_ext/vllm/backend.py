@@ -52,6 +52,10 @@ logger = init_logger(__name__)
 # The CPU kernels take any head size up to this (csrc/torch/cpu_ops.cpp).
 CPU_MAX_HEAD_SIZE = 256
 
+# The ops each layer calls every step, as overloads (resolved once, not per call).
+_FWD_PAGED_OUT = torch.ops.swaa_ext.fwd_paged_out.default
+_WRITE_PAGED_CACHE = torch.ops.swaa_ext.write_paged_cache.default
+
 
 def _serves_swaa() -> bool:
     """Whether the model vLLM is building now has SWAA settings (False when no model config is
@@ -248,7 +252,7 @@ class SWAAImpl(AttentionImpl):
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
-        self._cache_views: tuple[tuple, CacheViews] | None = None
+        self._cache_views: tuple[Tensor, CacheViews] | None = None
 
     def forward(self, layer: AttentionLayer, query: Tensor, key: Tensor, value: Tensor,
                 kv_cache: Tensor, attn_metadata: SWAAMetadata | None, output: Tensor,
@@ -275,7 +279,7 @@ class SWAAImpl(AttentionImpl):
             # checks, which vLLM's values pass by construction; the C++ boundary still checks
             # every argument): this runs for every layer and step.
             views = self._views(kv_cache)
-            torch.ops.swaa_ext.fwd_paged_out(
+            _FWD_PAGED_OUT(
                 query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
                 meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
                 full_from, self.scale, out, None, views.layout)
@@ -288,17 +292,16 @@ class SWAAImpl(AttentionImpl):
         return output
 
     def _views(self, kv_cache: Tensor) -> CacheViews:
-        """paged.cache_views of this layer's cache, made once per cache allocation."""
-        key = (kv_cache.data_ptr(), kv_cache.shape, kv_cache.stride())
-        if self._cache_views is None or self._cache_views[0] != key:
-            self._cache_views = (key, paged.cache_views(kv_cache, self.head_size))
+        """paged.cache_views of this layer's cache, made once per cache tensor (vLLM passes the
+        same one every step; the views hold it, so `is` cannot match a new tensor)."""
+        if self._cache_views is None or self._cache_views[0] is not kv_cache:
+            self._cache_views = (kv_cache, paged.cache_views(kv_cache, self.head_size))
         return self._cache_views[1]
 
     def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
                            kv_cache: Tensor, slot_mapping: Tensor) -> None:
         if kv_cache.device.type == "cpu":
             views = self._views(kv_cache)
-            torch.ops.swaa_ext.write_paged_cache(key, value, views.keys, views.values,
-                                                 slot_mapping, views.layout)
+            _WRITE_PAGED_CACHE(key, value, views.keys, views.values, slot_mapping, views.layout)
         else:
             paged.write(kv_cache, key, value, slot_mapping)

@@ -183,26 +183,50 @@ void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t h
                      v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(), &st.kv_tile);
 }
 
-// Online softmax step for one tile: move each row's running state to the new row max (skipped
-// when the max did not change), turn scores into probabilities in place, add them to the sums.
+// The columns [begin, end) of the key tile [n0, n0 + cols) that hold all of query row i's
+// visible keys (the hull of its sink and window ranges; masked columns inside stay -inf).
+inline Range visible_hull(const MaskRule& rule, int64_t i, int64_t n0, int64_t cols) {
+  const TwoRanges keys = rule.row_keys(i);
+  int64_t begin = cols, end = 0;
+  for (const Range& r : {keys.first, keys.second}) {
+    const int64_t b = max64(r.begin - n0, 0), e = min64(r.end - n0, cols);
+    if (b < e) begin = min64(begin, b), end = max64(end, e);
+  }
+  return {begin, end};
+}
+
+// Online softmax step for one tile of the rows of `group` heads (packed as mask_packed's):
+// move each row's running state to the new row max (skipped when the max did not change),
+// turn scores into probabilities in place, add them to the sums. On a tile that straddles an
+// edge of the rule, the max and exp run over each row's visible hull only (its other columns
+// become 0): a window's edge tiles are mostly columns a row cannot see.
 template <typename T>
-void online_softmax_step(int64_t rows, int64_t cols, int64_t head_dim, ForwardScratch<T>& st) {
+void online_softmax_step(const MaskRule& rule, int64_t group, int64_t m0, int64_t rows,
+                         int64_t n0, int64_t cols, int64_t head_dim, ForwardScratch<T>& st) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
-  for (int64_t r = 0; r < rows; ++r) {
-    T* s = st.scores.data() + r * st.lds;
-    const T new_max = std::max(st.row_max[r], row_max(s, cols));
-    if (new_max == neg_inf) {  // nothing visible in this row yet
+  const bool whole = rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols);
+  for (int64_t pr = 0; pr < group * rows; ++pr) {
+    T* s = st.scores.data() + pr * st.lds;
+    const Range hull = whole ? Range{0, cols} : visible_hull(rule, m0 + pr % rows, n0, cols);
+    if (hull.empty()) {  // the row sees no key of this tile
       std::fill(s, s + cols, T(0));
       continue;
     }
-    const T sum = exp_shifted_sum(s, cols, new_max);
-    if (new_max != st.row_max[r]) {
-      const T rescale = std::exp(st.row_max[r] - new_max);  // exp(-inf) = 0 on the first tile
-      st.row_sum[r] *= rescale;
-      scale_row(st.acc.data() + r * head_dim, head_dim, rescale);
-      st.row_max[r] = new_max;
+    std::fill(s, s + hull.begin, T(0));
+    std::fill(s + hull.end, s + cols, T(0));
+    const T new_max = std::max(st.row_max[pr], row_max(s + hull.begin, hull.end - hull.begin));
+    if (new_max == neg_inf) {  // nothing visible in this row yet (-inf scores)
+      std::fill(s + hull.begin, s + hull.end, T(0));
+      continue;
     }
-    st.row_sum[r] += sum;
+    const T sum = exp_shifted_sum(s + hull.begin, hull.end - hull.begin, new_max);
+    if (new_max != st.row_max[pr]) {
+      const T rescale = std::exp(st.row_max[pr] - new_max);  // exp(-inf) = 0 on the first tile
+      st.row_sum[pr] *= rescale;
+      scale_row(st.acc.data() + pr * head_dim, head_dim, rescale);
+      st.row_max[pr] = new_max;
+    }
+    st.row_sum[pr] += sum;
   }
 }
 
@@ -270,7 +294,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
     // s <- scale * q_packed . k^T, then -inf where not visible
     tile_scores_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), st.lds);
-    online_softmax_step(packed, cols, D, st);
+    online_softmax_step(rule, group, m0, rows, n0, cols, D, st);
     // acc <- acc + P . v
     tile_accumulate_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
   }
