@@ -6,6 +6,7 @@ generates, and bad inputs fail clearly."""
 import contextlib
 import importlib.util
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ from swaa_ext import SWAAConfig, ops, reference
 from swaa_ext.recipes.finetune import distill as distilling
 from swaa_ext.recipes.finetune.__main__ import build_parser, settle
 from swaa_ext.recipes.finetune.data import IGNORE, PackedCollator, to_features
-from swaa_ext.recipes.finetune.train import LoraSettings, TrainSettings, train
+from swaa_ext.recipes.finetune.train import (LoraSettings, TrainSettings, train,
+                                             warmup_arguments)
 from hf_models import tiny_model
 
 RECIPE = SWAAConfig(window=6, sinks=2, full_attention_layers=[1], fa_decode=True)
@@ -73,6 +75,21 @@ def test_distillation_keeps_only_checked_answers_and_resumes(tmp_path, tokenizer
     assert teacher.calls == 2  # only the two prompts not done before
     assert [r["kept"] for r in rows] == [True, False, True, False]
     assert all(r["checked"] for r in rows)
+    # The teacher's answers stop at the token budget: the kept targets end right after the
+    # answer, closed with the end-of-sequence token.
+    for r in rows[::2]:
+        assert r["trimmed"] and r["response_ids"][-1] == tokenizer.eos_token_id
+        assert r["response"].endswith(r["answers"][0])
+    # Other settings (here: lengths) make other prompts: nothing old is reused or mixed in.
+    longer = distilling.task_prompts(tokenizer, ["passkey", "kv_retrieval"], 4, 220, 300, seed=1)
+    teacher = Teacher(tokenizer, longer)
+    rerun = distilling.distill(longer, teacher, tokenizer, tmp_path, 4096, progress=False)
+    assert teacher.calls == 4 and [r["key"] for r in rerun] != [r["key"] for r in rows]
+    # The same prompts from another teacher are redone too.
+    teacher = Teacher(tokenizer, longer)
+    distilling.distill(longer, teacher, tokenizer, tmp_path, 4096, progress=False,
+                       teacher="another model")
+    assert teacher.calls == 4
     dataset = distilling.save_dataset(rows, tmp_path, "the command", "teacher-name")
     from datasets import load_from_disk
     loaded = load_from_disk(str(tmp_path / distilling.DATASET))
@@ -89,8 +106,10 @@ def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
     assert prompts[0].check("It is 12345.") and not prompts[0].check("It is 1234.")
     assert prompts[1].check("anything") is None
 
-    def respond(ids, n):
-        return tokenizer("12345", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+
+    def respond(ids, n):  # an answer the teacher ended itself
+        return tokenizer("12345", add_special_tokens=False)["input_ids"] + [eos]
 
     dropped = distilling.distill(prompts, respond, tokenizer, tmp_path / "a", 4096,
                                  progress=False)
@@ -98,6 +117,15 @@ def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
     kept = distilling.distill(prompts, respond, tokenizer, tmp_path / "b", 4096,
                               keep_unchecked=True, progress=False)
     assert [r["kept"] for r in kept] == [True, True]
+    assert not any(r["trimmed"] for r in kept) and kept[1]["response_ids"][-1] == eos
+
+    def cut(ids, n):  # cut at the budget: an unchecked one has no end to trim to
+        return tokenizer("12345 and more", add_special_tokens=False)["input_ids"]
+
+    cut_rows = distilling.distill(prompts, cut, tokenizer, tmp_path / "c", 4096,
+                                  keep_unchecked=True, progress=False)
+    assert [r["kept"] for r in cut_rows] == [True, False]
+    assert cut_rows[0]["response_ids"] == respond(None, None) and cut_rows[0]["trimmed"]
     path.write_text("{not json}\n")
     with pytest.raises(ValueError, match="prompts.jsonl:1: not valid JSON"):
         distilling.file_prompts(path, tokenizer)
@@ -181,6 +209,63 @@ def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokeni
         out = reloaded.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
         expected = result.model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(out, expected) and out.shape[1] > ids.shape[1]
+
+
+def test_warmup_is_a_fraction_of_the_steps(tmp_path):
+    """5 % of 100 steps on this transformers (4.57 has warmup_ratio; 5 reads warmup_steps < 1
+    as the fraction): also run by `make test-hf-tf457`."""
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), **warmup_arguments(0.05))
+    assert args.get_warmup_steps(100) == 5
+    with pytest.raises(ValueError, match=r"warmup ratio must be in \[0, 1\)"):
+        warmup_arguments(5)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tokenizer):
+    settings = TrainSettings(lora=LoraSettings(rank=4), learning_rate=3e-3, max_steps=4,
+                             examples_per_batch=2, warmup_ratio=0.0, save_steps=2)
+    train(tiny_model("llama"), tokenizer, records(), RECIPE, tmp_path, settings, progress=False)
+    assert [p.name for p in (tmp_path / "trainer").iterdir()] == ["checkpoint-4"]
+    longer = TrainSettings(**{**settings.__dict__, "max_steps": 6})
+    model = tiny_model("llama")
+    with varlen_calls() as calls:
+        result = train(model, tokenizer, records(), RECIPE, tmp_path, longer, progress=False)
+    assert calls[0] == 2 * model.config.num_hidden_layers  # steps 5 and 6 only
+    assert [h["step"] for h in result.log_history if "loss" in h] == [1, 2, 3, 4, 5, 6]
+
+
+def test_all_skips_a_training_stage_finished_with_the_same_settings(tmp_path, tokenizer,
+                                                                   monkeypatch):
+    from datasets import Dataset
+    from swaa_ext.recipes.finetune import __main__ as cli
+
+    calls = []
+
+    def fake_train(model, tok, recs, swaa, out_dir, settings, progress):
+        # (the learning rate, and whether an earlier run's checkpoints are there to resume)
+        calls.append((settings.learning_rate, (out_dir / "trainer").exists()))
+        (out_dir / "merged").mkdir(exist_ok=True)
+        (out_dir / "trainer" / "checkpoint-1").mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(log_history=[], paths={"merged": str(out_dir / "merged")})
+
+    monkeypatch.setattr(cli, "train", fake_train)
+    monkeypatch.setattr(cli, "load", lambda *a: (None, tokenizer))
+    Dataset.from_list(records(2)).save_to_disk(str(tmp_path / "distill" / "dataset"))
+    args = cli.settle(cli.build_parser().parse_args(["all", "--quick", "--out", str(tmp_path)]))
+    cli.step_train(args)
+    cli.step_train(args)  # finished, same settings: skipped
+    assert calls == [(1e-4, False)]
+    args.step = "train"   # asked for explicitly: trains again, from scratch
+    cli.step_train(args)
+    assert calls[1:] == [(1e-4, False)]
+    args.step, args.lr = "all", 2e-4  # other settings: trains, from scratch
+    cli.step_train(args)
+    assert calls[2:] == [(2e-4, False)]
+    stage_path = tmp_path / cli.TRAIN_STAGE
+    stage = json.loads(stage_path.read_text())
+    assert stage["finished"] and stage["stage"]["settings"]["learning_rate"] == 2e-4
+    stage_path.write_text(json.dumps({**stage, "finished": False}))  # as if interrupted
+    cli.step_train(args)  # same settings, unfinished: resumes from its checkpoint
+    assert calls[3:] == [(2e-4, True)]
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks=0, *, full_from=None,

@@ -15,9 +15,12 @@ train_log.json, loss.png, eval_before.json, eval_after.json, before_after.md / .
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -133,7 +136,8 @@ def step_distill(args: argparse.Namespace) -> list[dict]:
     folder = args.out / "distill"
     records = distilling.distill(prompts, distilling.greedy_responder(model, tokenizer),
                                  tokenizer, folder, _max_context(model), args.style,
-                                 args.keep_unchecked, progress=not args.quiet)
+                                 args.keep_unchecked, progress=not args.quiet,
+                                 teacher=f"{args.model}/{args.dtype}")
     distilling.save_dataset(records, folder, args.command, args.model)
     kept = sum(r["kept"] for r in records)
     print(f"distilled {len(records)} prompts, kept {kept} checked-correct answers "
@@ -141,14 +145,25 @@ def step_distill(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+TRAIN_STAGE = "train_stage.json"  # the training stage's settings, and whether it finished
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def step_train(args: argparse.Namespace):
+    """Trains unless `all` finds this stage finished with the same settings (train_stage.json);
+    an unfinished run of the same settings resumes from its last checkpoint, other settings
+    start over (their checkpoints are removed)."""
     from datasets import load_from_disk
 
     path = args.out / "distill" / distilling.DATASET
     if not path.exists():
         raise SystemExit(f"no distilled dataset at {path}: run the distill step first")
-    records = list(load_from_disk(str(path)))
-    model, tokenizer = load(args.model, DTYPES[args.dtype], args.device)
     swaa = parse_recipe(args.train_recipe, args.window_fraction, args.sinks) \
         .swaa_config(args.eval_length)
     if swaa is None:
@@ -159,7 +174,25 @@ def step_train(args: argparse.Namespace):
     settings = TrainSettings(lora=lora, learning_rate=args.lr, epochs=args.epochs,
                              max_steps=args.max_steps, examples_per_batch=args.examples_per_batch,
                              gradient_checkpointing=args.gradient_checkpointing)
+    stage = json.loads(json.dumps(
+        {"model": args.model, "dtype": args.dtype, "swaa": swaa.to_dict(),
+         "settings": asdict(settings),
+         "dataset": _read_json(args.out / "distill" / "distill_info.json")}, default=str))
+    stage_path = args.out / TRAIN_STAGE
+    previous = _read_json(stage_path) or {}
+    same = previous.get("stage") == stage
+    if same and previous.get("finished") and args.step == "all" and \
+            (args.out / "merged").is_dir():
+        print(f"train: finished before with the same settings ({stage_path}); skipped")
+        return None
+    if not same or previous.get("finished"):  # start over: no checkpoint of other settings
+        shutil.rmtree(args.out / "trainer", ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stage_path.write_text(json.dumps({"stage": stage, "finished": False}, indent=1) + "\n")
+    records = list(load_from_disk(str(path)))
+    model, tokenizer = load(args.model, DTYPES[args.dtype], args.device)
     result = train(model, tokenizer, records, swaa, args.out, settings, progress=not args.quiet)
+    stage_path.write_text(json.dumps({"stage": stage, "finished": True}, indent=1) + "\n")
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     if losses:
         print(f"trained {len(losses)} steps under {args.train_recipe} (window "
@@ -187,15 +220,26 @@ def _evaluate(args: argparse.Namespace, model, tokenizer) -> dict:
                                progress=not args.quiet)
 
 
+def _eval_settings(args: argparse.Namespace) -> dict:
+    """Everything an evaluation's numbers depend on (besides the model's weights)."""
+    return {"model": args.model, "dtype": args.dtype, "tasks": list(args.eval_tasks),
+            "length": args.eval_length, "samples": args.eval_samples, "seed": args.eval_seed,
+            "window_fraction": args.window_fraction, "sinks": args.sinks,
+            "thinking": args.thinking, "answer_prefix": args.answer_prefix,
+            "recipes": list(evaluating.eval_recipes(args.train_recipe))}
+
+
 def step_evaluate(args: argparse.Namespace) -> str:
     before_path = args.out / "eval_before.json"
-    if before_path.exists():  # the original model does not change: reuse an earlier run
-        import json
-        before = json.loads(before_path.read_text())
-    else:
+    settings = _eval_settings(args)
+    before = _read_json(before_path)
+    if before is None or before.get("settings") != settings:
+        # (an earlier run of the original model is reused only under the same settings)
         before = _evaluate(args, *load(args.model, DTYPES[args.dtype], args.device))
+        before["settings"] = settings
         evaluating.write(before_path, before)
     after = _evaluate(args, *_load_merged(args))
+    after["settings"] = settings
     evaluating.write(args.out / "eval_after.json", after)
     meta = {"model": args.model, "samples": args.eval_samples, "length": args.eval_length,
             "window_fraction": args.window_fraction, "sinks": args.sinks, "seed": args.eval_seed,

@@ -4,13 +4,19 @@ Prompts come from the local task generators (all five families, random lengths a
 or from a JSONL file (one object per line with a `prompt` string or chat `messages`, optionally
 `answers` and a `pattern` regex to check them). Each response is the model's greedy generation,
 kept only when a checker exists and says it is correct (a file prompt without `answers` has no
-checker: dropped, unless `keep_unchecked`). Every processed prompt is appended to
-`distill.jsonl` at once, so an interrupted run resumes where it stopped; `save_dataset` writes the
-kept examples as a `datasets` dataset with the generating command recorded.
+checker: dropped, unless `keep_unchecked`). A target ends with the end-of-sequence token: a
+response cut at `max_new_tokens` is trimmed right after the answer its checker found and closed
+with it (an unchecked one cannot be trimmed: dropped). Every processed prompt is appended to
+`distill.jsonl` at once, so an interrupted run resumes where it stopped: a record counts as done
+only for the same teacher, prompt tokens and answer budget (its `key`), so a rerun with other
+lengths, tasks, prompt style or model redoes its prompts instead of mixing in old answers;
+`save_dataset` writes the kept examples as a `datasets` dataset with the generating command
+recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -148,12 +154,39 @@ def _done(records: Path) -> dict[str, dict]:
     return done
 
 
+def record_key(teacher: str, prompt_ids: Sequence[int], max_new_tokens: int) -> str:
+    """What a record's answer depends on: the teacher, the prompt's tokens (its task, length,
+    needle and prompt style) and the answer budget."""
+    payload = json.dumps([teacher, list(prompt_ids), max_new_tokens])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def closed_target(p: Prompt, new: list[int], tokenizer: PreTrainedTokenizerBase,
+                  correct: bool | None) -> tuple[list[int] | None, bool]:
+    """The training target of a response: as it is when the teacher ended it (end-of-sequence);
+    a checked-correct response cut at the token budget trimmed after its answer (the shortest
+    prefix the checker accepts) and closed with the end-of-sequence token; None for an unchecked
+    cut one (nothing says where it should end). Returns (target, trimmed)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no end-of-sequence token to close the targets with")
+    if new and new[-1] == eos:
+        return new, False
+    if not correct:
+        return None, False
+    for k in range(1, len(new) + 1):
+        if p.check(tokenizer.decode(new[:k], skip_special_tokens=True)):
+            return new[:k] + [eos], True
+    return None, False  # (unreachable: the whole response was checked correct)
+
+
 def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTokenizerBase,
             out_dir: Path, max_context: int, style: PromptStyle = PromptStyle(),
-            keep_unchecked: bool = False, progress: bool = True) -> list[dict]:
-    """Runs the teacher on every prompt not already in `out_dir/distill.jsonl` and returns all
-    records (kept and rejected). A prompt that cannot fit the model's context with its answer is
-    an error, before any generation."""
+            keep_unchecked: bool = False, progress: bool = True, teacher: str = "") -> list[dict]:
+    """Runs the teacher on every prompt not already in `out_dir/distill.jsonl` (for the same
+    `teacher` name, prompt tokens and budget) and returns all records (kept and rejected). A
+    prompt that cannot fit the model's context with its answer is an error, before any
+    generation."""
     if not prompts:
         raise ValueError("no prompts to distil")
     encoded = []
@@ -165,17 +198,21 @@ def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTo
         encoded.append(ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS
-    done = _done(records_path)
+    keys = {p.id: record_key(teacher, ids, p.max_new_tokens) for p, ids in zip(prompts, encoded)}
+    done = {i: row for i, row in _done(records_path).items() if row.get("key") == keys.get(i)}
     todo = [(p, ids) for p, ids in zip(prompts, encoded) if p.id not in done]
     with open(records_path, "a") as f, tqdm(total=len(prompts), initial=len(prompts) - len(todo),
                                              desc="distil", disable=not progress) as bar:
         for p, ids in todo:
             new = respond(ids, p.max_new_tokens)
-            completion = tokenizer.decode(new, skip_special_tokens=True)
-            correct = p.check(completion)
-            kept = bool(correct) or (correct is None and keep_unchecked)
-            row = {"id": p.id, "source": p.source, "task": p.task, "meta": p.meta,
-                   "prompt_ids": ids, "response_ids": new, "response": completion,
+            correct = p.check(tokenizer.decode(new, skip_special_tokens=True))
+            target, trimmed = closed_target(p, new, tokenizer, correct)
+            kept = target is not None and (bool(correct) or keep_unchecked)
+            target = new if target is None else target
+            row = {"id": p.id, "key": keys[p.id], "source": p.source, "task": p.task,
+                   "meta": p.meta, "prompt_ids": ids, "response_ids": target,
+                   "response": tokenizer.decode(target, skip_special_tokens=True),
+                   "generated_tokens": len(new), "trimmed": trimmed,
                    "answers": None if p.answers is None else list(p.answers),
                    "checked": correct is not None, "correct": correct, "kept": kept}
             f.write(json.dumps(row) + "\n")
@@ -199,6 +236,7 @@ def save_dataset(records: Sequence[dict], out_dir: Path, command: str, teacher: 
                          "more often on long ones), more prompts, or keep_unchecked for file "
                          "prompts without answers")
     info = {"command": command, "teacher": teacher, "prompts": len(records), "kept": len(kept),
+            "trimmed_after_answer": sum(bool(r.get("trimmed")) for r in kept),
             "kept_by_source": {s: sum(r["source"] == s for r in kept)
                                for s in sorted({r["source"] for r in records})}}
     columns = ("id", "source", "task", "prompt_ids", "response_ids", "response")

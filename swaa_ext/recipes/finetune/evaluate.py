@@ -16,6 +16,10 @@ from ..report import summarize
 from ..runner import run_grid
 from ..tasks import TaskOptions, make_samples
 
+# Keys of an evaluation's results that are not task groups: the per-prompt records and the
+# settings the evaluation ran with (finetune/__main__.py).
+NOT_GROUPS = ("records", "settings")
+
 # Full attention and naive SWA around the recipe trained under and the recommended recipe.
 BASELINES = ("fa", "swa")
 
@@ -57,7 +61,7 @@ def comparison(before: dict, after: dict, trained_tasks: Sequence[str]) -> list[
     """One row per (task group, recipe): accuracies before and after, and each as a fraction of
     the original model's full-attention accuracy."""
     rows = []
-    for group in [g for g in before if g != "records"]:
+    for group in [g for g in before if g not in NOT_GROUPS]:
         b = {r["recipe"]: r for r in before[group]}
         a = {r["recipe"]: r for r in after.get(group, [])}
         fa = b.get("fa", {}).get("accuracy")
@@ -90,7 +94,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def depth_markdown(before: dict, after: dict) -> str:
     """Correct/n before -> after per task, recipe and needle depth: where in the prompt the
     answer sits decides whether it is inside the window, so this shows what training changed."""
-    tasks = [g for g in before if g not in ("all", "records")]
+    tasks = [g for g in before if g not in ("all", *NOT_GROUPS)]
     depths = sorted({d for t in tasks for r in before[t] for d in r["by_depth"]}, key=float)
     lines = ["**Correct/n by needle depth (0 = start of the prompt), before -> after**", "",
              "| task | recipe | " + " | ".join(depths) + " |", "|---|---|" + "---|" * len(depths)]

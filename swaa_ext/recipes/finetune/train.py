@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from ... import hf
 from ...config import SWAAConfig
@@ -38,8 +39,9 @@ class TrainSettings:
     examples_per_batch: int = 4        # packed into one row per step (per device)
     gradient_accumulation: int = 1
     gradient_checkpointing: bool = False
-    warmup_ratio: float = 0.05         # a fraction of the steps (warmup_steps < 1 in transformers 5)
+    warmup_ratio: float = 0.05         # a fraction of the steps (warmup_arguments)
     seed: int = 0
+    save_steps: int = 50               # a checkpoint every so many steps (the last one kept)
 
 
 @dataclass
@@ -62,6 +64,17 @@ def _checkpointing(settings: TrainSettings) -> dict:
     name = "activation_checkpointing" if "activation_checkpointing" in fields else \
         "gradient_checkpointing"
     return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def warmup_arguments(ratio: float) -> dict:
+    """Warmup over `ratio` of the training steps, in the TrainingArguments of this transformers:
+    4.x has `warmup_ratio` (its `warmup_steps` is a count: 0.05 would mean none); 5.x dropped
+    it and reads a `warmup_steps` below 1 as the fraction."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"warmup ratio must be in [0, 1), got {ratio}")
+    if "warmup_ratio" in TrainingArguments.__dataclass_fields__:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}
 
 
 def _check_lora_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
@@ -100,13 +113,17 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: l
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=settings.examples_per_batch,
         gradient_accumulation_steps=settings.gradient_accumulation,
         learning_rate=settings.learning_rate, num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps, warmup_steps=settings.warmup_ratio, lr_scheduler_type="cosine",
-        logging_steps=1, save_strategy="no", report_to=[], seed=settings.seed,
+        max_steps=settings.max_steps, lr_scheduler_type="cosine", **warmup_arguments(
+            settings.warmup_ratio), logging_steps=1, save_strategy="steps",
+        save_steps=settings.save_steps, save_total_limit=1, report_to=[], seed=settings.seed,
         bf16=_bf16_supported(), remove_unused_columns=False,  # the collator needs prompt_len
         disable_tqdm=not progress, dataloader_num_workers=0, **_checkpointing(settings))
     trainer = Trainer(model=model, args=args, train_dataset=features,
                       data_collator=PackedCollator(swaa.fa_decode))
-    trainer.train()
+    # An interrupted run of the same settings goes on from its last checkpoint (the caller
+    # clears out_dir/trainer when the settings change: __main__'s stage records).
+    checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=checkpoint)
 
     paths = {"train_log": str(out_dir / "train_log.json"), "loss_plot": str(out_dir / "loss.png"),
              "merged": str(out_dir / "merged")}
