@@ -3,13 +3,16 @@
   distill   the unadapted model answers long prompts; checked-correct answers become the dataset
   train     LoRA (or full) fine-tuning of the adapted model on it, packed, through the Trainer
   evaluate  the harness before and after, on held-out seeds (one table)
-  all       the three in order (each step reuses what an earlier run left in --out)
+  all       the three in order (each step reuses what an earlier run of the same settings left
+            in --out: distilled records, a finished training stage, the original model's
+            evaluation)
 
 --quick finishes in about 10-15 minutes on 2 CPU cores with SmolLM2-135M (short prompts, few
 samples: a smoke run of the whole pipeline, not a measurement).
 
-Output directory: distill/ (distill.jsonl, dataset/, distill_info.json), adapter/, merged/,
-train_log.json, loss.png, eval_before.json, eval_after.json, before_after.md / .json.
+Output directory: distill/ (distill.jsonl, dataset/, distill_info.json), trainer/ (the last
+checkpoint), train_stage.json, adapter/, merged/, train_log.json, loss.png, eval_before.json,
+eval_after.json, before_after.md / .json.
 """
 
 from __future__ import annotations
