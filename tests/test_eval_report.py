@@ -48,7 +48,7 @@ def _record(config: str, index: int, correct: bool, prefill: float, length: int 
             depth: float = 0.5) -> Record:
     return Record(config, "passkey", index, length, length, depth, ["12345"],
                   ["12345"] if correct else [], correct, " 12345", None, prefill, 0.3, 4, 1 << 20,
-                  2 << 20)
+                  2 << 20, well_formed=correct)
 
 
 def _fixture():
@@ -89,8 +89,8 @@ def test_writers_produce_valid_json_markdown_and_png(tmp_path):
     table = markdown(meta, summary)
     main_rows = [line for line in table.splitlines() if line.startswith("| swa@0.25 |")]
     assert len(main_rows) == 4  # main table + by task, length and depth
-    assert main_rows[0].count("|") == 13  # 12 columns
-    assert "0.25 [0.05, 0.70] (1/4)" in main_rows[0] and "2.00×" in main_rows[0]
+    assert main_rows[0].count("|") == 14  # 13 columns
+    assert "0.25 [0.05, 0.70] (1/4) | 0.25 |" in main_rows[0] and "2.00×" in main_rows[0]
     plot(tmp_path / "p.png", summary, "title")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(tmp_path / "p.png")

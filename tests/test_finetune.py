@@ -333,9 +333,9 @@ def test_before_after_tables_from_the_harness_summary():
     from swaa_ext.recipes.report import summarize
     from swaa_ext.recipes.runner import Record
 
-    def run(config, task, depth, correct, index):
+    def run(config, task, depth, correct, index):  # wrong answers of the right form at index 0
         return Record(config, task, index, 64, 64, depth, ["1"], ["1" if correct else "0"], correct,
-                      "", None, 0.01, 0.01, 2, None, 0)
+                      "", None, 0.01, 0.01, 2, None, 0, well_formed=correct or index == 0)
 
     def summary(outcomes):  # {(config, task, depth): [correct, ...]}
         records = [run(c, t, d, ok, i) for (c, t, d), oks in outcomes.items()
@@ -357,4 +357,11 @@ def test_before_after_tables_from_the_harness_summary():
     assert rows[("passkey", "swa")]["after_vs_fa"] == pytest.approx(1.0)
     depth = evaluating.depth_markdown(before, after)
     assert "| passkey | swa | 0/2 -> 1/2 | 1/2 -> 2/2 |" in depth
+    # Against the tuned model's own full attention (4/4 after) too; the right-form rate beside.
+    assert rows[("passkey", "swa")]["after_vs_tuned_fa"] == pytest.approx(3 / 4)
+    assert rows[("passkey", "swa")]["before"]["form_rate"] == pytest.approx(2 / 4)
+    table = evaluating.markdown(list(rows.values()), {"model": "m", "samples": 4, "length": 64,
+                                                      "window_fraction": 0.125, "sinks": 4,
+                                                      "seed": 0, "distill_seed": 1})
+    assert "| passkey | yes | swa | 0.25 [" in table and "| 2/4 -> 3/4 | 33% | 100% | 75% |" in table
     assert "| passkey | fa | 1/2 -> 2/2 | 2/2 -> 2/2 |" in depth

@@ -20,9 +20,14 @@ BASELINES = ("fa", "fa_kernel")  # prefill speed-ups are reported against both
 
 
 def _accuracy(records: Sequence[Record]) -> dict[str, Any]:
+    """Accuracy with its Wilson interval, and the rate of answers of the right form (right or
+    wrong; over the records that say, None without any): a format learned vs a retrieval."""
     k, n = sum(r.correct for r in records), len(records)
     low, high = wilson_interval(k, n)
-    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [low, high]}
+    formed = [r.well_formed for r in records if r.well_formed is not None]
+    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [low, high],
+            "well_formed": sum(formed) if formed else None,
+            "form_rate": sum(formed) / len(formed) if formed else None}
 
 
 def _paired_speedup(records: Sequence[Record], baseline: Sequence[Record]) -> float | None:
@@ -101,9 +106,9 @@ def _breakdown(summary: list[dict[str, Any]], field: str, title: str) -> list[st
 def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     lines = [
         "| config | window | sinks | FA layers | FA decode | accuracy [95 % CI] (k/n) | "
-        "prefill ms (median) | speed-up vs fa | vs fa_kernel | decode ms/token | peak mem MiB | "
-        "KV cache MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "right form | prefill ms (median) | speed-up vs fa | vs fa_kernel | decode ms/token | "
+        "peak mem MiB | KV cache MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary:
         layers = row["full_attention_layers"]
@@ -112,7 +117,7 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
             f"| {row['name']} | {', '.join(map(str, row['windows'])) or 'full'} | {row['sinks']} | "
             f"{layers if isinstance(layers, str) else (', '.join(map(str, layers)) or '–')} | "
             f"{'yes' if row['fa_decode'] else 'no'} | {_fmt_acc(row)} | "
-            f"{row['prefill_s_median'] * 1e3:.0f} | {_fmt(speed.get('fa'), '.2f', unit='×')} | "
+            f"{_fmt(row.get('form_rate'), '.2f')} | {row['prefill_s_median'] * 1e3:.0f} | {_fmt(speed.get('fa'), '.2f', unit='×')} | "
             f"{_fmt(speed.get('fa_kernel'), '.2f', unit='×')} | "
             f"{_fmt(row['decode_s_per_token'], '.1f', 1e3)} | "
             f"{_fmt(row['peak_mem_bytes_max'], '.0f', 2.0 ** -20)} | "

@@ -39,6 +39,9 @@ class Record:
     new_tokens: int
     peak_mem_bytes: int | None
     kv_cache_bytes: int
+    # An answer of the right form: as many answer-shaped tokens (the task's pattern, e.g. a
+    # 5-digit number) as answers asked for, right or wrong. None: not recorded.
+    well_formed: bool | None = None
 
 
 class _Switch:
@@ -108,7 +111,8 @@ def run_grid(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, samples
                 records.append(Record(entry.name, sample.task, sample.index, sample.target_tokens,
                                       ids.shape[1], sample.depth, list(sample.answers), prediction,
                                       correct, completion, window, prefill, decode, len(new),
-                                      memory.peak_bytes, kv))
+                                      memory.peak_bytes, kv,
+                                      well_formed=len(prediction) == len(sample.answers)))
                 bar.set_postfix_str(entry.name, refresh=False)
                 bar.update()
         bar.close()

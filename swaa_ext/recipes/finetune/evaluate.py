@@ -58,36 +58,51 @@ def _cell(row: dict | None) -> str:
 
 
 def comparison(before: dict, after: dict, trained_tasks: Sequence[str]) -> list[dict]:
-    """One row per (task group, recipe): accuracies before and after, and each as a fraction of
-    the original model's full-attention accuracy."""
+    """One row per (task group, recipe): accuracies before and after, each as a fraction of the
+    original model's full-attention accuracy, and after as a fraction of the fine-tuned model's
+    own full attention (training also changes what full attention gets right)."""
     rows = []
     for group in [g for g in before if g not in NOT_GROUPS]:
         b = {r["recipe"]: r for r in before[group]}
         a = {r["recipe"]: r for r in after.get(group, [])}
         fa = b.get("fa", {}).get("accuracy")
+        tuned_fa = a.get("fa", {}).get("accuracy")
         for recipe in b:
             row_a = a.get(recipe)
             rows.append({
                 "group": group, "in_training": group == "all" or group in trained_tasks,
                 "recipe": recipe, "before": b[recipe], "after": row_a,
                 "before_vs_fa": b[recipe]["accuracy"] / fa if fa else None,
-                "after_vs_fa": row_a["accuracy"] / fa if fa and row_a else None})
+                "after_vs_fa": row_a["accuracy"] / fa if fa and row_a else None,
+                "after_vs_tuned_fa": (row_a["accuracy"] / tuned_fa if tuned_fa and row_a
+                                      else None)})
     return rows
+
+
+def _form(row: dict | None) -> str:
+    if row is None or row.get("form_rate") is None:
+        return "—"
+    return f"{row['well_formed']}/{row['n']}"
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"Model `{meta['model']}`, {meta['samples']} samples per task and recipe at "
              f"~{meta['length']} tokens, window {meta['window_fraction']:g} of the prompt, "
              f"{meta['sinks']} sinks, evaluation seed {meta['seed']} (training prompts: seed "
-             f"{meta['distill_seed']}). Accuracy [Wilson 95 %] (correct/n); 'vs FA' is the "
-             f"fraction of the original model's full-attention accuracy.", "",
-             "| tasks | in training | recipe | before | after | before vs FA | after vs FA |",
-             "|---|---|---|---|---|---:|---:|"]
+             f"{meta['distill_seed']}). Accuracy [Wilson 95 %] (correct/n); 'right form': "
+             f"answers of the asked form (e.g. a 5-digit number), right or wrong, before -> "
+             f"after; 'vs FA' is the fraction of the original model's full-attention accuracy, "
+             f"'vs tuned FA' of the fine-tuned model's own.", "",
+             "| tasks | in training | recipe | before | after | right form | before vs FA | "
+             "after vs FA | after vs tuned FA |",
+             "|---|---|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         ratio = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
         lines.append(f"| {r['group']} | {'yes' if r['in_training'] else '**no**'} | "
                      f"{r['recipe']} | {_cell(r['before'])} | {_cell(r['after'])} | "
-                     f"{ratio(r['before_vs_fa'])} | {ratio(r['after_vs_fa'])} |")
+                     f"{_form(r['before'])} -> {_form(r['after'])} | "
+                     f"{ratio(r['before_vs_fa'])} | {ratio(r['after_vs_fa'])} | "
+                     f"{ratio(r.get('after_vs_tuned_fa'))} |")
     return "\n".join(lines) + "\n"
 
 
