@@ -30,7 +30,7 @@ import torch
 
 from ... import hf
 from ..eval import DTYPES, _csv
-from ..grid import parse_recipe
+from ..grid import RECOMMENDED, parse_recipe
 from ..models import PACKAGED, load
 from ..prompts import PromptStyle
 from ..tasks import TASKS
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--answer-prefix", action="store_true",
                    help="start the answer for the model (RULER-style); used for evaluation too")
     t = p.add_argument_group("training")
-    t.add_argument("--train-recipe", default="swa+sinks+fa_decode",
+    t.add_argument("--train-recipe", default=RECOMMENDED,
                    help="the SWAA recipe trained under (recipes/grid.py grammar); its window is "
                         "--window-fraction of --eval-length")
     t.add_argument("--window-fraction", type=float, default=0.125)

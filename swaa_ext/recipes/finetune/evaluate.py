@@ -20,20 +20,21 @@ from ..tasks import TaskOptions, make_samples
 # settings the evaluation ran with (finetune/__main__.py).
 NOT_GROUPS = ("records", "settings")
 
-# Full attention and naive SWA around the recipe trained under and the recommended recipe.
-BASELINES = ("fa", "swa")
+# The methods one at a time (full attention, naive SWA, + sinks, + FA decode, + interleaved full
+# layers: the recommended recipe), so each one's value shows, with the recipe trained under.
+LADDER = ("fa", "swa", "swa+sinks", "swa+sinks+fa_decode", RECOMMENDED)
 
 
 def eval_recipes(train_recipe: str) -> tuple[str, ...]:
-    """fa, swa, the recipe the model was trained under (by default the cheapest one that keeps
-    decode full: every layer slides, with sinks and FA decode), the recommended recipe."""
-    return tuple(dict.fromkeys((*BASELINES, train_recipe, RECOMMENDED)))
+    """The ladder of methods, with the recipe the model was trained under (by default the
+    recommended one, already on it) before the recommended recipe."""
+    return tuple(dict.fromkeys((*LADDER[:-1], train_recipe, RECOMMENDED)))
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str],
              length: int, samples: int, seed: int, window_fraction: float, sinks: int,
              style: PromptStyle = PromptStyle(),
-             recipes: Sequence[str] = eval_recipes("swa+sinks+fa_decode"),
+             recipes: Sequence[str] = eval_recipes(RECOMMENDED),
              depths: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), digits: int = 5,
              progress: bool = True) -> dict:
     """Every recipe on `samples` prompts per task; the model must be unadapted (the harness
