@@ -6,6 +6,10 @@ generates, and bad inputs fail clearly."""
 import contextlib
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -266,6 +270,28 @@ def test_all_skips_a_training_stage_finished_with_the_same_settings(tmp_path, to
     stage_path.write_text(json.dumps({**stage, "finished": False}))  # as if interrupted
     cli.step_train(args)  # same settings, unfinished: resumes from its checkpoint
     assert calls[3:] == [(2e-4, True)]
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) runs the training stage as one DDP job: with 2
+    examples per process the losses step by step equal one process's with 4 (before use_cpu,
+    each process trained its own copy: the losses of one process with 2)."""
+    if "train_sampling_strategy" not in transformers.TrainingArguments.__dataclass_fields__:
+        pytest.skip("dataset-order batches need transformers 5")
+    script = Path(__file__).parent / "ddp_train.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    runs = {"one": [sys.executable, str(script), str(tmp_path / "one"), "4"],
+            "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node", "2", str(script), str(tmp_path / "two"), "2"]}
+    for name, command in runs.items():
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
+    one = json.loads((tmp_path / "one" / "losses_rank0.json").read_text())
+    assert len(one) == 4
+    for rank in (0, 1):
+        two = json.loads((tmp_path / "two" / f"losses_rank{rank}.json").read_text())
+        assert two == pytest.approx(one, rel=1e-5), (rank, two, one)
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks=0, *, full_from=None,

@@ -42,6 +42,7 @@ class TrainSettings:
     warmup_ratio: float = 0.05         # a fraction of the steps (warmup_arguments)
     seed: int = 0
     save_steps: int = 50               # a checkpoint every so many steps (the last one kept)
+    shuffle: bool = True               # False: examples in dataset order (sampling_arguments)
 
 
 @dataclass
@@ -75,6 +76,17 @@ def warmup_arguments(ratio: float) -> dict:
     if "warmup_ratio" in TrainingArguments.__dataclass_fields__:
         return {"warmup_ratio": ratio}
     return {"warmup_steps": ratio}
+
+
+def sampling_arguments(shuffle: bool) -> dict:
+    """Shuffled batches (the Trainer's default), or the dataset's order, where the global batch
+    of a step is the same however many processes share it (transformers 5's
+    `train_sampling_strategy`; 4.57 has no such option)."""
+    if shuffle:
+        return {}
+    if "train_sampling_strategy" not in TrainingArguments.__dataclass_fields__:
+        raise ValueError("training in dataset order (shuffle=False) needs transformers 5")
+    return {"train_sampling_strategy": "sequential"}
 
 
 def _check_lora_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
@@ -117,7 +129,11 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: l
             settings.warmup_ratio), logging_steps=1, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=1, report_to=[], seed=settings.seed,
         bf16=_bf16_supported(), remove_unused_columns=False,  # the collator needs prompt_len
-        disable_tqdm=not progress, dataloader_num_workers=0, **_checkpointing(settings))
+        disable_tqdm=not progress, dataloader_num_workers=0, **_checkpointing(settings),
+        **sampling_arguments(settings.shuffle),
+        # A model on the CPU trains there; under torchrun that is also what makes the Trainer
+        # run distributed (gloo) instead of one independent copy per process.
+        use_cpu=next(model.parameters()).device.type == "cpu")
     trainer = Trainer(model=model, args=args, train_dataset=features,
                       data_collator=PackedCollator(swaa.fa_decode))
     # An interrupted run of the same settings goes on from its last checkpoint (the caller
