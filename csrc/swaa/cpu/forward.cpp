@@ -116,6 +116,21 @@ void amx_segments(const AttentionParams& p, const TwoRanges& seen, int64_t n1, i
   }
 }
 
+// The AMX products of the key tile [n0, n0 + cols) one sub-tile of up to kMaxCols keys at a
+// time: `pack(n1, sub)` repacks the sub-tile into the scratch first unless the cache is in the
+// amx layout, then `product(c0, sub, segments)` with its segments (amx_segments).
+template <typename InPage, typename InScratch, typename Pack, typename Product>
+void amx_subtiles(const AttentionParams& p, const TwoRanges& seen, int64_t n0, int64_t cols,
+                  InPage in_page, InScratch in_scratch, Pack pack, Product product) {
+  for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
+    const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
+    const bf16* segments[kAmxSegments];
+    amx_segments(p, seen, n1, sub, in_page, in_scratch, segments);
+    if (!p.amx_layout) pack(n1, sub);
+    product(c0, sub, segments);
+  }
+}
+
 // s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk (seen: the 32-key
 // blocks the item's query rows see).
 template <typename T, typename S>
@@ -131,17 +146,16 @@ void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, i
       const auto in_scratch = [&](int64_t t) {
         return st.amx->kv.data() + amx_key_offset(t, 0, p.head_dim);
       };
-      for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
-        const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
-        const bf16* segments[kAmxSegments];
-        amx_segments(p, seen, n1, sub, in_page, in_scratch, segments);
-        if (!p.amx_layout) {
-          amx_pack_keys(sub, p.head_dim, k + seq.k_row_offset(p, hk, n1), p.k_row_stride,
-                        st.amx->kv.data());
-        }
+      const auto pack = [&](int64_t n1, int64_t sub) {
+        amx_pack_keys(sub, p.head_dim, k + seq.k_row_offset(p, hk, n1), p.k_row_stride,
+                      st.amx->kv.data());
+      };
+      const auto product = [&](int64_t c0, int64_t sub,
+                               const bf16* const (&segments)[kAmxSegments]) {
         amx_scores(rows, sub, p.head_dim, st.q_bf16.data(), segments, float(p.scale),
                    st.scores.data() + c0, st.lds);
-      }
+      };
+      amx_subtiles(p, seen, n0, cols, in_page, in_scratch, pack, product);
       return;
     }
   }
@@ -165,17 +179,16 @@ void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t h
       const auto in_scratch = [&](int64_t t) {
         return st.amx->kv.data() + amx_value_offset(t, 0, AmxScratch::kMaxCols);
       };
-      for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
-        const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
-        const bf16* blocks[kAmxSegments];
-        amx_segments(p, seen, n1, sub, in_page, in_scratch, blocks);
-        if (!p.amx_layout) {
-          amx_pack_values(sub, p.head_dim, v + seq.v_row_offset(p, hk, n1), p.v_row_stride,
-                          st.amx->kv.data());
-        }
+      const auto pack = [&](int64_t n1, int64_t sub) {
+        amx_pack_values(sub, p.head_dim, v + seq.v_row_offset(p, hk, n1), p.v_row_stride,
+                        st.amx->kv.data());
+      };
+      const auto product = [&](int64_t c0, int64_t sub,
+                               const bf16* const (&blocks)[kAmxSegments]) {
         amx_accumulate(rows, sub, p.head_dim, st.scores.data() + c0, st.lds, blocks,
                        chunk_stride, st.acc.data(), *st.amx);
-      }
+      };
+      amx_subtiles(p, seen, n0, cols, in_page, in_scratch, pack, product);
       return;
     }
   }
