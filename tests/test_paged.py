@@ -365,6 +365,29 @@ def test_amx_layout_long_decode_split_across_threads(two_threads, full_from):
 
 
 @pytest.mark.parametrize("layout", ["rows", "amx"])
+def test_running_max_climbing_far_between_tiles(layout):
+    """Scores that climb along the keys by far more than the AMX softmax's rescale margin
+    (kAmxRescaleMargin: the running max moves only past it) and fall back, a sawtooth: each
+    row's max, sum and accumulator are rescaled many times, on both bf16 layouts (AMX where the
+    CPU has it, else the float32 path)."""
+    if layout == "amx" and not swaa_ext.cpu_has_amx():
+        pytest.skip("needs a CPU with AMX-BF16")
+    case = VarlenCase(((100, 300), (1, 400), (70, 70)), 4, 2, window=150, sinks=5)
+    q, k, v, cu_q, cu_k, max_q, max_k = pack(case, 64, torch.bfloat16)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(1)) / 2  # |d|^2 ~ 16
+    position = torch.cat([torch.arange(lk) for _, lk in case.lens])
+    ramp = (position % 97).double() / 2  # a key's score rises by 2 per key, then drops
+    k = (k.double() + ramp[:, None, None] * direction).bfloat16()
+    q = (q.double() + 2 * direction).bfloat16()
+    packed = (q, k, v, cu_q, cu_k, max_q, max_k)
+    pages = amx_pages if layout == "amx" else paged
+    caches = pages(k, v, cu_k, 32, unread_pages(case, 32))
+    (out, lse), expected = against_reference(case, packed, caches, kv_layout=layout)
+    assert_close(out, expected[0], torch.bfloat16, "out vs reference")
+    assert_close(lse, expected[1], torch.bfloat16, "lse vs reference")
+
+
+@pytest.mark.parametrize("layout", ["rows", "amx"])
 def test_scratch_kept_between_calls_fits_every_call(layout):
     """Each thread keeps the forward's scratch from one call to the next (a decode step calls
     the op per layer): calls that need more room (more rows, a wider head, longer tiles), then

@@ -2,9 +2,11 @@
 // double-precision std::exp: relative error, exp(-inf) == 0 exactly, every tail length 0..19.
 // The decode row kernels (row_scores, row_accumulate) against a double loop for float, bf16 and
 // fp16 keys / values: head dims with and without a 64-column block and the scalar fallback
-// (d % 8 != 0), key counts 0..9 (the four-key blocks and their tail), 1..3 rows.
+// (d % 8 != 0), key counts 0..9 (the four-key blocks and their tail), 1..3 rows. The output
+// row store (scale_into) against from_compute, bit for bit.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -69,6 +71,36 @@ static bool check_row_kernels(const char* name, double tol) {
   return ok;
 }
 
+// scale_into (an output row) gives from_compute's bits for a * x: rounding ties either way,
+// NaN, infinities, values past the format's range; every length 0..40 (vectors and tails).
+template <typename S>
+static bool check_scale_into(const char* name) {
+  std::mt19937 gen(2);
+  std::normal_distribution<float> normal;
+  bool ok = true;
+  for (int n = 0; n <= 40; ++n) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) {
+      float v = normal(gen) * (i % 7 == 0 ? 1e5f : 1.0f);
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof bits);
+      if (i % 5 == 1) bits = (bits & 0xffff0000u) | 0x8000u;  // a tie for bf16
+      if (i % 5 == 2) bits = (bits & 0xfffe0000u) | 0x18000u;  // a tie, odd upper half
+      std::memcpy(&v, &bits, sizeof v);
+      if (i == 3) v = std::numeric_limits<float>::quiet_NaN();
+      if (i == 4) v = -std::numeric_limits<float>::infinity();
+      if (i == 6) v = 7e4f;  // past fp16's range: inf
+      x[i] = v;
+    }
+    std::vector<S> out(n + 1), expected(n + 1);
+    out[n] = expected[n] = from_compute<S>(123.0f);  // (one past the row: untouched)
+    scale_into(x.data(), 0.5f, n, out.data());
+    for (int i = 0; i < n; ++i) expected[i] = from_compute<S>(0.5f * x[i]);
+    ok &= check(std::memcmp(out.data(), expected.data(), (n + 1) * sizeof(S)) == 0, name, n);
+  }
+  return ok;
+}
+
 int main() {
   std::mt19937 gen(0);
   std::uniform_real_distribution<float> dist(-90.0f, 0.0f);
@@ -112,6 +144,9 @@ int main() {
   ok &= check_row_kernels<float>("float", 1e-6);
   ok &= check_row_kernels<bf16>("bf16", 1e-6);  // inputs are exact in bf16: only rounding of sums
   ok &= check_row_kernels<fp16>("fp16", 1e-6);
+  ok &= check_scale_into<float>("scale_into float");
+  ok &= check_scale_into<bf16>("scale_into bf16");
+  ok &= check_scale_into<fp16>("scale_into fp16");
   const char* isa[] = {"scalar", "avx2", "avx512", "amx"};
   std::printf("vec_math (%s) %s\n", isa[int(cpu_isa())], ok ? "ok" : "FAILED");
   return ok ? 0 : 1;

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 
+#include "exp512.h"
 #include "vec_math.h"
 
 #pragma GCC push_options
@@ -68,17 +70,6 @@ inline __m512i pairs_high(__m512i a, __m512i b) {
   return _mm512_permutex2var_epi16(a, _mm512_load_si512(kHigh), b);
 }
 
-// p (rows x cols float) -> bf16 rows of kMaxCols columns, zero past cols (padding rows untouched).
-void pack_probabilities(int64_t rows, int64_t cols, const float* p, int64_t ldp, bf16* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < AmxScratch::kMaxCols; c += 32) {
-      const __m512 a = _mm512_maskz_loadu_ps(first_lanes(cols - c), p + r * ldp + c);
-      const __m512 b = _mm512_maskz_loadu_ps(first_lanes(cols - c - 16), p + r * ldp + c + 16);
-      _mm512_storeu_si512(out + r * AmxScratch::kMaxCols + c, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-    }
-  }
-}
-
 // The pair block of a value tile holding keys [32 j, 32 j + 32) with only the first n < 32 of them
 // kept: copied per chunk with the other keys' lanes zeroed (the probability there is 0, but
 // 0 * NaN from a slot nobody wrote would not be). Returns the copy (chunk stride kTile).
@@ -123,64 +114,192 @@ void pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out)
   }
 }
 
-void scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
-            const bf16* const (&key_segments)[kAmxSegments], float scale, float* s, int64_t lds) {
+// s[r][c] <- q[m + r] . k[c] for the 16 rows from row m (s: 16 x kMaxCols), on the 16-key
+// groups of the sub-tile that hold a column of `seen` (the columns the 16 rows see; the
+// others are left as they were).
+void score_block(int64_t m, int64_t cols, int64_t d, const bf16* q,
+                 const bf16* const (&key_segments)[kAmxSegments], uint64_t seen, float* s) {
   const int64_t chunks = d / 32, groups = (cols + 15) / 16, group_stride = 16 * d;
   // Group j's B tile of dim chunk c.
   const auto b_tile = [&](int64_t j, int64_t c) {
     return key_segments[j / 2] + j % 2 * group_stride + c * kTile;
   };
-  // Per 16 rows: columns 16j..16j+15 of s accumulate in tmm j (up to 4 independent chains);
-  // each 32-dim chunk of the rows is loaded once (tmm4) for all of them, B alternates tmm5/6.
-  // Group j is computed when it is in the tile and its segment is given.
+  // Columns 16j..16j+15 accumulate in tmm j (up to 4 independent chains); each 32-dim chunk of
+  // the rows is loaded once (tmm4) for all of them, B alternates tmm5/6.
   bool on[4];
-  for (int64_t j = 0; j < 4; ++j) on[j] = j < groups && key_segments[j / 2] != nullptr;
-  for (int64_t m = 0; m < amx_padded_rows(rows); m += kAmxRows) {
-    if (on[0]) _tile_zero(0);
-    if (on[1]) _tile_zero(1);
-    if (on[2]) _tile_zero(2);
-    if (on[3]) _tile_zero(3);
-    for (int64_t c = 0; c < chunks; ++c) {
-      _tile_loadd(4, q + m * d + c * 32, d * sizeof(bf16));
-      if (on[0]) {
-        _tile_loadd(5, b_tile(0, c), 64);
-        _tile_dpbf16ps(0, 4, 5);
+  for (int64_t j = 0; j < 4; ++j) {
+    on[j] = j < groups && key_segments[j / 2] != nullptr && ((seen >> (16 * j)) & 0xffffu) != 0;
+  }
+  if (on[0]) _tile_zero(0);
+  if (on[1]) _tile_zero(1);
+  if (on[2]) _tile_zero(2);
+  if (on[3]) _tile_zero(3);
+  for (int64_t c = 0; c < chunks; ++c) {
+    _tile_loadd(4, q + m * d + c * 32, d * sizeof(bf16));
+    if (on[0]) {
+      _tile_loadd(5, b_tile(0, c), 64);
+      _tile_dpbf16ps(0, 4, 5);
+    }
+    if (on[1]) {
+      _tile_loadd(6, b_tile(1, c), 64);
+      _tile_dpbf16ps(1, 4, 6);
+    }
+    if (on[2]) {
+      _tile_loadd(5, b_tile(2, c), 64);
+      _tile_dpbf16ps(2, 4, 5);
+    }
+    if (on[3]) {
+      _tile_loadd(6, b_tile(3, c), 64);
+      _tile_dpbf16ps(3, 4, 6);
+    }
+  }
+  constexpr int64_t lds = AmxScratch::kMaxCols * sizeof(float);
+  if (on[0]) _tile_stored(0, s, lds);
+  if (on[1]) _tile_stored(1, s + 16, lds);
+  if (on[2]) _tile_stored(2, s + 32, lds);
+  if (on[3]) _tile_stored(3, s + 48, lds);
+}
+
+// The 16 lanes of v[r] reduced by op (max or +) into lane r of the result, for 16 rows at
+// once: three unpack/shuffle levels of pairs, then across the 128-bit lanes, 45 instructions
+// where reducing each row on its own takes 8 and a dependency chain apiece.
+template <typename Op>
+inline __m512 reduce_rows(const __m512 (&v)[kAmxRows], Op op) {
+  __m512 pairs[8], quads[4], halves[2];
+  for (int k = 0; k < 8; ++k)  // per 128-bit lane: [a, b, a, b] partials of rows 2k, 2k + 1
+    pairs[k] = op(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]),
+                  _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k) {  // per 128-bit lane: rows 4k .. 4k + 3 over that lane
+    const __m512d c = _mm512_castps_pd(pairs[2 * k]), d = _mm512_castps_pd(pairs[2 * k + 1]);
+    quads[k] = op(_mm512_castpd_ps(_mm512_unpacklo_pd(c, d)),
+                  _mm512_castpd_ps(_mm512_unpackhi_pd(c, d)));
+  }
+  constexpr int kEven = _MM_SHUFFLE(2, 0, 2, 0), kOdd = _MM_SHUFFLE(3, 1, 3, 1);
+  for (int k = 0; k < 2; ++k) {  // 128-bit lanes (0 with 1, 2 with 3) of quads 2k, 2k + 1
+    halves[k] = op(_mm512_shuffle_f32x4(quads[2 * k], quads[2 * k + 1], kEven),
+                   _mm512_shuffle_f32x4(quads[2 * k], quads[2 * k + 1], kOdd));
+  }
+  return op(_mm512_shuffle_f32x4(halves[0], halves[1], kEven),
+            _mm512_shuffle_f32x4(halves[0], halves[1], kOdd));
+}
+
+// The softmax step of 16 rows of the sub-tile (amx_attend), `live` of them real (the others
+// padding): their scores s (16 x kMaxCols), the columns each sees (visible[r]; seen: all of
+// them), their running max and
+// sum (16 each) and accumulator rows (d floats apart); writes their probabilities p (16 x
+// kMaxCols bf16, 0 where a row does not see a column) in the 32-column blocks `seen` touches
+// (the others are left as they were).
+void softmax_block(const float* s, int64_t live, const uint64_t* visible, uint64_t seen,
+                   float scale, float* row_max, float* row_sum, float* acc, int64_t d, bf16* p) {
+  constexpr int kVectors = AmxScratch::kMaxCols / 16;
+  constexpr int64_t lds = AmxScratch::kMaxCols;
+  const auto lanes = [&](int64_t r, int i) {
+    return _cvtu32_mask16(uint32_t(visible[r] >> (16 * i)) & 0xffffu);
+  };
+  const __m512 factor = _mm512_set1_ps(scale);
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  // Each row's max over the columns it sees (-inf for none).
+  __m512 v[kAmxRows];
+  for (int64_t r = 0; r < kAmxRows; ++r) {
+    v[r] = neg_inf;
+    for (int i = 0; i < kVectors && r < live; ++i) {
+      if (((seen >> (16 * i)) & 0xffffu) == 0) continue;
+      const __mmask16 k = lanes(r, i);
+      v[r] = _mm512_mask_max_ps(v[r], k, v[r], _mm512_mul_ps(_mm512_loadu_ps(s + r * lds + 16 * i), factor));
+    }
+  }
+  const __m512 block_max = reduce_rows(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
+  // Rows whose max rises past the margin move to it (always on their first keys: -inf);
+  // their sums and accumulators scale by exp(old - new), 0 from -inf.
+  const __m512 old_max = _mm512_loadu_ps(row_max);
+  const __mmask16 moved = _mm512_cmp_ps_mask(
+      block_max, _mm512_add_ps(old_max, _mm512_set1_ps(kAmxRescaleMargin)), _CMP_GT_OQ);
+  alignas(64) float rescale[kAmxRows], shift[kAmxRows];
+  _mm512_store_ps(rescale, exp512(_mm512_sub_ps(old_max, block_max)));
+  _mm512_store_ps(shift, _mm512_mask_mov_ps(old_max, moved, block_max));
+  __m512 sum = _mm512_mask_mul_ps(_mm512_loadu_ps(row_sum), moved, _mm512_loadu_ps(row_sum),
+                                  _mm512_load_ps(rescale));
+  for (uint32_t bits = _cvtmask16_u32(moved); bits != 0; bits &= bits - 1) {
+    const int r = __builtin_ctz(bits);
+    const __m512 by = _mm512_set1_ps(rescale[r]);
+    float* row = acc + r * d;
+    for (int64_t e = 0; e < d; e += 16) _mm512_storeu_ps(row + e, _mm512_mul_ps(_mm512_loadu_ps(row + e), by));
+  }
+  _mm512_storeu_ps(row_max, _mm512_load_ps(shift));
+  // p = exp(scale s - max) on the columns seen, in bf16; each row's sum of them.
+  for (int64_t r = 0; r < kAmxRows; ++r) {
+    const __m512 row_shift = _mm512_set1_ps(shift[r]);
+    v[r] = _mm512_setzero_ps();
+    for (int i = 0; i < kVectors; i += 2) {
+      if (((seen >> (16 * i)) & 0xffffffffu) == 0) continue;
+      if (r >= live) {  // a padding row: p = 0 (the tile products read it)
+        _mm512_storeu_si512(p + r * lds + 16 * i, _mm512_setzero_si512());
+        continue;
       }
-      if (on[1]) {
-        _tile_loadd(6, b_tile(1, c), 64);
-        _tile_dpbf16ps(1, 4, 6);
-      }
-      if (on[2]) {
-        _tile_loadd(5, b_tile(2, c), 64);
+      const __m512 a = _mm512_maskz_mov_ps(
+          lanes(r, i), exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + r * lds + 16 * i), factor, row_shift)));
+      const __m512 b = _mm512_maskz_mov_ps(
+          lanes(r, i + 1),
+          exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + r * lds + 16 * i + 16), factor, row_shift)));
+      v[r] = _mm512_add_ps(v[r], _mm512_add_ps(a, b));
+      _mm512_storeu_si512(p + r * lds + 16 * i, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+    }
+  }
+  sum = _mm512_add_ps(sum, reduce_rows(v, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }));
+  _mm512_storeu_ps(row_sum, sum);
+}
+
+// acc[m + r] <- acc[m + r] + sum_c p[r][c] v[c] for the 16 rows from row m (p: 16 x kMaxCols
+// bf16; b_tile(j, c): the B tile of pair block j, dim chunk c), over the pair blocks holding a
+// column of `seen` (the others' probabilities are 0).
+template <typename BTile>
+void accumulate_block(int64_t m, int64_t cols, int64_t d, const bf16* p,
+                      const bf16* const (&value_blocks)[kAmxSegments], uint64_t seen,
+                      BTile b_tile, float* acc) {
+  const int64_t chunks = d / 16, blocks = (cols + 31) / 32;
+  constexpr int64_t ldp = AmxScratch::kMaxCols * sizeof(bf16);
+  // Per 64 dims: dims 16c..16c+15 of acc accumulate in tmm c (4 independent chains); each
+  // 32-key block of p is loaded once (tmm4) for all of them, B alternates tmm5/6.
+  for (int64_t c0 = 0; c0 < chunks; c0 += 4) {
+    float* out = acc + m * d + c0 * 16;
+    const int64_t ldo = d * sizeof(float);
+    const bool four = chunks - c0 > 2;  // else the last two chunks of d = 32 (mod 64)
+    _tile_loadd(0, out, ldo);
+    _tile_loadd(1, out + 16, ldo);
+    if (four) {
+      _tile_loadd(2, out + 32, ldo);
+      _tile_loadd(3, out + 48, ldo);
+    }
+    for (int64_t j = 0; j < blocks; ++j) {
+      // no key of it seen: probabilities all 0
+      if (value_blocks[j] == nullptr || ((seen >> (32 * j)) & 0xffffffffu) == 0) continue;
+      _tile_loadd(4, p + j * 32, ldp);
+      _tile_loadd(5, b_tile(j, c0), 64);
+      _tile_dpbf16ps(0, 4, 5);
+      _tile_loadd(6, b_tile(j, c0 + 1), 64);
+      _tile_dpbf16ps(1, 4, 6);
+      if (four) {
+        _tile_loadd(5, b_tile(j, c0 + 2), 64);
         _tile_dpbf16ps(2, 4, 5);
-      }
-      if (on[3]) {
-        _tile_loadd(6, b_tile(3, c), 64);
+        _tile_loadd(6, b_tile(j, c0 + 3), 64);
         _tile_dpbf16ps(3, 4, 6);
       }
     }
-    float* out = s + m * lds;
-    if (on[0]) _tile_stored(0, out, lds * sizeof(float));
-    if (on[1]) _tile_stored(1, out + 16, lds * sizeof(float));
-    if (on[2]) _tile_stored(2, out + 32, lds * sizeof(float));
-    if (on[3]) _tile_stored(3, out + 48, lds * sizeof(float));
-  }
-  const __m512 factor = _mm512_set1_ps(scale);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; c += 16) {
-      float* x = s + r * lds + c;
-      _mm512_storeu_ps(x, _mm512_mul_ps(_mm512_loadu_ps(x), factor));
+    _tile_stored(0, out, ldo);
+    _tile_stored(1, out + 16, ldo);
+    if (four) {
+      _tile_stored(2, out + 32, ldo);
+      _tile_stored(3, out + 48, ldo);
     }
   }
 }
 
-void accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride, float* acc,
-                AmxScratch& scratch) {
-  pack_probabilities(rows, cols, p, ldp, scratch.p.data());
-  const int64_t chunks = d / 16, blocks = (cols + 31) / 32;
-  // A partial last pair block is read from a masked copy.
-  const int64_t full = cols / 32;
+void attend(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+            const bf16* const (&key_segments)[kAmxSegments],
+            const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride, float scale,
+            float* row_max, float* row_sum, float* acc, AmxScratch& scratch) {
+  // A partial last pair block of values is read from a masked copy.
+  const int64_t full = cols / 32, blocks = (cols + 31) / 32;
   const bf16* tail = full < blocks && value_blocks[full] != nullptr
                          ? masked_pair_block(value_blocks[full], chunk_stride, cols - full * 32,
                                              d, scratch.v_tail.data())
@@ -188,41 +307,17 @@ void accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t l
   const auto b_tile = [&](int64_t j, int64_t c) {
     return j < full ? value_blocks[j] + c * chunk_stride : tail + c * kTile;
   };
-  constexpr int64_t ldp16 = AmxScratch::kMaxCols * sizeof(bf16);
-  // Per 16 rows and 64 dims: dims 16c..16c+15 of acc accumulate in tmm c (4 independent chains);
-  // each 32-key block of p is loaded once (tmm4) for all of them, B alternates tmm5/6.
+  float* s = scratch.s.data();
+  bf16* p = scratch.p.data();
   for (int64_t m = 0; m < amx_padded_rows(rows); m += kAmxRows) {
-    for (int64_t c0 = 0; c0 < chunks; c0 += 4) {
-      float* out = acc + m * d + c0 * 16;
-      const int64_t ldo = d * sizeof(float);
-      const bool four = chunks - c0 > 2;  // else the last two chunks of d = 32 (mod 64)
-      _tile_loadd(0, out, ldo);
-      _tile_loadd(1, out + 16, ldo);
-      if (four) {
-        _tile_loadd(2, out + 32, ldo);
-        _tile_loadd(3, out + 48, ldo);
-      }
-      for (int64_t j = 0; j < blocks; ++j) {
-        if (value_blocks[j] == nullptr) continue;  // no key of it seen: probabilities all 0
-        _tile_loadd(4, scratch.p.data() + m * AmxScratch::kMaxCols + j * 32, ldp16);
-        _tile_loadd(5, b_tile(j, c0), 64);
-        _tile_dpbf16ps(0, 4, 5);
-        _tile_loadd(6, b_tile(j, c0 + 1), 64);
-        _tile_dpbf16ps(1, 4, 6);
-        if (four) {
-          _tile_loadd(5, b_tile(j, c0 + 2), 64);
-          _tile_dpbf16ps(2, 4, 5);
-          _tile_loadd(6, b_tile(j, c0 + 3), 64);
-          _tile_dpbf16ps(3, 4, 6);
-        }
-      }
-      _tile_stored(0, out, ldo);
-      _tile_stored(1, out + 16, ldo);
-      if (four) {
-        _tile_stored(2, out + 32, ldo);
-        _tile_stored(3, out + 48, ldo);
-      }
-    }
+    // The columns any of the 16 rows sees: key groups and pair blocks outside are skipped.
+    uint64_t seen = 0;
+    for (int64_t r = 0; r < kAmxRows; ++r) seen |= scratch.visible[m + r];
+    if (seen == 0) continue;
+    score_block(m, cols, d, q, key_segments, seen, s);
+    softmax_block(s, rows - m < kAmxRows ? rows - m : kAmxRows, scratch.visible.data() + m, seen, scale,
+                  row_max + m, row_sum + m, acc + m * d, d, p);
+    accumulate_block(m, cols, d, p, value_blocks, seen, b_tile, acc);
   }
 }
 
@@ -251,15 +346,12 @@ void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* ou
 void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out) {
   pack_values(cols, d, v, ldv, out);
 }
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
-                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
-                int64_t lds) {
-  scores(rows, cols, d, q, key_segments, scale, s, lds);
-}
-void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
-                    float* acc, AmxScratch& scratch) {
-  accumulate(rows, cols, d, p, ldp, value_blocks, chunk_stride, acc, scratch);
+void amx_attend(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+                const bf16* const (&key_segments)[kAmxSegments],
+                const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
+                float scale, float* row_max, float* row_sum, float* acc, AmxScratch& scratch) {
+  attend(rows, cols, d, q, key_segments, value_blocks, chunk_stride, scale, row_max, row_sum, acc,
+         scratch);
 }
 
 }  // namespace swaa::cpu

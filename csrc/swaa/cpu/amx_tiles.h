@@ -65,15 +65,27 @@ class AmxTiles {
   int64_t loaded_rows_ = 0;  // the tile rows of the configuration loaded (0: none)
 };
 
-// Per-thread scratch: one key tile (at most kMaxCols keys) repacked, the probabilities in bf16,
-// the last partial pair block of a value tile with the keys past the tile zeroed.
+// Columns [begin, end) of a key sub-tile of at most 64 keys as bits (bit c: column c).
+inline uint64_t column_bits(int64_t begin, int64_t end) {
+  if (end <= begin) return 0;
+  const uint64_t below_end = end >= 64 ? ~uint64_t(0) : (uint64_t(1) << end) - 1;
+  return below_end & ~((uint64_t(1) << begin) - 1);
+}
+
+// Per-thread scratch of the products: a key sub-tile (at most kMaxCols keys) and its values
+// repacked (caches in the row layout), one 16-row block's scores and bf16 probabilities, the
+// last partial pair block of a value sub-tile with the keys past it zeroed, and the columns
+// each packed row sees.
 struct AmxScratch {
   static constexpr int64_t kMaxCols = 64;
   AmxScratch(int64_t rows, int64_t head_dim)
-      : kv(kMaxCols * head_dim), p(amx_padded_rows(rows) * kMaxCols), v_tail(32 * head_dim) {}
-  std::vector<bf16> kv;      // a K or V tile in the amx layout of a kMaxCols-key page
-  std::vector<bf16> p;       // (padded rows, kMaxCols)
-  std::vector<bf16> v_tail;  // (D / 16) tiles of 16 rows x 32
+      : k(kMaxCols * head_dim), v(kMaxCols * head_dim), s(kAmxRows * kMaxCols),
+        p(kAmxRows * kMaxCols), v_tail(32 * head_dim), visible(amx_padded_rows(rows)) {}
+  std::vector<bf16> k, v;         // the amx layout of a kMaxCols-key page
+  std::vector<float> s;           // (16, kMaxCols)
+  std::vector<bf16> p;            // (16, kMaxCols)
+  std::vector<bf16> v_tail;       // (D / 16) tiles of 16 rows x 32
+  std::vector<uint64_t> visible;  // per packed row: column_bits of the keys it sees
 };
 
 // Rows [0, cols) of a key / value tile (row stride ld) -> the amx layout of a kMaxCols-key page
@@ -81,26 +93,31 @@ struct AmxScratch {
 void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out);
 void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out);
 
-// The two products, inside an AmxTiles scope. A key tile of up to kMaxCols keys comes in
-// segments of kAmxPairBlock keys (each within one page: a tile may span pages).
+// A key sub-tile of up to kMaxCols keys comes in segments of kAmxPairBlock keys (each within
+// one page: a sub-tile may span pages).
 constexpr int64_t kAmxSegments = AmxScratch::kMaxCols / kAmxPairBlock;
 
-// s[r][c] <- scale * q[r] . k[c] for r < rows, c < cols (<= kMaxCols). q: (amx_padded_rows(rows),
-// d) bf16, row stride d; key_segments[i]: keys [32 i, 32 i + 32) of the tile in the amx layout
-// (their two 16-key groups; keys past cols may hold anything), or nullptr for a segment no row
-// sees (its columns of s are left as they were: the caller masks them); s: row stride lds >= 64,
-// amx_padded_rows(rows) rows (padding rows and the columns up to the next 16 are written too).
-void amx_scores(int64_t rows, int64_t cols, int64_t d, const bf16* q,
-                const bf16* const (&key_segments)[kAmxSegments], float scale, float* s,
-                int64_t lds);
+// A rise of the row max that does not move the running max (natural-log units): the
+// probabilities of the step then reach up to e^8 ~ 3000, far from float's and bf16's limits,
+// and the rows' accumulators are rescaled only when the max grows by more (FlashAttention 4's
+// rule), i.e. rarely after the first keys. The output is the same: the final sum uses the same
+// reference max as the accumulator.
+constexpr float kAmxRescaleMargin = 8.0f;
 
-// acc[r] <- acc[r] + sum_{c < cols} p[r][c] v[c] for r < rows. p: row stride ldp;
-// value_blocks[i]: the pair block of keys [32 i, 32 i + 32) in the amx layout, its 16-dim chunks
-// chunk_stride elements apart (keys past cols may hold anything, NaN included), or nullptr for
-// a block no row sees (p is 0 there, and the block, perhaps a freed page, is not read); acc:
+// One online-softmax step of an AMX work item over a key sub-tile of cols <= kMaxCols keys, 16
+// rows at a time, each block's scores, probabilities and products kept in L1:
+//   s = scale * q . k^T on the columns scratch.visible[r] marks for row r (the others are 0 in
+//   p: masked, past the sub-tile, or in a segment no row sees); row_max[r] moves to the block's
+//   max only when it exceeds it by kAmxRescaleMargin, which rescales row_sum[r] and acc row r;
+//   p = exp(s - row_max) rounded to bf16; row_sum += sum p; acc += p . v.
+// q: (amx_padded_rows(rows), d) bf16, row stride d; key_segments[i]: keys [32 i, 32 i + 32) of
+// the sub-tile in the amx layout (keys past cols may hold anything), or nullptr for a segment no
+// row sees (perhaps a freed page: not read); value_blocks likewise for the values, their 16-dim
+// chunks chunk_stride elements apart (keys past cols may hold anything, NaN included); acc:
 // (amx_padded_rows(rows), d) float, row stride d (the padding rows are read and written too).
-void amx_accumulate(int64_t rows, int64_t cols, int64_t d, const float* p, int64_t ldp,
-                    const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
-                    float* acc, AmxScratch& scratch);
+void amx_attend(int64_t rows, int64_t cols, int64_t d, const bf16* q,
+                const bf16* const (&key_segments)[kAmxSegments],
+                const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,
+                float scale, float* row_max, float* row_sum, float* acc, AmxScratch& scratch);
 
 }  // namespace swaa::cpu

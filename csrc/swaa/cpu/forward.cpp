@@ -30,14 +30,15 @@ static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile fits the AMX scratch"
 
 // Per-thread scratch for one work item, kept by each thread across calls (thread_scratch).
 // With AMX (bf16 K/V, amx_tiles.h) the query rows of an AMX work item are kept in bf16,
-// unscaled; the tile products read and write whole 16-row tiles, so scores and acc are padded
-// to a multiple of 16 rows.
+// unscaled; the tile products and the softmax work on whole 16-row blocks, so acc and the
+// running max and sum are padded to a multiple of 16 rows.
 template <typename T>
 struct ForwardScratch {
   ForwardScratch(int64_t rows, int64_t head_dim, int64_t max_tile, bool convert_kv, bool use_amx)
       : lds(max_tile), q(rows * head_dim),
-        scores((use_amx ? amx_padded_rows(rows) : rows) * max_tile),
-        acc((use_amx ? amx_padded_rows(rows) : rows) * head_dim), row_max(rows), row_sum(rows),
+        scores(rows * max_tile),
+        acc((use_amx ? amx_padded_rows(rows) : rows) * head_dim),
+        row_max(use_amx ? amx_padded_rows(rows) : rows), row_sum(row_max.size()),
         kv_tile(convert_kv && !use_amx ? kBlockN * head_dim : 0),
         q_bf16(use_amx ? amx_padded_rows(rows) * head_dim : 0) {
     if (use_amx) amx.emplace(rows, head_dim);
@@ -96,7 +97,6 @@ void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
   pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
 }
 
-// s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
 // The 32-key segments of the sub-tile [n1, n1 + sub) for the AMX products: with the amx layout
 // in place, in their pages (in_page(n)); else in the scratch the caller repacks into
 // (in_scratch(first key)). nullptr past the sub-tile, or where no query row of the item sees a
@@ -116,49 +116,69 @@ void amx_segments(const AttentionParams& p, const TwoRanges& seen, int64_t n1, i
   }
 }
 
-// The AMX products of the key tile [n0, n0 + cols) one sub-tile of up to kMaxCols keys at a
-// time: `pack(n1, sub)` repacks the sub-tile into the scratch first unless the cache is in the
-// amx layout, then `product(c0, sub, segments)` with its segments (amx_segments).
-template <typename InPage, typename InScratch, typename Pack, typename Product>
-void amx_subtiles(const AttentionParams& p, const TwoRanges& seen, int64_t n0, int64_t cols,
-                  InPage in_page, InScratch in_scratch, Pack pack, Product product) {
+// The columns of the key tile [n0, n0 + cols) that query row i sees: its sink and window
+// ranges, clamped to the tile.
+inline TwoRanges visible_columns(const MaskRule& rule, int64_t i, int64_t n0, int64_t cols) {
+  const TwoRanges keys = rule.row_keys(i);
+  const auto clamp = [&](const Range& r) {
+    return Range{std::clamp<int64_t>(r.begin - n0, 0, cols), std::clamp<int64_t>(r.end - n0, 0, cols)};
+  };
+  return {clamp(keys.first), clamp(keys.second)};
+}
+
+// The online-softmax step of an AMX work item (bf16 K/V) over the key tile [n0, n0 + cols) of
+// KV head hk, one sub-tile of up to kMaxCols keys at a time (amx_attend): the sub-tile's keys
+// and values repacked into the scratch unless the cache is in the amx layout, and the columns
+// each packed row sees (seen: the 32-key blocks the item's rows see).
+void amx_tile_step(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t group,
+                   int64_t m0, int64_t rows, int64_t n0, int64_t cols, const TwoRanges& seen,
+                   ForwardScratch<float>& st) {
+  const bf16* k = static_cast<const bf16*>(p.k);
+  const bf16* v = static_cast<const bf16*>(p.v);
+  AmxScratch& amx = *st.amx;
+  const int64_t D = p.head_dim;
+  const int64_t chunk_stride = 16 * (p.amx_layout ? p.page_size : AmxScratch::kMaxCols);
+  const auto key_in_page = [&](int64_t n) {
+    const int64_t t = n % p.page_size;
+    return k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, D);
+  };
+  const auto key_in_scratch = [&](int64_t t) { return amx.k.data() + amx_key_offset(t, 0, D); };
+  const auto value_in_page = [&](int64_t n) {
+    const int64_t t = n % p.page_size;
+    return v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
+  };
+  const auto value_in_scratch = [&](int64_t t) {
+    return amx.v.data() + amx_value_offset(t, 0, AmxScratch::kMaxCols);
+  };
+  const bool whole = seq.rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols);
   for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
     const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
-    const bf16* segments[kAmxSegments];
-    amx_segments(p, seen, n1, sub, in_page, in_scratch, segments);
-    if (!p.amx_layout) pack(n1, sub);
-    product(c0, sub, segments);
+    const bf16 *key_segments[kAmxSegments], *value_blocks[kAmxSegments];
+    amx_segments(p, seen, n1, sub, key_in_page, key_in_scratch, key_segments);
+    amx_segments(p, seen, n1, sub, value_in_page, value_in_scratch, value_blocks);
+    if (!p.amx_layout) {
+      amx_pack_keys(sub, D, k + seq.k_row_offset(p, hk, n1), p.k_row_stride, amx.k.data());
+      amx_pack_values(sub, D, v + seq.v_row_offset(p, hk, n1), p.v_row_stride, amx.v.data());
+    }
+    // Row r of every head of the group sees the same columns.
+    for (int64_t r = 0; r < rows; ++r) {
+      const TwoRanges in_tile = whole ? TwoRanges{{0, sub}, {0, 0}}
+                                      : visible_columns(seq.rule, m0 + r, n1, sub);
+      const uint64_t bits = column_bits(in_tile.first.begin, in_tile.first.end) |
+                            column_bits(in_tile.second.begin, in_tile.second.end);
+      for (int64_t g = 0; g < group; ++g) amx.visible[g * rows + r] = bits;
+    }
+    std::fill(amx.visible.begin() + group * rows, amx.visible.end(), 0);  // padding rows
+    amx_attend(group * rows, sub, D, st.q_bf16.data(), key_segments, value_blocks, chunk_stride,
+               float(p.scale), st.row_max.data(), st.row_sum.data(), st.acc.data(), amx);
   }
 }
 
-// s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk (seen: the 32-key
-// blocks the item's query rows see).
+// s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
 template <typename T, typename S>
 void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                    const TwoRanges& seen, int64_t rows, int64_t cols, ForwardScratch<T>& st) {
+                    int64_t rows, int64_t cols, ForwardScratch<T>& st) {
   const S* k = static_cast<const S*>(p.k);
-  if constexpr (std::is_same_v<S, bf16>) {
-    if (st.amx_item) {  // in products of up to kMaxCols keys
-      const auto in_page = [&](int64_t n) {
-        const int64_t t = n % p.page_size;
-        return k + seq.k_row_offset(p, hk, n - t) + amx_key_offset(t, 0, p.head_dim);
-      };
-      const auto in_scratch = [&](int64_t t) {
-        return st.amx->kv.data() + amx_key_offset(t, 0, p.head_dim);
-      };
-      const auto pack = [&](int64_t n1, int64_t sub) {
-        amx_pack_keys(sub, p.head_dim, k + seq.k_row_offset(p, hk, n1), p.k_row_stride,
-                      st.amx->kv.data());
-      };
-      const auto product = [&](int64_t c0, int64_t sub,
-                               const bf16* const (&segments)[kAmxSegments]) {
-        amx_scores(rows, sub, p.head_dim, st.q_bf16.data(), segments, float(p.scale),
-                   st.scores.data() + c0, st.lds);
-      };
-      amx_subtiles(p, seen, n0, cols, in_page, in_scratch, pack, product);
-      return;
-    }
-  }
   tile_scores<T>(rows, cols, p.head_dim, st.q.data(), k + seq.k_row_offset(p, hk, n0),
                  p.k_row_stride, st.scores.data(), st.lds, &st.kv_tile);
 }
@@ -166,32 +186,8 @@ void tile_scores_of(const AttentionParams& p, const Sequence& seq, int64_t hk, i
 // acc <- acc + P . v for the key tile [n0, n0 + cols) (P: the probabilities in st.scores).
 template <typename T, typename S>
 void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t n0,
-                        const TwoRanges& seen, int64_t rows, int64_t cols,
-                        ForwardScratch<T>& st) {
+                        int64_t rows, int64_t cols, ForwardScratch<T>& st) {
   const S* v = static_cast<const S*>(p.v);
-  if constexpr (std::is_same_v<S, bf16>) {
-    if (st.amx_item) {  // in products of up to kMaxCols keys
-      const int64_t chunk_stride = 16 * (p.amx_layout ? p.page_size : AmxScratch::kMaxCols);
-      const auto in_page = [&](int64_t n) {
-        const int64_t t = n % p.page_size;
-        return v + seq.v_row_offset(p, hk, n - t) + amx_value_offset(t, 0, p.page_size);
-      };
-      const auto in_scratch = [&](int64_t t) {
-        return st.amx->kv.data() + amx_value_offset(t, 0, AmxScratch::kMaxCols);
-      };
-      const auto pack = [&](int64_t n1, int64_t sub) {
-        amx_pack_values(sub, p.head_dim, v + seq.v_row_offset(p, hk, n1), p.v_row_stride,
-                        st.amx->kv.data());
-      };
-      const auto product = [&](int64_t c0, int64_t sub,
-                               const bf16* const (&blocks)[kAmxSegments]) {
-        amx_accumulate(rows, sub, p.head_dim, st.scores.data() + c0, st.lds, blocks,
-                       chunk_stride, st.acc.data(), *st.amx);
-      };
-      amx_subtiles(p, seen, n0, cols, in_page, in_scratch, pack, product);
-      return;
-    }
-  }
   tile_accumulate<T>(rows, cols, p.head_dim, st.scores.data(), st.lds,
                      v + seq.v_row_offset(p, hk, n0), p.v_row_stride, st.acc.data(), &st.kv_tile);
 }
@@ -199,11 +195,10 @@ void tile_accumulate_of(const AttentionParams& p, const Sequence& seq, int64_t h
 // The columns [begin, end) of the key tile [n0, n0 + cols) that hold all of query row i's
 // visible keys (the hull of its sink and window ranges; masked columns inside stay -inf).
 inline Range visible_hull(const MaskRule& rule, int64_t i, int64_t n0, int64_t cols) {
-  const TwoRanges keys = rule.row_keys(i);
+  const TwoRanges in_tile = visible_columns(rule, i, n0, cols);
   int64_t begin = cols, end = 0;
-  for (const Range& r : {keys.first, keys.second}) {
-    const int64_t b = max64(r.begin - n0, 0), e = min64(r.end - n0, cols);
-    if (b < e) begin = min64(begin, b), end = max64(end, e);
+  for (const Range& r : {in_tile.first, in_tile.second}) {
+    if (!r.empty()) begin = min64(begin, r.begin), end = max64(end, r.end);
   }
   return {begin, end};
 }
@@ -304,12 +299,18 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
         prefetch_rows(v + seq.v_row_offset(p, hk, next), p.v_row_stride, next_cols, D);
       }
     }
+    if constexpr (std::is_same_v<S, bf16>) {
+      if (st.amx_item) {
+        amx_tile_step(p, seq, hk, group, m0, rows, n0, cols, seen, st);
+        continue;
+      }
+    }
     // s <- scale * q_packed . k^T, then -inf where not visible
-    tile_scores_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
+    tile_scores_of<T, S>(p, seq, hk, n0, packed, cols, st);
     mask_packed(rule, group, m0, rows, n0, cols, st.scores.data(), st.lds);
     online_softmax_step(rule, group, m0, rows, n0, cols, D, st);
     // acc <- acc + P . v
-    tile_accumulate_of<T, S>(p, seq, hk, n0, seen, packed, cols, st);
+    tile_accumulate_of<T, S>(p, seq, hk, n0, packed, cols, st);
   }
 
   // out <- acc / row_sum; lse <- row_max + log(row_sum). Every row sees itself, so with one
@@ -330,7 +331,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
         continue;
       }
       S* out = static_cast<S*>(p.o) + seq.o_offset(p, h) + (m0 + r) * p.o_row_stride;
-      for (int64_t d = 0; d < D; ++d) out[d] = from_compute<S>(acc[d] * inv_sum);
+      scale_into(acc, inv_sum, D, out);
       if (p.lse != nullptr) static_cast<T*>(p.lse)[seq.lse_offset(p, h) + m0 + r] = lse;
     }
   }
@@ -354,7 +355,7 @@ void merge_splits(const AttentionParams& p, const Sequence& seq, int64_t h, int6
   }
   // Every row sees itself, so some split saw a key: max_lse is finite and sum >= 1.
   S* out = static_cast<S*>(p.o) + seq.o_offset(p, h) + i * p.o_row_stride;
-  for (int64_t d = 0; d < D; ++d) out[d] = from_compute<S>(acc[d] / sum);
+  scale_into(acc.data(), T(1) / sum, D, out);
   if (p.lse != nullptr) static_cast<T*>(p.lse)[seq.lse_offset(p, h) + i] = max_lse + std::log(sum);
 }
 

@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "exp512.h"
 #include "row_kernels.h"
 
 namespace swaa::cpu {
@@ -132,25 +134,6 @@ SWAA_AVX2 float exp_shifted_avx2(float* x, int64_t n, float shift) {
 // The same two functions sixteen lanes wide (the softmax of a 64-key tile: 4 vectors a row).
 #define SWAA_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
-// exp256's method and constants on 16 lanes; 2^n applied by scalef.
-SWAA_AVX512 inline __m512 exp512(__m512 x) {
-  const __m512 min_x = _mm512_set1_ps(-87.3365f);
-  const __mmask16 underflow = _mm512_cmp_ps_mask(x, min_x, _CMP_LT_OQ);  // false for NaN
-  x = _mm512_max_ps(x, min_x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_maskz_scalef_ps(_knot_mask16(underflow), y, n);
-}
-
 SWAA_AVX512 float row_max_avx512(const float* x, int64_t n) {
   __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
@@ -173,6 +156,34 @@ SWAA_AVX512 float exp_shifted_avx512(float* x, int64_t n, float shift) {
     if constexpr (kSum) sum = _mm512_mask_add_ps(sum, lanes, sum, e);
   }
   return kSum ? _mm512_reduce_add_ps(sum) : 0.0f;
+}
+
+// float -> the bit patterns of bf16 (rounded to nearest even; NaN kept quiet) in 32-bit lanes.
+SWAA_AVX512 inline __m512i bf16_bits(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_srli_epi32(
+      _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000))), 16);
+}
+
+template <typename S>
+SWAA_AVX512 void scale_into_avx512(const float* x, float a, int64_t n, S* out) {
+  const __m512 va = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), va);
+    if constexpr (std::is_same_v<S, float>) {
+      _mm512_storeu_ps(out + i, v);
+    } else if constexpr (std::is_same_v<S, bf16>) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtepi32_epi16(bf16_bits(v)));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                          _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
+  for (; i < n; ++i) out[i] = from_compute<S>(a * x[i]);
 }
 
 SWAA_AVX2 void scale_row_avx2(float* y, int64_t n, float a) {
@@ -206,6 +217,15 @@ void axpy(float* y, float a, const float* x, int64_t n) {
   if (cpu_has_avx2()) return axpy_avx2(y, a, x, n);
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
+
+template <typename S>
+void scale_into(const float* x, float a, int64_t n, S* out) {
+  if (cpu_isa() >= Isa::kAvx512) return scale_into_avx512(x, a, n, out);
+  for (int64_t i = 0; i < n; ++i) out[i] = from_compute<S>(a * x[i]);
+}
+template void scale_into<float>(const float*, float, int64_t, float*);
+template void scale_into<bf16>(const float*, float, int64_t, bf16*);
+template void scale_into<fp16>(const float*, float, int64_t, fp16*);
 
 template <typename S>
 void row_scores(const float* q, int64_t rows, const S* k, int64_t ldk, int64_t cols, int64_t d,

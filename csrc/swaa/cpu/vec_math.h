@@ -29,6 +29,10 @@ void scale_row(float* y, int64_t n, float a);
 void softmax_grad_row(const float* p, float* dp, int64_t n, float delta);
 // y <- y + a * x
 void axpy(float* y, float a, const float* x, int64_t n);
+// out <- a * x in the element type S (float, bf16, fp16; rounded to nearest even, as
+// from_compute): an output row.
+template <typename S>
+void scale_into(const float* x, float a, int64_t n, S* out);
 
 // The two products of a tile with only a few query rows (decode), reading the key / value rows
 // in their own element type S (float, bf16, fp16: converted in registers, never into a buffer).
@@ -62,6 +66,9 @@ inline void softmax_grad_row(const double* p, double* dp, int64_t n, double delt
 }
 inline void axpy(double* y, double a, const double* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+inline void scale_into(const double* x, double a, int64_t n, double* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a * x[i];
 }
 inline void row_scores(const double* q, int64_t rows, const double* k, int64_t ldk, int64_t cols,
                        int64_t d, double* scores, int64_t lds) {
