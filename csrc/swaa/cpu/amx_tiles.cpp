@@ -115,7 +115,7 @@ void pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out)
 }
 
 // s[r][c] <- q[m + r] . k[c] for the 16 rows from row m (s: 16 x kMaxCols), on the 16-key
-// groups of the sub-tile that hold a column of `seen` (the columns the 16 rows see; the
+// groups of the key tile that hold a column of `seen` (the columns the 16 rows see; the
 // others are left as they were).
 void score_block(int64_t m, int64_t cols, int64_t d, const bf16* q,
                  const bf16* const (&key_segments)[kAmxSegments], uint64_t seen, float* s) {
@@ -183,14 +183,15 @@ inline __m512 reduce_rows(const __m512 (&v)[kAmxRows], Op op) {
             _mm512_shuffle_f32x4(halves[0], halves[1], kOdd));
 }
 
-// The softmax step of 16 rows of the sub-tile (amx_attend), `live` of them real (the others
-// padding): their scores s (16 x kMaxCols), the columns each sees (visible[r]; seen: all of
-// them), their running max and
+// The softmax step of 16 rows of the key tile (amx_attend), `live` of them real and
+// `tile_rows` read by the tile products (the rest padding): their scores s (16 x kMaxCols), the
+// columns each sees (visible[r]; seen: all of them), their running max and
 // sum (16 each) and accumulator rows (d floats apart); writes their probabilities p (16 x
 // kMaxCols bf16, 0 where a row does not see a column) in the 32-column blocks `seen` touches
 // (the others are left as they were).
-void softmax_block(const float* s, int64_t live, const uint64_t* visible, uint64_t seen,
-                   float scale, float* row_max, float* row_sum, float* acc, int64_t d, bf16* p) {
+void softmax_block(const float* s, int64_t live, int64_t tile_rows, const uint64_t* visible,
+                   uint64_t seen, float scale, float* row_max, float* row_sum, float* acc,
+                   int64_t d, bf16* p) {
   constexpr int kVectors = AmxScratch::kMaxCols / 16;
   constexpr int64_t lds = AmxScratch::kMaxCols;
   const auto lanes = [&](int64_t r, int i) {
@@ -230,7 +231,7 @@ void softmax_block(const float* s, int64_t live, const uint64_t* visible, uint64
   for (int64_t r = 0; r < kAmxRows; ++r) {
     const __m512 row_shift = _mm512_set1_ps(shift[r]);
     v[r] = _mm512_setzero_ps();
-    for (int i = 0; i < kVectors; i += 2) {
+    for (int i = 0; i < kVectors && r < tile_rows; i += 2) {
       if (((seen >> (16 * i)) & 0xffffffffu) == 0) continue;
       if (r >= live) {  // a padding row: p = 0 (the tile products read it)
         _mm512_storeu_si512(p + r * lds + 16 * i, _mm512_setzero_si512());
@@ -315,8 +316,9 @@ void attend(int64_t rows, int64_t cols, int64_t d, const bf16* q,
     for (int64_t r = 0; r < kAmxRows; ++r) seen |= scratch.visible[m + r];
     if (seen == 0) continue;
     score_block(m, cols, d, q, key_segments, seen, s);
-    softmax_block(s, rows - m < kAmxRows ? rows - m : kAmxRows, scratch.visible.data() + m, seen, scale,
-                  row_max + m, row_sum + m, acc + m * d, d, p);
+    const int64_t live = rows - m < kAmxRows ? rows - m : kAmxRows;
+    softmax_block(s, live, rows < kAmxRows ? rows : kAmxRows, scratch.visible.data() + m, seen,
+                  scale, row_max + m, row_sum + m, acc + m * d, d, p);
     accumulate_block(m, cols, d, p, value_blocks, seen, b_tile, acc);
   }
 }

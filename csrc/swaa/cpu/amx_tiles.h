@@ -65,16 +65,16 @@ class AmxTiles {
   int64_t loaded_rows_ = 0;  // the tile rows of the configuration loaded (0: none)
 };
 
-// Columns [begin, end) of a key sub-tile of at most 64 keys as bits (bit c: column c).
+// Columns [begin, end) of a key tile of at most 64 keys as bits (bit c: column c).
 inline uint64_t column_bits(int64_t begin, int64_t end) {
   if (end <= begin) return 0;
   const uint64_t below_end = end >= 64 ? ~uint64_t(0) : (uint64_t(1) << end) - 1;
   return below_end & ~((uint64_t(1) << begin) - 1);
 }
 
-// Per-thread scratch of the products: a key sub-tile (at most kMaxCols keys) and its values
+// Per-thread scratch of the products: a key tile (at most kMaxCols keys) and its values
 // repacked (caches in the row layout), one 16-row block's scores and bf16 probabilities, the
-// last partial pair block of a value sub-tile with the keys past it zeroed, and the columns
+// last partial pair block of a value tile with the keys past it zeroed, and the columns
 // each packed row sees.
 struct AmxScratch {
   static constexpr int64_t kMaxCols = 64;
@@ -93,8 +93,8 @@ struct AmxScratch {
 void amx_pack_keys(int64_t cols, int64_t d, const bf16* k, int64_t ldk, bf16* out);
 void amx_pack_values(int64_t cols, int64_t d, const bf16* v, int64_t ldv, bf16* out);
 
-// A key sub-tile of up to kMaxCols keys comes in segments of kAmxPairBlock keys (each within
-// one page: a sub-tile may span pages).
+// A key tile of up to kMaxCols keys comes in segments of kAmxPairBlock keys (each within
+// one page: a key tile may span pages).
 constexpr int64_t kAmxSegments = AmxScratch::kMaxCols / kAmxPairBlock;
 
 // A rise of the row max that does not move the running max (natural-log units): the
@@ -104,17 +104,18 @@ constexpr int64_t kAmxSegments = AmxScratch::kMaxCols / kAmxPairBlock;
 // reference max as the accumulator.
 constexpr float kAmxRescaleMargin = 8.0f;
 
-// One online-softmax step of an AMX work item over a key sub-tile of cols <= kMaxCols keys, 16
+// One online-softmax step of an AMX work item over a key tile of cols <= kMaxCols keys, 16
 // rows at a time, each block's scores, probabilities and products kept in L1:
 //   s = scale * q . k^T on the columns scratch.visible[r] marks for row r (the others are 0 in
-//   p: masked, past the sub-tile, or in a segment no row sees); row_max[r] moves to the block's
+//   p: masked, past the key tile, or in a segment no row sees); row_max[r] moves to the block's
 //   max only when it exceeds it by kAmxRescaleMargin, which rescales row_sum[r] and acc row r;
 //   p = exp(s - row_max) rounded to bf16; row_sum += sum p; acc += p . v.
 // q: (amx_padded_rows(rows), d) bf16, row stride d; key_segments[i]: keys [32 i, 32 i + 32) of
-// the sub-tile in the amx layout (keys past cols may hold anything), or nullptr for a segment no
+// the key tile in the amx layout (keys past cols may hold anything), or nullptr for a segment no
 // row sees (perhaps a freed page: not read); value_blocks likewise for the values, their 16-dim
 // chunks chunk_stride elements apart (keys past cols may hold anything, NaN included); acc:
-// (amx_padded_rows(rows), d) float, row stride d (the padding rows are read and written too).
+// (amx_padded_rows(rows), d) float, row stride d (the padding rows are read and written too);
+// row_max, row_sum: amx_padded_rows(rows) each (-inf and 0 in the padding rows).
 void amx_attend(int64_t rows, int64_t cols, int64_t d, const bf16* q,
                 const bf16* const (&key_segments)[kAmxSegments],
                 const bf16* const (&value_blocks)[kAmxSegments], int64_t chunk_stride,

@@ -26,7 +26,7 @@
 namespace swaa::cpu {
 namespace {
 
-static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile fits the AMX scratch");
+static_assert(kBlockN <= AmxScratch::kMaxCols, "a key tile is one AMX step (amx_attend)");
 
 // Per-thread scratch for one work item, kept by each thread across calls (thread_scratch).
 // With AMX (bf16 K/V, amx_tiles.h) the query rows of an AMX work item are kept in bf16,
@@ -97,21 +97,21 @@ void pack_queries(const AttentionParams& p, int64_t g, int64_t rows, const S* q,
   pack_rows(rows, D, T(p.scale), q, p.q_row_stride, st.q.data() + g * rows * D);
 }
 
-// The 32-key segments of the sub-tile [n1, n1 + sub) for the AMX products: with the amx layout
-// in place, in their pages (in_page(n)); else in the scratch the caller repacks into
-// (in_scratch(first key)). nullptr past the sub-tile, or where no query row of the item sees a
-// key (`seen`: its 32-key blocks), since that page may be freed.
+// The 32-key segments of the key tile [n0, n0 + cols) for the AMX products: with the amx
+// layout in place, in their pages (in_page(n)); else in the scratch the caller repacks into
+// (in_scratch(first key)). nullptr past the tile, or where no query row of the item sees a key
+// (`seen`: its 32-key blocks), since that page may be freed.
 template <typename InPage, typename InScratch>
-void amx_segments(const AttentionParams& p, const TwoRanges& seen, int64_t n1, int64_t sub,
+void amx_segments(const AttentionParams& p, const TwoRanges& seen, int64_t n0, int64_t cols,
                   InPage in_page, InScratch in_scratch, const bf16* (&out)[kAmxSegments]) {
   for (int64_t i = 0; i < kAmxSegments; ++i) {
-    const int64_t n = n1 + i * kAmxPairBlock, b = n / kAmxPairBlock;
+    const int64_t n = n0 + i * kAmxPairBlock, b = n / kAmxPairBlock;
     const bool is_seen = (b >= seen.first.begin && b < seen.first.end) ||
                          (b >= seen.second.begin && b < seen.second.end);
     if (!p.amx_layout) {
       out[i] = in_scratch(i * kAmxPairBlock);
     } else {
-      out[i] = n < n1 + sub && is_seen ? in_page(n) : nullptr;
+      out[i] = n < n0 + cols && is_seen ? in_page(n) : nullptr;
     }
   }
 }
@@ -127,9 +127,9 @@ inline TwoRanges visible_columns(const MaskRule& rule, int64_t i, int64_t n0, in
 }
 
 // The online-softmax step of an AMX work item (bf16 K/V) over the key tile [n0, n0 + cols) of
-// KV head hk, one sub-tile of up to kMaxCols keys at a time (amx_attend): the sub-tile's keys
-// and values repacked into the scratch unless the cache is in the amx layout, and the columns
-// each packed row sees (seen: the 32-key blocks the item's rows see).
+// KV head hk (amx_attend): the tile's keys and values repacked into the scratch unless the cache
+// is in the amx layout, and the columns each packed row sees (seen: the 32-key blocks the
+// item's rows see).
 void amx_tile_step(const AttentionParams& p, const Sequence& seq, int64_t hk, int64_t group,
                    int64_t m0, int64_t rows, int64_t n0, int64_t cols, const TwoRanges& seen,
                    ForwardScratch<float>& st) {
@@ -150,28 +150,25 @@ void amx_tile_step(const AttentionParams& p, const Sequence& seq, int64_t hk, in
   const auto value_in_scratch = [&](int64_t t) {
     return amx.v.data() + amx_value_offset(t, 0, AmxScratch::kMaxCols);
   };
-  const bool whole = seq.rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols);
-  for (int64_t c0 = 0; c0 < cols; c0 += AmxScratch::kMaxCols) {
-    const int64_t n1 = n0 + c0, sub = std::min(AmxScratch::kMaxCols, cols - c0);
-    const bf16 *key_segments[kAmxSegments], *value_blocks[kAmxSegments];
-    amx_segments(p, seen, n1, sub, key_in_page, key_in_scratch, key_segments);
-    amx_segments(p, seen, n1, sub, value_in_page, value_in_scratch, value_blocks);
-    if (!p.amx_layout) {
-      amx_pack_keys(sub, D, k + seq.k_row_offset(p, hk, n1), p.k_row_stride, amx.k.data());
-      amx_pack_values(sub, D, v + seq.v_row_offset(p, hk, n1), p.v_row_stride, amx.v.data());
-    }
-    // Row r of every head of the group sees the same columns.
-    for (int64_t r = 0; r < rows; ++r) {
-      const TwoRanges in_tile = whole ? TwoRanges{{0, sub}, {0, 0}}
-                                      : visible_columns(seq.rule, m0 + r, n1, sub);
-      const uint64_t bits = column_bits(in_tile.first.begin, in_tile.first.end) |
-                            column_bits(in_tile.second.begin, in_tile.second.end);
-      for (int64_t g = 0; g < group; ++g) amx.visible[g * rows + r] = bits;
-    }
-    std::fill(amx.visible.begin() + group * rows, amx.visible.end(), 0);  // padding rows
-    amx_attend(group * rows, sub, D, st.q_bf16.data(), key_segments, value_blocks, chunk_stride,
-               float(p.scale), st.row_max.data(), st.row_sum.data(), st.acc.data(), amx);
+  const bf16 *key_segments[kAmxSegments], *value_blocks[kAmxSegments];
+  amx_segments(p, seen, n0, cols, key_in_page, key_in_scratch, key_segments);
+  amx_segments(p, seen, n0, cols, value_in_page, value_in_scratch, value_blocks);
+  if (!p.amx_layout) {
+    amx_pack_keys(cols, D, k + seq.k_row_offset(p, hk, n0), p.k_row_stride, amx.k.data());
+    amx_pack_values(cols, D, v + seq.v_row_offset(p, hk, n0), p.v_row_stride, amx.v.data());
   }
+  // Row r of every head of the group sees the same columns.
+  const bool whole = seq.rule.tile_fully_visible(m0, m0 + rows, n0, n0 + cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const TwoRanges in_tile =
+        whole ? TwoRanges{{0, cols}, {0, 0}} : visible_columns(seq.rule, m0 + r, n0, cols);
+    const uint64_t bits = column_bits(in_tile.first.begin, in_tile.first.end) |
+                          column_bits(in_tile.second.begin, in_tile.second.end);
+    for (int64_t g = 0; g < group; ++g) amx.visible[g * rows + r] = bits;
+  }
+  std::fill(amx.visible.begin() + group * rows, amx.visible.end(), 0);  // padding rows
+  amx_attend(group * rows, cols, D, st.q_bf16.data(), key_segments, value_blocks, chunk_stride,
+             float(p.scale), st.row_max.data(), st.row_sum.data(), st.acc.data(), amx);
 }
 
 // s <- scale * q_packed . k^T for the key tile [n0, n0 + cols) of KV head hk.
@@ -259,7 +256,7 @@ void forward_item(const AttentionParams& p, const Sequence& seq, int64_t hk, int
   const MaskRule& rule = seq.rule;
   const S* k = static_cast<const S*>(p.k);
   const S* v = static_cast<const S*>(p.v);
-  const int64_t block_n = tile_width(p, seq);
+  const int64_t block_n = key_tile_width(p);
 
   // A few rows (decode) take the row kernels, unless the cache is in the amx layout: repacking
   // a key tile for AMX costs more than it saves on so few rows.
@@ -383,8 +380,7 @@ void forward(const AttentionParams& p) {
     // Rows of the largest work item: a decode step (len_q 1) needs `group` rows, not 64 per head.
     const int64_t rows = p.group_size() * std::max<int64_t>(1, std::min(kBlockM, p.len_q));
     const bool use_amx = std::is_same_v<S, bf16> && amx_head_dim(p.head_dim) && amx_usable();
-    // (at least kBlockN: the AMX products write whole 16-column tiles of a kMaxCols-key tile)
-    const int64_t max_tile = std::max(kBlockN, max_tile_width(p));
+    const int64_t max_tile = key_tile_width(p);
     ForwardScratch<T>& scratch =
         thread_scratch<T>(rows, p.head_dim, max_tile, !std::is_same_v<S, T>, use_amx);
     AmxTiles amx_tiles;  // (released when the thread's items are done)

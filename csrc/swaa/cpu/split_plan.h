@@ -42,29 +42,6 @@ inline int64_t visited_count(const TwoRanges& r) {
   return (r.first.end - r.first.begin) + (r.second.end - r.second.begin);
 }
 
-// Keys per tile of a decode sequence (len_q <= kDecodeMaxQueries). With the amx layout and a
-// long range of keys (full attention, FA decode, long windows), four kBlockN tiles at a time:
-// one softmax step per 256 keys keeps more tile loads in flight than one per 64 (the products
-// still take kBlockN keys a call). A short range keeps kBlockN: wider tiles past its ends would
-// only add softmax work.
-inline constexpr int64_t kAmxDecodeTile = 4 * kBlockN;
-inline constexpr int64_t kWideDecodeMinTiles = 16;
-inline int64_t decode_tile_width(const AttentionParams& p, const Sequence& seq) {
-  if (!p.amx_layout) return key_tile_width(p);
-  const int64_t tiles = visited_count(key_blocks(seq.rule, 0, seq.len_q, kBlockN, seq.len_k));
-  return tiles >= kWideDecodeMinTiles ? kAmxDecodeTile : kBlockN;
-}
-
-// The tile width of a sequence's work items.
-inline int64_t tile_width(const AttentionParams& p, const Sequence& seq) {
-  return seq.len_q <= kDecodeMaxQueries ? decode_tile_width(p, seq) : key_tile_width(p);
-}
-
-// The widest tile any work item takes.
-inline int64_t max_tile_width(const AttentionParams& p) {
-  return p.amx_layout ? kAmxDecodeTile : key_tile_width(p);
-}
-
 struct SplitPlan {
   std::vector<int64_t> splits;         // per sequence, >= 1
   std::vector<int64_t> partial_begin;  // per sequence: its first partial row (splits > 1 only)
@@ -89,11 +66,9 @@ inline SplitPlan plan_splits(const AttentionParams& p, int64_t threads) {
   for (int64_t b = 0; b < p.batch; ++b) {
     const Sequence seq(p, b);
     if (seq.len_q < 1 || seq.len_q > kDecodeMaxQueries) continue;
-    const int64_t width = decode_tile_width(p, seq);
-    const int64_t tiles = visited_count(key_blocks(seq.rule, 0, seq.len_q, width, seq.len_k));
-    // At least kMinTilesPerSplit tiles a part, counted in kBlockN keys for wider tiles.
-    const int64_t min_tiles = max64(1, kMinTilesPerSplit * kBlockN / max64(width, kBlockN));
-    const int64_t splits = min64(wanted, ceil_div(tiles, min_tiles));
+    const int64_t tiles =
+        visited_count(key_blocks(seq.rule, 0, seq.len_q, key_tile_width(p), seq.len_k));
+    const int64_t splits = min64(wanted, ceil_div(tiles, kMinTilesPerSplit));
     if (splits <= 1) continue;
     plan.splits[b] = splits;
     plan.partial_begin[b] = plan.partial_rows;
