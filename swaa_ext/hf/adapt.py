@@ -124,20 +124,27 @@ def restore(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _save_with_native_settings(model: torch.nn.Module, *args, **kwargs):
+def _save_with_native_settings(model: torch.nn.Module, *args, require_swaa: bool = True,
+                               **kwargs):
     """The class's save_pretrained with the model's own sliding-window fields put back for the
     duration (so config.json describes the original model, SWAA's settings beside it in `swaa`)
     and `attn_implementation: "swaa"` in config.json, so a reload is never silently full
-    attention: it needs swaa_ext imported, and then swaa_ext.adapt(model) to run."""
+    attention: it needs swaa_ext imported, and then swaa_ext.adapt(model) to run.
+    With require_swaa=False config.json keeps the model's own attention instead: a portable
+    checkpoint that any transformers loads as the base architecture (full attention), with
+    `swaa` for swaa_ext.adapt(model) and the vLLM plugin (the fine-tuning recipe's merged
+    model)."""
     text_config = _text_config(model)
     disabled = {name: getattr(text_config, name) for name in getattr(model, _NATIVE)}
     for name, value in getattr(model, _NATIVE).items():
         setattr(text_config, name, value)
-    model.config.attn_implementation = ATTN_IMPLEMENTATION  # read back by PretrainedConfig
+    if require_swaa:
+        model.config.attn_implementation = ATTN_IMPLEMENTATION  # read back by PretrainedConfig
     try:
         return type(model).save_pretrained(model, *args, **kwargs)
     finally:
-        del model.config.attn_implementation
+        if require_swaa:
+            del model.config.attn_implementation
         for name, value in disabled.items():
             setattr(text_config, name, value)
 

@@ -53,6 +53,27 @@ def saved_window_only(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def saved_merged(model_dir, tmp_path_factory):
+    """What the fine-tuning recipe writes as merged/: SmolLM2 adapted with FA_DECODE, a LoRA
+    (peft, random and non-zero) merged into it, saved by the recipe's save_merged."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swaa_ext.recipes.finetune.train import save_merged
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("merged")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    swaa_ext.adapt(model, FA_DECODE)
+    lora = LoraConfig(r=8, lora_alpha=4, target_modules=["q_proj", "v_proj", "up_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora).merge_and_unload().eval()
+    save_merged(model, AutoTokenizer.from_pretrained(model_dir), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tokenizer(model_dir):
     from transformers import AutoTokenizer
 

@@ -1,6 +1,7 @@
 """Greedy outputs of vLLM with the swaa_ext plugin equal those of the adapted transformers model
 (SmolLM2-135M, ~300-token prompts, window 64, 4 sinks): FA decode on and off, interleaved full
-layers, settings from hf_overrides or from a checkpoint saved after swaa_ext.adapt, chunked
+layers, settings from hf_overrides or from a checkpoint saved after swaa_ext.adapt (the
+fine-tuning recipe's merged model included), chunked
 prefill forced small, prefix caching (and outputs that do not depend on it), preemption, two
 models in one process; a model without settings is served by vLLM's own CPU attention. One
 engine per configuration."""
@@ -11,8 +12,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from conftest import (FA_DECODE, WINDOW_ONLY, assert_same, continuations, engine,  # noqa: E402
-                      generate, scheduler_of)
+from conftest import (FA_DECODE, WINDOW_ONLY, Reference, assert_same,  # noqa: E402
+                      continuations, engine, generate, scheduler_of)
 from swaa_ext.vllm import hf_overrides  # noqa: E402
 
 
@@ -76,6 +77,21 @@ def test_window_only_saved_checkpoint(saved_window_only, prompts, reference):
     assert (sliding[0].kv_cache_spec.sliding_window, sliding[0].kv_cache_spec.sinks) == (64, 4)
     assert all(int(name.split(".layers.")[1].split(".")[0]) % 2 == 0
                for name in sliding[0].layer_names)
+
+
+def test_fine_tuned_merged_checkpoint(saved_merged, prompts, reference):
+    """The fine-tuning recipe's merged/ (a LoRA merged in, save_merged's portable config.json:
+    the base attention, the settings in `swaa`), served with no argument: greedy tokens and
+    log-probabilities equal transformers' on the same checkpoint adapted with its saved
+    settings, and differ from the base model's (the merged weights are what is served)."""
+    import json
+
+    saved = json.loads((saved_merged / "config.json").read_text())
+    assert "attn_implementation" not in saved and saved["swaa"]["fa_decode"]
+    expected = Reference(saved_merged)(FA_DECODE, prompts)
+    assert [c.tokens for c in expected] != [c.tokens for c in reference(FA_DECODE, prompts)]
+    with engine(saved_merged) as llm:
+        assert_same(continuations(generate(llm, prompts)), expected)
 
 
 def test_no_settings_is_vllms_own_attention(model_dir, prompts, reference):

@@ -98,6 +98,15 @@ def _check_lora_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
                          f"{sorted(n for n in names if n.endswith('proj'))[:12]}")
 
 
+def save_merged(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """The merged (adapted) model and its tokenizer as a portable checkpoint: config.json keeps
+    the base model's attention, so plain transformers loads it as its base architecture (full
+    attention, swaa_ext not needed), and carries the SWAA settings in `swaa`, which
+    swaa_ext.adapt(model) and the vLLM plugin apply (docs/finetune.md)."""
+    model.save_pretrained(folder, require_swaa=False)
+    tokenizer.save_pretrained(folder)
+
+
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: list[dict],
           swaa: SWAAConfig, out_dir: Path, settings: TrainSettings = TrainSettings(),
           progress: bool = True) -> TrainResult:
@@ -148,8 +157,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: l
         model.save_pretrained(paths["adapter"])
         model = model.merge_and_unload()
     model.eval()
-    model.save_pretrained(paths["merged"])  # adapted: config.json carries config.swaa
-    tokenizer.save_pretrained(paths["merged"])
+    save_merged(model, tokenizer, Path(paths["merged"]))
     history = trainer.state.log_history
     Path(paths["train_log"]).write_text(json.dumps(
         {"settings": asdict(settings), "swaa": swaa.to_dict(), "examples": len(records),
