@@ -15,6 +15,12 @@
 #include "exp512.h"
 #include "vec_math.h"
 
+namespace swaa::cpu {
+namespace {
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();  // (computed outside the
+}  // namespace                                                    //  AMX / AVX-512 code)
+}  // namespace swaa::cpu
+
 #pragma GCC push_options
 #pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")
 
@@ -198,7 +204,7 @@ void softmax_block(const float* s, int64_t live, int64_t tile_rows, const uint64
     return _cvtu32_mask16(uint32_t(visible[r] >> (16 * i)) & 0xffffu);
   };
   const __m512 factor = _mm512_set1_ps(scale);
-  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 neg_inf = _mm512_set1_ps(kNegInf);
   // Each row's max over the columns it sees (-inf for none).
   __m512 v[kAmxRows];
   for (int64_t r = 0; r < kAmxRows; ++r) {
