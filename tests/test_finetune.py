@@ -99,7 +99,19 @@ def test_distillation_keeps_only_checked_answers_and_resumes(tmp_path, tokenizer
     loaded = load_from_disk(str(tmp_path / distilling.DATASET))
     assert len(loaded) == 2 == len(dataset) and loaded[0]["id"] == prompts[0].id
     assert json.loads(loaded.info.description)["command"] == "the command"
-    assert json.loads((tmp_path / "distill_info.json").read_text())["kept"] == 2
+    info = json.loads((tmp_path / "distill_info.json").read_text())
+    assert info["kept"] == 2
+    # Where the kept examples come from: prompts and kept ones by task, length and depth.
+    spread = info["distribution"]
+    assert spread["by_task"] == {"kv_retrieval": {"prompts": 2, "kept": 0},
+                                 "passkey": {"prompts": 2, "kept": 2}}
+    assert spread["by_length"] == {"<1024": {"prompts": 4, "kept": 2}}
+    depths = {distilling._depth_bucket(r["meta"]["depth"]) for r in rows}
+    assert set(spread["by_depth"]) == depths
+    assert sum(c["prompts"] for c in spread["by_depth"].values()) == 4
+    assert sum(c["kept"] for c in spread["by_depth"].values()) == 2
+    assert distilling._length_bucket(5000) == "<8192" and distilling._length_bucket(9000) == ">=8192"
+    assert distilling._depth_bucket(1.0) == "0.75-1.00" and distilling._depth_bucket(None) == "none"
 
 
 def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):

@@ -145,6 +145,9 @@ def step_distill(args: argparse.Namespace) -> list[dict]:
     kept = sum(r["kept"] for r in records)
     print(f"distilled {len(records)} prompts, kept {kept} checked-correct answers "
           f"-> {folder / distilling.DATASET}")
+    for name, cells in distilling.distribution(records).items():
+        print(f"  kept / prompts {name.replace('_', ' ')}: " + ", ".join(
+            f"{cell} {c['kept']}/{c['prompts']}" for cell, c in cells.items()))
     return records
 
 

@@ -11,7 +11,7 @@ with it (an unchecked one cannot be trimmed: dropped). Every processed prompt is
 only for the same teacher, prompt tokens and answer budget (its `key`), so a rerun with other
 lengths, tasks, prompt style or model redoes its prompts instead of mixing in old answers;
 `save_dataset` writes the kept examples as a `datasets` dataset with the generating command
-recorded.
+recorded, and reports prompts and kept examples by task, prompt length and needle depth.
 """
 
 from __future__ import annotations
@@ -223,6 +223,42 @@ def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTo
     return [done[p.id] for p in prompts]
 
 
+# Prompt-length buckets (tokens, upper bounds; the last is open) of the distribution report.
+LENGTH_BUCKETS = (1024, 2048, 4096, 8192)
+
+
+def _length_bucket(tokens: int) -> str:
+    for bound in LENGTH_BUCKETS:
+        if tokens < bound:
+            return f"<{bound}"
+    return f">={LENGTH_BUCKETS[-1]}"
+
+
+def _depth_bucket(depth: float | None) -> str:
+    if depth is None:
+        return "none"  # (file prompts: no needle)
+    quarter = min(int(depth * 4), 3)
+    return f"{quarter / 4:.2f}-{(quarter + 1) / 4:.2f}"
+
+
+def distribution(records: Sequence[dict]) -> dict:
+    """Prompts and kept examples by task (or source), prompt length (tokens, LENGTH_BUCKETS) and
+    needle depth (quarters): where the training set comes from once the teacher's wrong answers
+    are dropped (it fails more on long prompts and deep needles)."""
+    keys = {"task": lambda r: r.get("task") or r["source"],
+            "length": lambda r: _length_bucket(len(r["prompt_ids"])),
+            "depth": lambda r: _depth_bucket((r.get("meta") or {}).get("depth"))}
+    out = {}
+    for name, key in keys.items():
+        cells: dict[str, dict[str, int]] = {}
+        for r in records:
+            cell = cells.setdefault(key(r), {"prompts": 0, "kept": 0})
+            cell["prompts"] += 1
+            cell["kept"] += bool(r["kept"])
+        out[f"by_{name}"] = dict(sorted(cells.items()))
+    return out
+
+
 def save_dataset(records: Sequence[dict], out_dir: Path, command: str, teacher: str):
     """The kept examples as a `datasets.Dataset` under out_dir/dataset (load it back with
     `datasets.load_from_disk`); the command and counts are in its description and in
@@ -238,7 +274,8 @@ def save_dataset(records: Sequence[dict], out_dir: Path, command: str, teacher: 
     info = {"command": command, "teacher": teacher, "prompts": len(records), "kept": len(kept),
             "trimmed_after_answer": sum(bool(r.get("trimmed")) for r in kept),
             "kept_by_source": {s: sum(r["source"] == s for r in kept)
-                               for s in sorted({r["source"] for r in records})}}
+                               for s in sorted({r["source"] for r in records})},
+            "distribution": distribution(records)}
     columns = ("id", "source", "task", "prompt_ids", "response_ids", "response")
     dataset = Dataset.from_list([{c: r[c] for c in columns} for r in kept],
                                 info=DatasetInfo(description=json.dumps(info)))
