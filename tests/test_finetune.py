@@ -56,13 +56,25 @@ class Teacher:
         self.by_ids = {tuple(distilling.encode(tokenizer, distilling.PromptStyle(), p.text)): p
                        for p in prompts}
 
-    def __call__(self, ids, max_new_tokens):
+    def __call__(self, ids, max_new_tokens, sample=0):
         if self.stop_after is not None and self.calls == self.stop_after:
             raise KeyboardInterrupt
         self.calls += 1
         p = self.by_ids[tuple(ids)]
         answer = p.answers[0] if int(p.id.rsplit("/", 1)[1]) % 2 == 0 else "00000"
         return self.tokenizer(f"The answer is {answer}.", add_special_tokens=False)["input_ids"]
+
+
+class SamplingTeacher(Teacher):
+    """Samples: 0 and 2 the same correct answer, 1 a correct one said otherwise, 3 wrong."""
+
+    def __call__(self, ids, max_new_tokens, sample=0):
+        self.calls += 1
+        p = self.by_ids[tuple(ids)]
+        text = [f"The answer is {p.answers[0]}.", f"It is {p.answers[0]}.",
+                f"The answer is {p.answers[0]}.", "No idea."][sample]
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] + [
+            self.tokenizer.eos_token_id]
 
 
 def test_distillation_keeps_only_checked_answers_and_resumes(tmp_path, tokenizer):
@@ -103,15 +115,55 @@ def test_distillation_keeps_only_checked_answers_and_resumes(tmp_path, tokenizer
     assert info["kept"] == 2
     # Where the kept examples come from: prompts and kept ones by task, length and depth.
     spread = info["distribution"]
-    assert spread["by_task"] == {"kv_retrieval": {"prompts": 2, "kept": 0},
-                                 "passkey": {"prompts": 2, "kept": 2}}
-    assert spread["by_length"] == {"<1024": {"prompts": 4, "kept": 2}}
+    assert spread["by_task"] == {"kv_retrieval": {"responses": 2, "kept": 0},
+                                 "passkey": {"responses": 2, "kept": 2}}
+    assert spread["by_length"] == {"<1024": {"responses": 4, "kept": 2}}
     depths = {distilling._depth_bucket(r["meta"]["depth"]) for r in rows}
     assert set(spread["by_depth"]) == depths
-    assert sum(c["prompts"] for c in spread["by_depth"].values()) == 4
+    assert sum(c["responses"] for c in spread["by_depth"].values()) == 4
     assert sum(c["kept"] for c in spread["by_depth"].values()) == 2
     assert distilling._length_bucket(5000) == "<8192" and distilling._length_bucket(9000) == ">=8192"
     assert distilling._depth_bucket(1.0) == "0.75-1.00" and distilling._depth_bucket(None) == "none"
+
+
+def test_several_teacher_samples_keep_the_correct_distinct_ones(tmp_path, tokenizer):
+    """Four samples a prompt: the wrong one and the repeat of a kept answer are not kept; each
+    sample is a record of its own (id prompt~k, its own key), resumed like the others."""
+    prompts = distilling.task_prompts(tokenizer, ["passkey"], 2, 120, 200, seed=3)
+    teacher = SamplingTeacher(tokenizer, prompts)
+    rows = distilling.distill(prompts, teacher, tokenizer, tmp_path, 4096, progress=False,
+                              teacher="t/temperature=0.7", samples=4)
+    assert teacher.calls == 8
+    assert [r["id"] for r in rows[:4]] == [prompts[0].id] + [f"{prompts[0].id}~{k}"
+                                                            for k in (1, 2, 3)]
+    assert [r["sample"] for r in rows] == [0, 1, 2, 3] * 2
+    assert [r["correct"] for r in rows] == [True, True, True, False] * 2
+    assert [r["duplicate"] for r in rows] == [False, False, True, False] * 2
+    assert [r["kept"] for r in rows] == [True, True, False, False] * 2
+    assert len({r["key"] for r in rows}) == 8
+    again = SamplingTeacher(tokenizer, prompts)
+    distilling.distill(prompts, again, tokenizer, tmp_path, 4096, progress=False,
+                       teacher="t/temperature=0.7", samples=4)
+    assert again.calls == 0  # all done
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        distilling.distill(prompts, again, tokenizer, tmp_path, 4096, samples=0)
+
+
+def test_the_teacher_samples_past_the_first_reproducibly(tokenizer):
+    """teacher_responder: sample 0 is greedy, later ones are drawn (they differ from it and
+    from each other on a random model) and the same again for the same seed."""
+    model = tiny_model("llama")
+    respond = distilling.teacher_responder(model, tokenizer, temperature=1.5, seed=4)
+    ids = list(range(3, 40))
+    greedy = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                            pad_token_id=0)[0, len(ids):].tolist()
+    drawn = [respond(ids, 12, s) for s in range(4)]
+    assert drawn[0] == greedy and len({tuple(d) for d in drawn}) == 4
+    assert [respond(ids, 12, s) for s in range(4)] == drawn
+    other_seed = distilling.teacher_responder(model, tokenizer, temperature=1.5, seed=5)
+    assert other_seed(ids, 12, 1) != drawn[1]
+    with pytest.raises(ValueError, match="need a temperature > 0"):
+        distilling.teacher_responder(model, tokenizer)(ids, 12, 1)
 
 
 def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
@@ -124,7 +176,7 @@ def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
 
     eos = tokenizer.eos_token_id
 
-    def respond(ids, n):  # an answer the teacher ended itself
+    def respond(ids, n, sample=0):  # an answer the teacher ended itself
         return tokenizer("12345", add_special_tokens=False)["input_ids"] + [eos]
 
     dropped = distilling.distill(prompts, respond, tokenizer, tmp_path / "a", 4096,
@@ -135,7 +187,7 @@ def test_file_prompts_checked_and_unchecked(tmp_path, tokenizer):
     assert [r["kept"] for r in kept] == [True, True]
     assert not any(r["trimmed"] for r in kept) and kept[1]["response_ids"][-1] == eos
 
-    def cut(ids, n):  # cut at the budget: an unchecked one has no end to trim to
+    def cut(ids, n, sample=0):  # cut at the budget: an unchecked one has no end to trim to
         return tokenizer("12345 and more", add_special_tokens=False)["input_ids"]
 
     cut_rows = distilling.distill(prompts, cut, tokenizer, tmp_path / "c", 4096,
@@ -162,7 +214,7 @@ def test_bad_distillation_inputs_are_clear_errors(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="nothing to train on"):
         distilling.save_dataset(rejected, tmp_path, "cmd", "t")
     with pytest.raises(ValueError, match="unadapted full-attention model"):
-        distilling.greedy_responder(swaa_ext.adapt(tiny_model("llama"), RECIPE), tokenizer)
+        distilling.teacher_responder(swaa_ext.adapt(tiny_model("llama"), RECIPE), tokenizer)
 
 
 def test_collator_packs_examples_with_their_own_boundaries():
@@ -360,6 +412,10 @@ def test_cli_arguments_are_checked():
         settle(parser.parse_args(["--eval-seed", "1", "--distill-seed", "1"]))
     with pytest.raises(SystemExit, match="unknown task"):
         settle(parser.parse_args(["--train-tasks", "passkey,nope"]))
+    with pytest.raises(SystemExit, match="needs --temperature > 0"):
+        settle(parser.parse_args(["--teacher-samples", "3", "--temperature", "0"]))
+    with pytest.raises(SystemExit, match="--teacher-samples must be >= 1"):
+        settle(parser.parse_args(["--teacher-samples", "0"]))
     quick = settle(parser.parse_args(["--quick"]))
     assert quick.eval_length == 512 and quick.train_window == 64 and quick.eval_samples == 8
     full = settle(parser.parse_args([]))

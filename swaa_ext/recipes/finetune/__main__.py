@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--min-tokens", type=int, help="shortest training prompt")
     d.add_argument("--max-tokens", type=int, help="longest training prompt")
     d.add_argument("--distill-seed", type=int, default=1)
+    d.add_argument("--teacher-samples", type=int, default=1,
+                   help="teacher responses per prompt: the greedy one, then ones drawn at "
+                        "--temperature; the correct, distinct ones are kept")
+    d.add_argument("--temperature", type=float, default=0.7,
+                   help="the teacher's sampling temperature for samples past the first")
     d.add_argument("--thinking", action="store_true", help="chain-of-thought prompts and answers")
     d.add_argument("--answer-prefix", action="store_true",
                    help="start the answer for the model (RULER-style); used for evaluation too")
@@ -114,6 +119,11 @@ def settle(args: argparse.Namespace) -> argparse.Namespace:
     if args.eval_seed == args.distill_seed:
         raise SystemExit("--eval-seed must differ from --distill-seed: evaluation is on "
                          "held-out prompts")
+    if args.teacher_samples < 1:
+        raise SystemExit(f"--teacher-samples must be >= 1, got {args.teacher_samples}")
+    if args.teacher_samples > 1 and args.temperature <= 0:
+        raise SystemExit("--teacher-samples > 1 needs --temperature > 0 (greedy answers would "
+                         "all be the same)")
     if args.lr is None:
         args.lr = 1e-5 if args.full else 1e-4
     if args.threads:
@@ -137,17 +147,21 @@ def step_distill(args: argparse.Namespace) -> list[dict]:
                                           args.min_tokens, args.max_tokens, args.distill_seed,
                                           args.style)
     folder = args.out / "distill"
-    records = distilling.distill(prompts, distilling.greedy_responder(model, tokenizer),
-                                 tokenizer, folder, _max_context(model), args.style,
-                                 args.keep_unchecked, progress=not args.quiet,
-                                 teacher=f"{args.model}/{args.dtype}")
+    # Drawn samples depend on the temperature and seed: part of the teacher's name for them.
+    teacher = f"{args.model}/{args.dtype}"
+    if args.teacher_samples > 1:
+        teacher += f"/temperature={args.temperature}/seed={args.distill_seed}"
+    respond = distilling.teacher_responder(model, tokenizer, args.temperature, args.distill_seed)
+    records = distilling.distill(prompts, respond, tokenizer, folder, _max_context(model),
+                                 args.style, args.keep_unchecked, progress=not args.quiet,
+                                 teacher=teacher, samples=args.teacher_samples)
     distilling.save_dataset(records, folder, args.command, args.model)
     kept = sum(r["kept"] for r in records)
-    print(f"distilled {len(records)} prompts, kept {kept} checked-correct answers "
+    print(f"distilled {len(records)} responses, kept {kept} checked-correct answers "
           f"-> {folder / distilling.DATASET}")
     for name, cells in distilling.distribution(records).items():
-        print(f"  kept / prompts {name.replace('_', ' ')}: " + ", ".join(
-            f"{cell} {c['kept']}/{c['prompts']}" for cell, c in cells.items()))
+        print(f"  kept / responses {name.replace('_', ' ')}: " + ", ".join(
+            f"{cell} {c['kept']}/{c['responses']}" for cell, c in cells.items()))
     return records
 
 

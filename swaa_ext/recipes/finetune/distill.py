@@ -2,8 +2,9 @@
 
 Prompts come from the local task generators (all five families, random lengths and needle depths)
 or from a JSONL file (one object per line with a `prompt` string or chat `messages`, optionally
-`answers` and a `pattern` regex to check them). Each response is the model's greedy generation,
-kept only when a checker exists and says it is correct (a file prompt without `answers` has no
+`answers` and a `pattern` regex to check them). Each prompt gets the model's greedy generation
+and, when asked, more samples drawn at a temperature (teacher_responder); each response is
+kept only when a checker exists and says it is correct (and it is not a repeat of a kept one) (a file prompt without `answers` has no
 checker: dropped, unless `keep_unchecked`). A target ends with the end-of-sequence token: a
 response cut at `max_new_tokens` is trimmed right after the answer its checker found and closed
 with it (an unchecked one cannot be trimmed: dropped). Every processed prompt is appended to
@@ -36,7 +37,8 @@ RECORDS = "distill.jsonl"
 DATASET = "dataset"
 DEFAULT_FILE_NEW_TOKENS = 64
 
-Respond = Callable[[list[int], int], list[int]]  # (prompt ids, max new tokens) -> new token ids
+# (prompt ids, max new tokens, sample index) -> new token ids
+Respond = Callable[[list[int], int, int], list[int]]
 
 
 @dataclass(frozen=True)
@@ -122,20 +124,33 @@ def file_prompts(path: Path, tokenizer: PreTrainedTokenizerBase,
     return prompts
 
 
-def greedy_responder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Respond:
-    """Greedy generation by the unadapted model (the teacher is the model before SWA)."""
+def teacher_responder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      temperature: float = 0.0, seed: int = 0) -> Respond:
+    """Generation by the unadapted model (the teacher is the model before SWA): sample 0 of a
+    prompt greedy, samples 1, 2, ... drawn at `temperature` (> 0; no top-k / top-p), each from
+    a generator seeded by (seed, prompt tokens, sample index), so a rerun draws the same."""
     if getattr(model.config, "swaa", None) is not None:
         raise ValueError("distillation needs the unadapted full-attention model as the teacher; "
                          "this one was adapted (swaa_ext.restore(model) first)")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def respond(prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    def respond(prompt_ids: list[int], max_new_tokens: int, sample: int = 0) -> list[int]:
+        if sample > 0 and temperature == 0:
+            raise ValueError("several samples per prompt need a temperature > 0 (greedy "
+                             "answers would all be the same)")
         ids = torch.tensor([prompt_ids], device=device)
-        with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                 temperature=None, top_p=None, top_k=None)
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if sample > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+        digest = hashlib.sha256(json.dumps([seed, list(prompt_ids), sample]).encode()).digest()
+        with torch.inference_mode(), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
         return out[0, ids.shape[1]:].tolist()
 
     return respond
@@ -154,10 +169,12 @@ def _done(records: Path) -> dict[str, dict]:
     return done
 
 
-def record_key(teacher: str, prompt_ids: Sequence[int], max_new_tokens: int) -> str:
-    """What a record's answer depends on: the teacher, the prompt's tokens (its task, length,
-    needle and prompt style) and the answer budget."""
-    payload = json.dumps([teacher, list(prompt_ids), max_new_tokens])
+def record_key(teacher: str, prompt_ids: Sequence[int], max_new_tokens: int,
+               sample: int = 0) -> str:
+    """What a record's answer depends on: the teacher (with its temperature and seed when it
+    samples), the prompt's tokens (its task, length, needle and prompt style), the answer budget
+    and which sample of the prompt it is."""
+    payload = json.dumps([teacher, list(prompt_ids), max_new_tokens] + ([sample] if sample else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -180,15 +197,25 @@ def closed_target(p: Prompt, new: list[int], tokenizer: PreTrainedTokenizerBase,
     return None, False  # (unreachable: the whole response was checked correct)
 
 
+def sample_id(prompt_id: str, sample: int) -> str:
+    """The record id of sample `sample` of a prompt (sample 0: the prompt's own id)."""
+    return prompt_id if sample == 0 else f"{prompt_id}~{sample}"
+
+
 def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTokenizerBase,
             out_dir: Path, max_context: int, style: PromptStyle = PromptStyle(),
-            keep_unchecked: bool = False, progress: bool = True, teacher: str = "") -> list[dict]:
-    """Runs the teacher on every prompt not already in `out_dir/distill.jsonl` (for the same
-    `teacher` name, prompt tokens and budget) and returns all records (kept and rejected). A
-    prompt that cannot fit the model's context with its answer is an error, before any
-    generation."""
+            keep_unchecked: bool = False, progress: bool = True, teacher: str = "",
+            samples: int = 1) -> list[dict]:
+    """Runs the teacher `samples` times on every prompt (sample 0 greedy, the others drawn:
+    teacher_responder) where not already in `out_dir/distill.jsonl` (for the same `teacher`
+    name, prompt tokens, budget and sample) and returns all records (kept and rejected), a
+    prompt's samples together. A correct sample whose target repeats an earlier kept one of the
+    same prompt is not kept again (`duplicate`). A prompt that cannot fit the model's context
+    with its answer is an error, before any generation."""
     if not prompts:
         raise ValueError("no prompts to distil")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     encoded = []
     for p in prompts:
         ids = encode(tokenizer, style, p.text)
@@ -198,29 +225,36 @@ def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTo
         encoded.append(ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     records_path = out_dir / RECORDS
-    keys = {p.id: record_key(teacher, ids, p.max_new_tokens) for p, ids in zip(prompts, encoded)}
+    jobs = [(p, ids, s) for p, ids in zip(prompts, encoded) for s in range(samples)]
+    keys = {sample_id(p.id, s): record_key(teacher, ids, p.max_new_tokens, s)
+            for p, ids, s in jobs}
     done = {i: row for i, row in _done(records_path).items() if row.get("key") == keys.get(i)}
-    todo = [(p, ids) for p, ids in zip(prompts, encoded) if p.id not in done]
-    with open(records_path, "a") as f, tqdm(total=len(prompts), initial=len(prompts) - len(todo),
+    todo = [job for job in jobs if sample_id(job[0].id, job[2]) not in done]
+    with open(records_path, "a") as f, tqdm(total=len(jobs), initial=len(jobs) - len(todo),
                                              desc="distil", disable=not progress) as bar:
-        for p, ids in todo:
-            new = respond(ids, p.max_new_tokens)
+        for p, ids, s in todo:
+            new = respond(ids, p.max_new_tokens, s)
             correct = p.check(tokenizer.decode(new, skip_special_tokens=True))
             target, trimmed = closed_target(p, new, tokenizer, correct)
             kept = target is not None and (bool(correct) or keep_unchecked)
             target = new if target is None else target
-            row = {"id": p.id, "key": keys[p.id], "source": p.source, "task": p.task,
-                   "meta": p.meta, "prompt_ids": ids, "response_ids": target,
+            earlier = (done.get(sample_id(p.id, k)) for k in range(s))
+            duplicate = kept and any(r is not None and r["kept"] and r["response_ids"] == target
+                                     for r in earlier)
+            rid = sample_id(p.id, s)
+            row = {"id": rid, "key": keys[rid], "source": p.source, "task": p.task,
+                   "meta": p.meta, "sample": s, "prompt_ids": ids, "response_ids": target,
                    "response": tokenizer.decode(target, skip_special_tokens=True),
                    "generated_tokens": len(new), "trimmed": trimmed,
                    "answers": None if p.answers is None else list(p.answers),
-                   "checked": correct is not None, "correct": correct, "kept": kept}
+                   "checked": correct is not None, "correct": correct,
+                   "duplicate": duplicate, "kept": kept and not duplicate}
             f.write(json.dumps(row) + "\n")
             f.flush()
-            done[p.id] = row
+            done[rid] = row
             bar.update()
             bar.set_postfix_str(f"kept {sum(r['kept'] for r in done.values())}", refresh=False)
-    return [done[p.id] for p in prompts]
+    return [done[sample_id(p.id, s)] for p, _, s in jobs]
 
 
 # Prompt-length buckets (tokens, upper bounds; the last is open) of the distribution report.
@@ -242,9 +276,10 @@ def _depth_bucket(depth: float | None) -> str:
 
 
 def distribution(records: Sequence[dict]) -> dict:
-    """Prompts and kept examples by task (or source), prompt length (tokens, LENGTH_BUCKETS) and
-    needle depth (quarters): where the training set comes from once the teacher's wrong answers
-    are dropped (it fails more on long prompts and deep needles)."""
+    """Teacher responses (a prompt's samples each) and kept examples by task (or source), prompt
+    length (tokens, LENGTH_BUCKETS) and needle depth (quarters): where the training set comes
+    from once the teacher's wrong answers are dropped (it fails more on long prompts and deep
+    needles)."""
     keys = {"task": lambda r: r.get("task") or r["source"],
             "length": lambda r: _length_bucket(len(r["prompt_ids"])),
             "depth": lambda r: _depth_bucket((r.get("meta") or {}).get("depth"))}
@@ -252,8 +287,8 @@ def distribution(records: Sequence[dict]) -> dict:
     for name, key in keys.items():
         cells: dict[str, dict[str, int]] = {}
         for r in records:
-            cell = cells.setdefault(key(r), {"prompts": 0, "kept": 0})
-            cell["prompts"] += 1
+            cell = cells.setdefault(key(r), {"responses": 0, "kept": 0})
+            cell["responses"] += 1
             cell["kept"] += bool(r["kept"])
         out[f"by_{name}"] = dict(sorted(cells.items()))
     return out
