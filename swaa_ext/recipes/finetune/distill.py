@@ -17,6 +17,7 @@ recorded, and reports prompts and kept examples by task, prompt length and needl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -142,15 +143,18 @@ def teacher_responder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             raise ValueError("several samples per prompt need a temperature > 0 (greedy "
                              "answers would all be the same)")
         ids = torch.tensor([prompt_ids], device=device)
-        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if sample > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
-        digest = hashlib.sha256(json.dumps([seed, list(prompt_ids), sample]).encode()).digest()
-        with torch.inference_mode(), torch.random.fork_rng(
-                devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-            out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
+        generate = functools.partial(model.generate, ids, attention_mask=torch.ones_like(ids),
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad)
+        with torch.inference_mode():
+            if sample == 0:
+                out = generate(do_sample=False, temperature=None, top_p=None, top_k=None)
+                return out[0, ids.shape[1]:].tolist()
+            # A draw of its own, whatever ran before: the global generator seeded for it and
+            # restored after.
+            digest = hashlib.sha256(json.dumps([seed, list(prompt_ids), sample]).encode()).digest()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+                out = generate(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         return out[0, ids.shape[1]:].tolist()
 
     return respond
