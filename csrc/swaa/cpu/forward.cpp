@@ -385,20 +385,24 @@ void forward(const AttentionParams& p) {
         thread_scratch<T>(rows, p.head_dim, max_tile, !std::is_same_v<S, T>, use_amx);
     AmxTiles amx_tiles;  // (released when the thread's items are done)
     // Dynamic schedule: blocks at or past full_from cost more than window blocks.
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic) nowait
     for (int64_t i = 0; i < items.size(); ++i) {
       const WorkItem item = items[i];
       const int64_t splits = plan.splits[item.b];
       forward_item<T, S>(p, Sequence(p, item.b), item.head, item.block / splits,
                          item.block % splits, parts, scratch, amx_tiles);
     }
-    // (the loop's implicit barrier: every split is written before any merge)
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < merges.size(); ++i) {
-      const WorkItem row = merges[i];
-      merge_splits<T, S>(p, Sequence(p, row.b), row.head, row.block, parts, scratch.acc);
+    // Barriers only where there is something to merge (every split written before any merge):
+    // a decode step runs this once per layer, and each barrier is a wait of every thread.
+    if (merges.size() > 0) {
+#pragma omp barrier
+#pragma omp for schedule(static) nowait
+      for (int64_t i = 0; i < merges.size(); ++i) {
+        const WorkItem row = merges[i];
+        merge_splits<T, S>(p, Sequence(p, row.b), row.head, row.block, parts, scratch.acc);
+      }
     }
-  }
+  }  // (the region's end: its one barrier)
 }
 
 template void forward<float>(const AttentionParams&);
