@@ -3,11 +3,14 @@ requested length (counted with the tokenizer), chat template and thinking prompt
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from eval_fixtures import THINKING_TEMPLATE, byte_tokenizer
 from swaa_ext.recipes.prompts import COT_INSTRUCTION, PromptStyle
-from swaa_ext.recipes.tasks import TASKS, make_sample, make_samples
+from swaa_ext.recipes.natural import MAX_CHARS, documentation_sentences
+from swaa_ext.recipes.tasks import PASSKEY_FILLER, TASKS, TaskOptions, make_sample, make_samples
 
 TOKENIZER = byte_tokenizer()
 
@@ -57,8 +60,43 @@ def test_length_within_tolerance(task, length):
     n = len(TOKENIZER(sample.prompt, add_special_tokens=False)["input_ids"])
     assert n == sample.n_tokens
     # Filler comes in whole sentences: one byte-level essay sentence is up to ~80 tokens, so the
-    # nearest fit can be ~40 off here (a real tokenizer packs ~4 characters per token).
-    assert abs(n - length) <= max(40, length // 50), (n, length)
+    # nearest fit can be ~40 off here (a real tokenizer packs ~4 characters per token); a
+    # documentation sentence is up to MAX_CHARS.
+    slack = MAX_CHARS // 2 if task == "library_notes" else 40
+    assert abs(n - length) <= max(slack, length // 50), (n, length)
+
+
+@pytest.mark.parametrize("task", ["passkey", "niah_multikey", "niah_multivalue",
+                                  "variable_tracking"])
+def test_natural_filler_is_documentation_prose_around_the_same_needles(task):
+    natural = make_sample(TOKENIZER, task, 1500, 0.4, index=2, seed=3,
+                          options=TaskOptions(filler="natural"))
+    synthetic = make_sample(TOKENIZER, task, 1500, 0.4, index=2, seed=3)
+    assert natural.answers == synthetic.answers  # the same draw of needles, other haystack
+    start, end = _haystack(natural.prompt)
+    haystack = natural.prompt[start:end]
+    prose = [s for s in documentation_sentences() if s in haystack]
+    assert sum(map(len, prose)) > 0.7 * len(haystack)
+    assert not any(s in haystack for s in PASSKEY_FILLER)
+    assert abs(natural.measured_depth - 0.4) <= 0.05
+    assert abs(natural.n_tokens - 1500) <= MAX_CHARS // 2
+    assert natural == make_sample(TOKENIZER, task, 1500, 0.4, index=2, seed=3,
+                                  options=TaskOptions(filler="natural"))
+    with pytest.raises(ValueError, match="filler"):
+        TaskOptions(filler="poetry")
+
+
+def test_library_notes_shares_no_template_with_the_other_families():
+    sample = make_sample(TOKENIZER, "library_notes", 1200, 0.5, index=0, seed=1)
+    assert re.fullmatch(sample.pattern, sample.answers[0])
+    assert sample.prompt.count("(Archive record:") == TaskOptions().n_keys  # distractors
+    others = [make_sample(TOKENIZER, t, 1200, 0.5, index=0, seed=1) for t in TASKS
+              if t != "library_notes"]
+    user = sample.prompt[sample.prompt.index("<|im_start|>user"):]
+    instruction, question = user.split("\n")[1], user.rsplit("\n\n", 1)[1]
+    for other in others:
+        assert instruction not in other.prompt and question.split(",")[0] not in other.prompt
+        assert not re.search(sample.pattern, other.prompt)
 
 
 def test_too_short_a_length_is_an_error():

@@ -1,6 +1,10 @@
-"""Synthetic long-context tasks (RULER-style), generated locally and deterministically from a seed:
-passkey retrieval, multi-key and multi-value needle-in-a-haystack, variable tracking, key-value
-retrieval. Each sample is rendered with the model's tokenizer to a requested token length."""
+"""Long-context tasks (RULER-style), generated locally and deterministically from a seed: passkey
+retrieval, multi-key and multi-value needle-in-a-haystack, variable tracking, key-value
+retrieval, and library notes (a shelf mark among archive records in running documentation
+text: instruction, needle, question and answer form shared with no other family, so it can be
+held out of fine-tuning entirely). Each sample is rendered with the model's tokenizer to a
+requested token length. The haystacks are template sentences, or with TaskOptions.filler =
+"natural" the prose of Python's reference documentation (natural.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from .haystack import Layout, cycle, fit
+from .natural import documentation_text
 from .prompts import PromptStyle
 
 COT_NEW_TOKENS = 256
@@ -26,6 +31,9 @@ _VERB = ["follows", "watches", "remembers", "crosses", "carries", "admires", "av
          "measures", "answers"]
 _PLACE = ["old town", "northern coast", "village square", "mountain pass", "quiet library",
           "busy station", "eastern field", "harbor wall"]
+_VOLUME = ["Orion", "Lyra", "Cygnus", "Perseus", "Andromeda", "Cassiopeia", "Draco", "Pegasus",
+           "Aquila", "Hydra", "Phoenix", "Carina", "Vela", "Auriga", "Corvus", "Lupus"]
+FILLERS = ("synthetic", "natural")
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,14 @@ class TaskOptions:
     n_keys: int = 4      # multi-key NIAH: needles in the haystack, one asked for
     n_values: int = 3    # multi-value NIAH: values for the one key
     hops: int = 3        # variable tracking: assignments after the first
+    # Haystack text of passkey, the NIAH families and variable tracking: their template
+    # sentences, or "natural" documentation prose (kv_retrieval's haystack is always key-value
+    # pairs, library_notes' always documentation prose).
+    filler: str = "synthetic"
+
+    def __post_init__(self):
+        if self.filler not in FILLERS:
+            raise ValueError(f"filler must be one of {FILLERS}, got {self.filler!r}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,11 @@ def _essay(rng: random.Random) -> Iterator[str]:
                f"{rng.choice(_ADJ)} {rng.choice(_NOUN)} near the {rng.choice(_PLACE)}.")
 
 
+def _filler(rng: random.Random, opts: TaskOptions, synthetic: Iterator[str]) -> Iterator[str]:
+    """The task's own filler, or documentation prose when the options ask for natural text."""
+    return documentation_text(rng) if opts.filler == "natural" else synthetic
+
+
 def _passkey(rng: random.Random, depth: float, opts: TaskOptions) -> _Spec:
     key = _number(rng, opts.digits)
     layout = Layout(
@@ -86,7 +107,7 @@ def _passkey(rng: random.Random, depth: float, opts: TaskOptions) -> _Spec:
                     "text. Find it and memorize it. I will quiz you about it.",
         question="What is the pass key?", answer_prefix="The pass key is",
         needles=((depth, f"The pass key is {key}. Remember it. {key} is the pass key."),),
-        filler=cycle(PASSKEY_FILLER))
+        filler=_filler(rng, opts, cycle(PASSKEY_FILLER)))
     return _Spec(layout, (key,), rf"\d{{{opts.digits}}}", (), opts.digits + 6)
 
 
@@ -104,7 +125,7 @@ def _niah_multikey(rng: random.Random, depth: float, opts: TaskOptions) -> _Spec
         instruction=_MAGIC_INSTRUCTION,
         question=f"What is the special magic number for {keys[0]} mentioned in the provided text?",
         answer_prefix=f"The special magic number for {keys[0]} mentioned in the provided text is",
-        needles=needles, filler=_essay(rng))
+        needles=needles, filler=_filler(rng, opts, _essay(rng)))
     return _Spec(layout, (values[0],), rf"\d{{{opts.digits}}}", (), opts.digits + 8)
 
 
@@ -118,7 +139,7 @@ def _niah_multivalue(rng: random.Random, depth: float, opts: TaskOptions) -> _Sp
         instruction=_MAGIC_INSTRUCTION,
         question=f"What are all the special magic numbers for {key} mentioned in the provided text?",
         answer_prefix=f"The special magic numbers for {key} mentioned in the provided text are",
-        needles=needles, filler=_essay(rng))
+        needles=needles, filler=_filler(rng, opts, _essay(rng)))
     return _Spec(layout, tuple(values), rf"\d{{{opts.digits}}}", (),
                  opts.n_values * (opts.digits + 3) + 8)
 
@@ -136,7 +157,7 @@ def _variable_tracking(rng: random.Random, depth: float, opts: TaskOptions) -> _
         question=f"Find all variables that are assigned the value {value} in the text above.",
         answer_prefix=f"Answer: According to the chain of variable assignments in the text above, "
                       f"{len(names)} variables are assigned the value {value}, they are:",
-        needles=tuple(zip(depths, statements)), filler=cycle(PASSKEY_FILLER))
+        needles=tuple(zip(depths, statements)), filler=_filler(rng, opts, cycle(PASSKEY_FILLER)))
     return _Spec(layout, tuple(names), "[A-Z]{5}", (), 6 * len(names) + 8)
 
 
@@ -159,12 +180,36 @@ def _kv_retrieval(rng: random.Random, depth: float, opts: TaskOptions) -> _Spec:
     return _Spec(layout, (value,), "[0-9a-f]{8}", (key,), 16)
 
 
+def _shelf_mark(rng: random.Random) -> str:
+    letters = "".join(rng.choices(string.ascii_uppercase, k=2))
+    return f"{letters}-{rng.randrange(100, 1000)}"
+
+
+def _library_notes(rng: random.Random, depth: float, opts: TaskOptions) -> _Spec:
+    # Running documentation text with a few archive records in it, one asked for; the others
+    # (opts.n_keys - 1 of them) are distractors of the same form.
+    volumes = _distinct(rng, opts.n_keys, lambda r: r.choice(_VOLUME))
+    marks = _distinct(rng, opts.n_keys, _shelf_mark)
+    depths = [depth] + [rng.random() for _ in volumes[1:]]
+    needles = tuple((d, f"(Archive record: the {v} volume is kept on shelf {m}.)")
+                    for d, v, m in zip(depths, volumes, marks))
+    layout = Layout(
+        instruction="These pages of a technical manual were scanned together with a few archive "
+                    "records. Read them carefully; a question follows.",
+        question=f"According to the archive records, on which shelf is the {volumes[0]} volume "
+                 "kept?",
+        answer_prefix=f"The {volumes[0]} volume is kept on shelf",
+        needles=needles, filler=documentation_text(rng))
+    return _Spec(layout, (marks[0],), r"[A-Z]{2}-\d{3}", (), 12)
+
+
 TASKS: dict[str, Callable[[random.Random, float, TaskOptions], _Spec]] = {
     "passkey": _passkey,
     "niah_multikey": _niah_multikey,
     "niah_multivalue": _niah_multivalue,
     "variable_tracking": _variable_tracking,
     "kv_retrieval": _kv_retrieval,
+    "library_notes": _library_notes,
 }
 
 
