@@ -149,6 +149,58 @@ def test_several_teacher_samples_keep_the_correct_distinct_ones(tmp_path, tokeni
         distilling.distill(prompts, again, tokenizer, tmp_path, 4096, samples=0)
 
 
+def test_prompts_cover_every_length_and_depth_cell_with_mixed_haystacks(tokenizer):
+    """task_prompts: per task, prompts cycle through (depth quarter, length third) cells, their
+    length and depth inside the cell; "mixed" draws natural prose for about half of them."""
+    prompts = distilling.task_prompts(tokenizer, ["passkey", "niah_multikey"], 48, 300, 900,
+                                      seed=2, filler="mixed")
+    cells = {}
+    for p in prompts:
+        task, third, quarter = p.meta["cell"].split("/")
+        third, quarter = int(third.removeprefix("length")), int(quarter.removeprefix("depth"))
+        assert p.task == task
+        assert 300 + third * 201 <= p.meta["target_tokens"] < 300 + (third + 1) * 201
+        assert quarter / 4 <= p.meta["depth"] <= (quarter + 1) / 4
+        cells[p.meta["cell"]] = cells.get(p.meta["cell"], 0) + 1
+    assert len(cells) == 2 * 3 * 4 and set(cells.values()) == {2}  # every cell, equally
+    fillers = [p.meta["filler"] for p in prompts]
+    assert 12 <= fillers.count("natural") <= 36 and set(fillers) == {"natural", "synthetic"}
+    natural = [p for p in prompts if p.meta["filler"] == "natural"]
+    assert all("The grass is green." not in p.text for p in natural)
+    assert distilling.task_prompts(tokenizer, ["passkey", "niah_multikey"], 48, 300, 900,
+                                   seed=2, filler="mixed") == prompts
+    with pytest.raises(ValueError, match="filler must be one of"):
+        distilling.task_prompts(tokenizer, ["passkey"], 1, 300, 900, seed=2, filler="poems")
+
+
+def test_a_cell_stops_at_its_quota_of_kept_examples_and_resumes_alike(tmp_path, tokenizer):
+    """per_cell: prompts are a budget taken in order; a cell full of kept examples asks the
+    teacher nothing more, and an interrupted run makes the same choices as an uninterrupted one."""
+    prompts = distilling.task_prompts(tokenizer, ["passkey"], 24, 120, 200, seed=1)
+    # 12 cells (length third, depth quarter) of 2 prompts each, i and i + 12; the stand-in
+    # teacher is right on even i, so a cell's first prompt is kept in half of the cells.
+    whole = Teacher(tokenizer, prompts)
+    rows = distilling.distill(prompts, whole, tokenizer, tmp_path / "a", 4096, progress=False,
+                              per_cell=1)
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault(r["meta"]["cell"], []).append(r)
+    assert all(sum(r["kept"] for r in cell) <= 1 for cell in by_cell.values())
+    # A cell whose first prompt was kept never asks about its second one.
+    firsts = {cell: rs[0] for cell, rs in by_cell.items()}
+    assert all(len(by_cell[c]) == 1 for c, r in firsts.items() if r["kept"])
+    assert any(len(rs) == 2 for rs in by_cell.values())  # a wrong first answer: one more try
+    assert whole.calls == len(rows) < len(prompts)
+    with pytest.raises(KeyboardInterrupt):
+        distilling.distill(prompts, Teacher(tokenizer, prompts, stop_after=3), tokenizer,
+                           tmp_path / "b", 4096, progress=False, per_cell=1)
+    resumed = distilling.distill(prompts, Teacher(tokenizer, prompts), tokenizer,
+                                 tmp_path / "b", 4096, progress=False, per_cell=1)
+    assert [r["id"] for r in resumed] == [r["id"] for r in rows]
+    with pytest.raises(ValueError, match="per_cell must be >= 1"):
+        distilling.distill(prompts, whole, tokenizer, tmp_path / "c", 4096, per_cell=0)
+
+
 def test_the_teacher_samples_past_the_first_reproducibly(tokenizer):
     """teacher_responder: sample 0 is greedy, later ones are drawn (they differ from it and
     from each other on a random model) and the same again for the same seed."""
@@ -280,6 +332,84 @@ def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokeni
         out = reloaded.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
         expected = result.model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(out, expected) and out.shape[1] > ids.shape[1]
+
+
+def test_the_training_seed_decides_the_adapter_whatever_ran_before(tmp_path, tokenizer):
+    """LoRA's A matrices start random: from TrainSettings.seed, not from the process's RNG."""
+    def adapter_after_one_step(seed: int, folder: str) -> dict:
+        settings = TrainSettings(lora=LoraSettings(rank=4), learning_rate=1e-3, max_steps=1,
+                                 examples_per_batch=4, warmup_ratio=0.0, seed=seed)
+        model = tiny_model("llama")
+        torch.manual_seed(1000 + len(folder))  # some unrelated state of the global generator
+        result = train(model, tokenizer, records(), RECIPE, tmp_path / folder, settings,
+                       progress=False)
+        from safetensors.torch import load_file
+        del result
+        return load_file(str(tmp_path / folder / "adapter" / "adapter_model.safetensors"))
+
+    first, again = adapter_after_one_step(0, "a"), adapter_after_one_step(0, "bb")
+    other = adapter_after_one_step(1, "c")
+    assert first.keys() == again.keys() == other.keys() and first
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_runs_of_several_seeds_pool_into_paired_tests(tmp_path):
+    """experiment.pool: per task and recipe, before vs each run's after on the same prompts,
+    discordant pairs counted over the runs and the exact McNemar p; numbers built here."""
+    from swaa_ext.recipes.finetune import experiment
+
+    assert experiment.mcnemar_exact(0, 0) == 1.0
+    assert experiment.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert experiment.mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert experiment.mcnemar_exact(5, 5) == 1.0
+
+    def evaluation(outcomes):  # {(config, task): [correct per prompt index]}
+        return {"settings": {"seed": 0}, "records": [
+            {"config": c, "task": t, "index": i, "correct": ok}
+            for (c, t), oks in outcomes.items() for i, ok in enumerate(oks)]}
+
+    before = evaluation({("fa", "passkey"): [1, 1, 0, 0], ("swa", "passkey"): [1, 0, 0, 0],
+                         ("fa", "held"): [1, 0, 0, 0], ("swa", "held"): [0, 0, 0, 0]})
+    afters = [evaluation({("fa", "passkey"): [1, 1, 1, 0], ("swa", "passkey"): [1, 1, 1, 0],
+                          ("fa", "held"): [1, 1, 0, 0], ("swa", "held"): [1, 0, 0, 0]}),
+              evaluation({("fa", "passkey"): [1, 1, 1, 1], ("swa", "passkey"): [0, 1, 1, 1],
+                          ("fa", "held"): [1, 0, 0, 0], ("swa", "held"): [1, 1, 0, 0]})]
+    for k, after in enumerate(afters):
+        folder = tmp_path / f"seed{k}"
+        folder.mkdir()
+        for name, payload in (("eval_before", before), ("eval_after", after),
+                              ("before_after", {"meta": {"train_tasks": ["passkey"],
+                                                         "model": "m", "seed": 0, "length": 64,
+                                                         "window_fraction": 0.25, "sinks": 2,
+                                                         "command": f"run {k}"}})):
+            (folder / f"{name}.json").write_text(json.dumps(payload))
+    runs = [experiment.load_run(tmp_path / f"seed{k}") for k in range(2)]
+    rows = {(r["group"], r["recipe"]): r for r in experiment.pool(runs)}
+    swa = rows[("passkey", "swa")]
+    assert swa["before"] == 0.25 and swa["after_per_run"] == [0.75, 0.75] and swa["after"] == 0.75
+    assert swa["pairs"] == {"both": 1, "only_before": 1, "only_after": 5, "neither": 1}
+    assert swa["p_mcnemar"] == pytest.approx(experiment.mcnemar_exact(1, 5))
+    assert swa["after_vs_tuned_fa"] == pytest.approx(6 / 7) and swa["in_training"]
+    held = rows[("held", "swa")]
+    assert not held["in_training"] and held["pairs"]["only_after"] == 3
+    assert held["after_vs_tuned_fa"] == pytest.approx(3 / 3)
+    everything = rows[("all", "swa")]
+    assert everything["prompts"] == 8 and everything["runs"] == 2
+    assert everything["pairs"]["only_after"] == 8
+    assert experiment.main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--out",
+                            str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "experiment.md").read_text()
+    assert "| held | **no** | swa | 0.00 | 0.38 (0.25, 0.50) | 100% | 0 / 3 |" in table
+    assert "`run 1`" in table
+    other = json.loads((tmp_path / "seed1" / "eval_before.json").read_text())
+    other["settings"] = {"seed": 5}
+    (tmp_path / "seed1" / "eval_before.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other settings"):
+        experiment.main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--out",
+                         str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="not a finished fine-tuning run"):
+        experiment.main([str(tmp_path), "--out", str(tmp_path / "out")])
 
 
 def test_warmup_is_a_fraction_of_the_steps(tmp_path):
@@ -420,7 +550,12 @@ def test_cli_arguments_are_checked():
     assert quick.eval_length == 512 and quick.train_window == 64 and quick.eval_samples == 8
     full = settle(parser.parse_args([]))
     assert full.eval_length == 2048 and full.train_window == 256 and full.eval_samples >= 50
-    assert "niah_multikey" not in full.train_tasks and "niah_multikey" in full.eval_tasks
+    for held_out in ("niah_multikey", "library_notes"):
+        assert held_out not in full.train_tasks and held_out in full.eval_tasks
+    assert full.filler == "mixed" and full.kept_per_cell == 6 and quick.kept_per_cell is None
+    assert settle(parser.parse_args(["--kept-per-cell", "0"])).kept_per_cell is None
+    with pytest.raises(SystemExit, match="--kept-per-cell must be >= 0"):
+        settle(parser.parse_args(["--kept-per-cell", "-2"]))
 
 
 def test_before_after_tables_from_the_harness_summary():

@@ -17,6 +17,7 @@ recorded, and reports prompts and kept examples by task, prompt length and needl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -63,27 +64,44 @@ class Prompt:
         return exact_match(completion, self.answers, f"(?:{pattern})", self.exclude)[0]
 
 
+# Prompt lengths are drawn in LENGTH_STRATA equal parts of [min_tokens, max_tokens] and needle
+# depths in DEPTH_STRATA quarters, cycling through the cells, so every length and depth is asked
+# about equally often (the teacher's failures then show per cell: distribution).
+LENGTH_STRATA, DEPTH_STRATA = 3, 4
+FILLER_CHOICES = ("synthetic", "natural", "mixed")
+
+
 def task_prompts(tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], n: int,
                  min_tokens: int, max_tokens: int, seed: int,
                  style: PromptStyle = PromptStyle(),
-                 options: TaskOptions = TaskOptions()) -> list[Prompt]:
-    """`n` prompts cycling through `tasks`, each with a random length in [min_tokens,
-    max_tokens] and a random needle depth, reproducible from `seed`."""
+                 options: TaskOptions = TaskOptions(), filler: str = "synthetic") -> list[Prompt]:
+    """`n` prompts cycling through `tasks`; for each task, its prompts cycle through the cells of
+    (depth quarter, length third of [min_tokens, max_tokens]), with a random length and depth
+    inside the cell, reproducible from `seed`. `filler`: the haystack text (TaskOptions.filler),
+    or "mixed": each prompt's drawn at random, half of them natural prose in expectation."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"tasks must be a non-empty list from {sorted(TASKS)}, got {list(tasks)}")
     if not 0 < min_tokens <= max_tokens:
         raise ValueError(f"need 0 < min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+    if filler not in FILLER_CHOICES:
+        raise ValueError(f"filler must be one of {FILLER_CHOICES}, got {filler!r}")
     rng = random.Random(f"swaa-distill/{seed}")
+    span = (max_tokens - min_tokens + 1) / LENGTH_STRATA
     prompts = []
     for i in range(n):
-        task = tasks[i % len(tasks)]
-        length, depth = rng.randint(min_tokens, max_tokens), round(rng.random(), 3)
-        s = make_sample(tokenizer, task, length, depth, index=i, seed=seed, options=options,
-                        style=style)
+        task, j = tasks[i % len(tasks)], i // len(tasks)
+        quarter, third = j % DEPTH_STRATA, j // DEPTH_STRATA % LENGTH_STRATA
+        low = min_tokens + int(third * span)
+        high = max(low, min_tokens + int((third + 1) * span) - 1)
+        length, depth = rng.randint(low, high), round((quarter + rng.random()) / DEPTH_STRATA, 3)
+        text = filler if filler != "mixed" else ("natural" if rng.random() < 0.5 else "synthetic")
+        s = make_sample(tokenizer, task, length, depth, index=i, seed=seed,
+                        options=dataclasses.replace(options, filler=text), style=style)
         prompts.append(Prompt(f"task/{seed}/{i}", f"task:{task}", s.prompt, s.answers, s.pattern,
                               s.exclude, s.max_new_tokens, task,
-                              {"target_tokens": length, "depth": depth}))
+                              {"target_tokens": length, "depth": depth, "filler": text,
+                               "cell": f"{task}/length{third}/depth{quarter}"}))
     return prompts
 
 
@@ -209,17 +227,23 @@ def sample_id(prompt_id: str, sample: int) -> str:
 def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTokenizerBase,
             out_dir: Path, max_context: int, style: PromptStyle = PromptStyle(),
             keep_unchecked: bool = False, progress: bool = True, teacher: str = "",
-            samples: int = 1) -> list[dict]:
+            samples: int = 1, per_cell: int | None = None) -> list[dict]:
     """Runs the teacher `samples` times on every prompt (sample 0 greedy, the others drawn:
     teacher_responder) where not already in `out_dir/distill.jsonl` (for the same `teacher`
-    name, prompt tokens, budget and sample) and returns all records (kept and rejected), a
+    name, prompt tokens, budget and sample) and returns the records (kept and rejected), a
     prompt's samples together. A correct sample whose target repeats an earlier kept one of the
-    same prompt is not kept again (`duplicate`). A prompt that cannot fit the model's context
-    with its answer is an error, before any generation."""
+    same prompt is not kept again (`duplicate`). With `per_cell`, the prompts are a budget
+    taken in order: a sample runs only while its prompt's cell (`meta["cell"]` of task_prompts:
+    task, length third, depth quarter; else its source) holds fewer than `per_cell` kept
+    examples, so the kept set is balanced where the teacher allows it (skipped samples get no
+    record). A prompt that cannot fit the model's context with its answer is an error, before
+    any generation."""
     if not prompts:
         raise ValueError("no prompts to distil")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    if per_cell is not None and per_cell < 1:
+        raise ValueError(f"per_cell must be >= 1, got {per_cell}")
     encoded = []
     for p in prompts:
         ids = encode(tokenizer, style, p.text)
@@ -233,32 +257,50 @@ def distill(prompts: Sequence[Prompt], respond: Respond, tokenizer: PreTrainedTo
     keys = {sample_id(p.id, s): record_key(teacher, ids, p.max_new_tokens, s)
             for p, ids, s in jobs}
     done = {i: row for i, row in _done(records_path).items() if row.get("key") == keys.get(i)}
-    todo = [job for job in jobs if sample_id(job[0].id, job[2]) not in done]
-    with open(records_path, "a") as f, tqdm(total=len(jobs), initial=len(jobs) - len(todo),
-                                             desc="distil", disable=not progress) as bar:
-        for p, ids, s in todo:
-            new = respond(ids, p.max_new_tokens, s)
-            correct = p.check(tokenizer.decode(new, skip_special_tokens=True))
-            target, trimmed = closed_target(p, new, tokenizer, correct)
-            kept = target is not None and (bool(correct) or keep_unchecked)
-            target = new if target is None else target
-            earlier = (done.get(sample_id(p.id, k)) for k in range(s))
-            duplicate = kept and any(r is not None and r["kept"] and r["response_ids"] == target
-                                     for r in earlier)
-            rid = sample_id(p.id, s)
-            row = {"id": rid, "key": keys[rid], "source": p.source, "task": p.task,
-                   "meta": p.meta, "sample": s, "prompt_ids": ids, "response_ids": target,
-                   "response": tokenizer.decode(target, skip_special_tokens=True),
-                   "generated_tokens": len(new), "trimmed": trimmed,
-                   "answers": None if p.answers is None else list(p.answers),
-                   "checked": correct is not None, "correct": correct,
-                   "duplicate": duplicate, "kept": kept and not duplicate}
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            done[rid] = row
+    # In order, so a resumed run takes the same prompts as one that was never interrupted.
+    kept_in: dict[str, int] = {}
+    out = []
+    with open(records_path, "a") as f, tqdm(total=len(jobs), desc="distil",
+                                             disable=not progress) as bar:
+        for p, ids, s in jobs:
             bar.update()
-            bar.set_postfix_str(f"kept {sum(r['kept'] for r in done.values())}", refresh=False)
-    return [done[sample_id(p.id, s)] for p, _, s in jobs]
+            rid = sample_id(p.id, s)
+            cell = p.meta.get("cell", p.source)
+            if per_cell is not None and kept_in.get(cell, 0) >= per_cell:
+                continue  # its cell is full
+            row = done.get(rid)
+            if row is None:
+                row = _respond_record(p, ids, s, rid, keys[rid], respond, tokenizer,
+                                      keep_unchecked, done)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                done[rid] = row
+            kept_in[cell] = kept_in.get(cell, 0) + bool(row["kept"])
+            out.append(row)
+            bar.set_postfix_str(f"kept {sum(r['kept'] for r in out)}", refresh=False)
+    return out
+
+
+def _respond_record(p: Prompt, ids: list[int], s: int, rid: str, key: str, respond: Respond,
+                    tokenizer: PreTrainedTokenizerBase, keep_unchecked: bool,
+                    done: dict[str, dict]) -> dict:
+    """Sample `s` of prompt `p` from the teacher, checked, closed and compared with the prompt's
+    earlier samples (`done`): its record."""
+    new = respond(ids, p.max_new_tokens, s)
+    correct = p.check(tokenizer.decode(new, skip_special_tokens=True))
+    target, trimmed = closed_target(p, new, tokenizer, correct)
+    kept = target is not None and (bool(correct) or keep_unchecked)
+    target = new if target is None else target
+    earlier = (done.get(sample_id(p.id, k)) for k in range(s))
+    duplicate = kept and any(r is not None and r["kept"] and r["response_ids"] == target
+                             for r in earlier)
+    return {"id": rid, "key": key, "source": p.source, "task": p.task, "meta": p.meta,
+            "sample": s, "prompt_ids": ids, "response_ids": target,
+            "response": tokenizer.decode(target, skip_special_tokens=True),
+            "generated_tokens": len(new), "trimmed": trimmed,
+            "answers": None if p.answers is None else list(p.answers),
+            "checked": correct is not None, "correct": correct,
+            "duplicate": duplicate, "kept": kept and not duplicate}
 
 
 # Prompt-length buckets (tokens, upper bounds; the last is open) of the distribution report.
@@ -281,12 +323,14 @@ def _depth_bucket(depth: float | None) -> str:
 
 def distribution(records: Sequence[dict]) -> dict:
     """Teacher responses (a prompt's samples each) and kept examples by task (or source), prompt
-    length (tokens, LENGTH_BUCKETS) and needle depth (quarters): where the training set comes
+    length (tokens, LENGTH_BUCKETS), needle depth (quarters) and haystack text (task_prompts'
+    filler; "none" for file prompts): where the training set comes
     from once the teacher's wrong answers are dropped (it fails more on long prompts and deep
     needles)."""
     keys = {"task": lambda r: r.get("task") or r["source"],
             "length": lambda r: _length_bucket(len(r["prompt_ids"])),
-            "depth": lambda r: _depth_bucket((r.get("meta") or {}).get("depth"))}
+            "depth": lambda r: _depth_bucket((r.get("meta") or {}).get("depth")),
+            "filler": lambda r: (r.get("meta") or {}).get("filler", "none")}
     out = {}
     for name, key in keys.items():
         cells: dict[str, dict[str, int]] = {}

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import (PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments,
+                          set_seed)
 from transformers.trainer_utils import get_last_checkpoint
 
 from ... import hf
@@ -126,6 +127,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: l
     if settings.lora is not None:
         _check_lora_targets(model, settings.lora)
         lora = settings.lora
+        set_seed(settings.seed)  # the adapter's random initialisation comes from the seed too
         model = get_peft_model(model, LoraConfig(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             use_rslora=lora.rslora, target_modules=list(lora.targets), task_type="CAUSAL_LM"))

@@ -1,0 +1,144 @@
+"""Several fine-tuning runs of one setting (training seeds), pooled, with paired tests.
+
+    python -m swaa_ext.recipes.finetune.experiment RUN_DIR [RUN_DIR ...] --out DIR
+
+Each RUN_DIR is the --out of a finished `python -m swaa_ext.recipes.finetune all` run
+(eval_before.json, eval_after.json, before_after.json). Every run is evaluated on the same
+prompts (the evaluation seed), so each prompt of a task and recipe is a pair: right or wrong
+under the original model (before) and under that run's fine-tuned model (after). Per task
+(and all tasks) and recipe, over the runs pooled, the table gives accuracy before and after
+(each run's, and pooled), after as a fraction of the fine-tuned models' own full attention,
+and the exact McNemar test of after against before on the discordant pairs (right only after,
+right only before): two-sided binomial p with n = discordant pairs, k = the smaller count.
+A run whose evaluation settings differ from the first run's is an error: pooled pairs must be
+the same prompts. Writes DIR/experiment.json and DIR/experiment.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+ALL = "all"
+
+
+def mcnemar_exact(only_before: int, only_after: int) -> float:
+    """Two-sided exact McNemar p-value: the probability, under "before and after are equally
+    likely to be the one that is right", of a split of the discordant pairs at least this
+    uneven. 1.0 with no discordant pair."""
+    n = only_before + only_after
+    if n == 0:
+        return 1.0
+    k = min(only_before, only_after)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _outcomes(evaluation: dict) -> dict[tuple[str, str, int], bool]:
+    """(recipe, task, prompt index) -> correct, from an evaluation's records."""
+    return {(r["config"], r["task"], r["index"]): bool(r["correct"])
+            for r in evaluation["records"]}
+
+
+def load_run(folder: Path) -> dict:
+    """A finished run's evaluations and settings."""
+    paths = {name: folder / f"{name}.json" for name in ("eval_before", "eval_after",
+                                                        "before_after")}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise ValueError(f"{folder} is not a finished fine-tuning run: missing {missing}")
+    run = {name: json.loads(p.read_text()) for name, p in paths.items()}
+    run["folder"] = str(folder)
+    return run
+
+
+def pool(runs: Sequence[dict]) -> list[dict]:
+    """One row per (task group, recipe) over the runs: see the module docstring."""
+    if not runs:
+        raise ValueError("no runs to pool")
+    settings = runs[0]["eval_before"].get("settings")
+    for run in runs[1:]:
+        if run["eval_before"].get("settings") != settings:
+            raise ValueError(f"{run['folder']} was evaluated with other settings than "
+                             f"{runs[0]['folder']}: its prompts are not the same pairs")
+    trained = set(runs[0]["before_after"]["meta"]["train_tasks"])
+    before = _outcomes(runs[0]["eval_before"])
+    afters = [_outcomes(run["eval_after"]) for run in runs]
+    recipes = list(dict.fromkeys(k[0] for k in before))
+    tasks = list(dict.fromkeys(k[1] for k in before))
+    rows = []
+    for group in [ALL, *tasks]:
+        for recipe in recipes:
+            keys = [k for k in before if k[0] == recipe and (group == ALL or k[1] == group)]
+            fa_keys = [("fa", k[1], k[2]) for k in keys]
+            counts = {"both": 0, "only_before": 0, "only_after": 0, "neither": 0}
+            per_run = []
+            for after in afters:
+                pairs = [(before[k], after[k]) for k in keys if k in after]
+                if len(pairs) != len(keys):
+                    raise ValueError("a run's evaluation lacks prompts the first one has")
+                for b, a in pairs:
+                    counts[{(True, True): "both", (True, False): "only_before",
+                            (False, True): "only_after", (False, False): "neither"}[(b, a)]] += 1
+                per_run.append(sum(a for _, a in pairs) / len(pairs))
+            n = len(keys) * len(afters)
+            after_right = counts["both"] + counts["only_after"]
+            tuned_fa = sum(after.get(k, False) for after in afters for k in fa_keys)
+            rows.append({
+                "group": group, "in_training": group == ALL or group in trained,
+                "recipe": recipe, "prompts": len(keys), "runs": len(afters),
+                "before": sum(before[k] for k in keys) / len(keys),
+                "after": after_right / n, "after_per_run": per_run,
+                "after_vs_tuned_fa": after_right / tuned_fa if tuned_fa else None,
+                "pairs": counts,
+                "p_mcnemar": mcnemar_exact(counts["only_before"], counts["only_after"])})
+    return rows
+
+
+def markdown(rows: Sequence[dict], runs: Sequence[dict]) -> str:
+    meta = runs[0]["before_after"]["meta"]
+    lines = [f"{len(runs)} fine-tuning runs (training seeds) of `{meta['model']}`, evaluated on "
+             f"the same {rows[0]['prompts']} prompts per recipe (evaluation seed {meta['seed']}, "
+             f"~{meta['length']} tokens, window {meta['window_fraction']:g} of the prompt, "
+             f"{meta['sinks']} sinks). 'after' pools the runs (each run's in brackets); pairs: "
+             "prompts right only before / only after, over all runs; p: exact McNemar, two-sided.",
+             "", "| tasks | in training | recipe | before | after (per run) | after vs tuned FA "
+             "| only before / only after | p |", "|---|---|---|---:|---|---:|---|---:|"]
+    for r in rows:
+        per_run = ", ".join(f"{x:.2f}" for x in r["after_per_run"])
+        vs = "—" if r["after_vs_tuned_fa"] is None else f"{r['after_vs_tuned_fa']:.0%}"
+        lines.append(f"| {r['group']} | {'yes' if r['in_training'] else '**no**'} | "
+                     f"{r['recipe']} | {r['before']:.2f} | {r['after']:.2f} ({per_run}) | {vs} | "
+                     f"{r['pairs']['only_before']} / {r['pairs']['only_after']} | "
+                     f"{r['p_mcnemar']:.3g} |")
+    lines += ["", "Commands:", ""]
+    lines += [f"- `{run['before_after']['meta'].get('command', '?')}`" for run in runs]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.finetune.experiment",
+                                 description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="finished fine-tuning run folders")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        runs = [load_run(folder) for folder in args.runs]
+        rows = pool(runs)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "experiment.json").write_text(json.dumps(
+        {"runs": [r["folder"] for r in runs], "rows": rows}, indent=1) + "\n")
+    table = markdown(rows, runs)
+    (args.out / "experiment.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
