@@ -1,5 +1,5 @@
 """SWAAConfig: which layers slide, how far, with how many sinks, and whether generated tokens see the
-whole context (DESIGN.md §1-2). Plus the paper's recommended recipes as named presets."""
+whole context (docs/architecture.md, "The masking rule"). Plus the paper's recommended recipes as named presets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CUDA forward and backward kernels run on the CPU by the SIMT emulator (DESIGN.md §6).
+"""The CUDA forward and backward kernels run on the CPU by the SIMT emulator (docs/architecture.md, "Testing CUDA kernels without a GPU").
 
 Same source as the GPU build, compiled by g++ into `swaa_ext._C_emulated`: this is how the kernels
 are tested without a GPU. Roughly 1 GFLOP/s, so for tests and debugging on small shapes only.

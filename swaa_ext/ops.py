@@ -58,7 +58,7 @@ def sliding_attention(
     scale: float | None = None,
     return_lse: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Sink + sliding-window attention (DESIGN.md §2).
+    """Sink + sliding-window attention (docs/architecture.md, "The masking rule").
 
     q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D) with Hq % Hkv == 0 and Lq <= Lk (queries are the
     last Lq positions). Query at position p sees key j when j <= p and (p - j < window, or

@@ -1,6 +1,6 @@
 """Dense masked attention in float64: the oracle every kernel is tested against.
 
-`visible` mirrors `MaskRule::visible` in csrc/swaa/mask.h line for line (DESIGN.md §2).
+`visible` mirrors `MaskRule::visible` in csrc/swaa/mask.h line for line (docs/architecture.md, "The masking rule").
 """
 
 from __future__ import annotations

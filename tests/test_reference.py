@@ -1,4 +1,4 @@
-"""The oracle itself, against the rule written as a plain loop (DESIGN.md §2)."""
+"""The oracle itself, against the rule written as a plain loop (docs/architecture.md, "The masking rule")."""
 
 import math
 

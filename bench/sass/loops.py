@@ -9,7 +9,7 @@ body and its remainder once each (reported as `inner_loops`).
 Masked path = the whole body. Unmasked path = the body minus the instructions that only the edge
 tiles run: those whose inline chain (nvcc -lineinfo, nvdisasm -gi) passes through the body of a
 mask function (MASK_FUNCTIONS, found by name in the kernel sources). No markers are emitted into
-the kernel: the kernels keep all PTX inside the SIMT layer (DESIGN.md §6).
+the kernel: the kernels keep all PTX inside the SIMT layer (docs/architecture.md, "Testing CUDA kernels without a GPU").
 """
 
 from __future__ import annotations

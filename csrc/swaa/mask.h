@@ -1,4 +1,4 @@
-// The one visibility rule (DESIGN.md §2) and the block ranges derived from it.
+// The one visibility rule (docs/architecture.md, "The masking rule") and the block ranges derived from it.
 // Every kernel (CPU, CUDA forward/backward/decode, emulated) calls this header; the Python
 // reference (swaa_ext/reference.py) mirrors `visible` line for line.
 //

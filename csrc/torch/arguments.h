@@ -1,4 +1,4 @@
-// The torch boundary's one argument check and the params it fills (DESIGN.md §3).
+// The torch boundary's one argument check and the params it fills (docs/architecture.md, "The params struct and the sequence").
 // Bad input raises ValueError / TypeError naming the argument: never a crash or a wrong answer.
 #pragma once
 #include <ATen/ATen.h>

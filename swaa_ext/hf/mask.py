@@ -2,7 +2,7 @@
 
 transformers calls it once per forward (per mask type) with the 2-D padding mask and the key
 length; whatever it returns reaches every attention call as `attention_mask`. We never build a
-dense (B, 1, Lq, Lk) mask: the kernel applies the causal/window/sink rule itself (DESIGN.md §2).
+dense (B, 1, Lq, Lk) mask: the kernel applies the causal/window/sink rule itself (docs/architecture.md, "The masking rule").
 The only per-row fact it cannot know is where each row's real tokens start, so that is what we
 hand over: `SWAAMask.pad[b]` = the number of left-padding keys of row b (its sinks start there).
 """

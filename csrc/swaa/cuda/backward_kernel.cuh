@@ -1,4 +1,4 @@
-// CUDA backward kernels: sink + sliding-window attention, deterministic (DESIGN.md §5).
+// CUDA backward kernels: sink + sliding-window attention, deterministic (docs/cuda-backward.md).
 // P is recomputed from the forward's LSE; with delta = rowsum(dO * O) - dLSE (computed by the
 // caller, params.h):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - delta),  dK = scale * dS^T Q,  dQ = scale * dS K.

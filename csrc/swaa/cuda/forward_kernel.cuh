@@ -1,4 +1,4 @@
-// CUDA forward kernel: sink + sliding-window attention, FlashAttention-2 style (DESIGN.md §5).
+// CUDA forward kernel: sink + sliding-window attention, FlashAttention-2 style (docs/architecture.md, "Which CUDA forward kernel runs").
 // One thread block = kBlockM query rows of one (batch, query head), each warp two 16-row m-tiles
 // that share every K/V fragment it reads; it visits only the key blocks `key_blocks` (mask.h)
 // names, each once, and evaluates the rule only on tiles its warp's BlockVisibility (mask.h)

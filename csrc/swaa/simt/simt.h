@@ -1,4 +1,4 @@
-// The SIMT layer (DESIGN.md §6): the only header a kernel includes for CUDA features. Include it
+// The SIMT layer (docs/architecture.md, "Testing CUDA kernels without a GPU"): the only header a kernel includes for CUDA features. Include it
 // FIRST (before any CUDA header), because host mode must define `__shared__` before
 // crt/host_defines.h does.
 //

@@ -1,5 +1,5 @@
 // swaa_ext._C_emulated: the CUDA kernels' own source, compiled by g++ in SIMT host mode
-// (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernels are tested without a GPU (DESIGN.md §6).
+// (-DSWAA_SIMT_HOST), so it runs on the CPU and the kernels are tested without a GPU (docs/architecture.md, "Testing CUDA kernels without a GPU").
 // Ops (CPU tensors, same schemas as swaa_ext::fwd / swaa_ext::bwd):
 //   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
 //   swaa_emulated::bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale)

@@ -1,4 +1,4 @@
-"""SWA fine-tuning (SWAA method 5, DESIGN.md §1): light fine-tuning of an adapted model under
+"""SWA fine-tuning (SWAA method 5; docs/finetune.md): light fine-tuning of an adapted model under
 sink + sliding-window attention on self-distilled data, to close the gap that the training-free
 recipes leave.
 
