@@ -166,7 +166,10 @@ SWAA_HOST_DEVICE TwoRanges query_blocks(const MaskRule& rule, int64_t n0, int64_
   // Absolute query positions p, converted to rows by subtracting the offset.
   const int64_t window_end = n0 < rule.sinks ? lk : min64(n1 - 1 + rule.window, lk);
   const Range window = {n0 - rule.offset, window_end - rule.offset};
-  const Range full = {max64(n0, rule.full_from) - rule.offset, lk - rule.offset};
+  Range full = {max64(n0, rule.full_from) - rule.offset, lk - rule.offset};
+  // No row at or past full_from: no block (rounding an empty [i, i) out would give block i / bm,
+  // a visit to a query block that sees nothing of these keys).
+  if (full.empty()) full = {0, 0};
   if (full.begin <= window.end) {
     const Range merged = {window.begin, max64(window.end, full.end)};
     return to_block_ranges(merged, {0, 0}, block_m, n_blocks);

@@ -1,5 +1,5 @@
 // Exhaustive check of mask.h: the block ranges the kernels visit must cover every visible
-// (query, key) pair, visit each block at most once, and `tile_fully_visible` must never claim a
+// (query, key) pair, visit each block at most once and no block without a visible pair, and `tile_fully_visible` must never claim a
 // tile that holds a hidden pair. The 32-bit tile form of the rule (TileRule) must agree with
 // `visible` on every pair of a tile, including origins and rules far beyond 32 bits, and the
 // per-tile-index form of tile_fully_visible (BlockVisibility) must equal it exactly.
@@ -86,6 +86,9 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
       EXPECT(!any || counts[nb] == 1, "visible key block %lld of query block %lld skipped "
              "(lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)nb, (long long)mb,
              (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
+      EXPECT(any || counts[nb] == 0, "key block %lld visited by query block %lld, which sees "
+             "none of it (lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)nb, (long long)mb,
+             (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
       EXPECT(!rule.tile_fully_visible(m0, m1, n0, n1) || all,
              "tile (%lld, %lld) claimed fully visible", (long long)mb, (long long)nb);
     }
@@ -102,6 +105,9 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
       EXPECT(counts[mb] <= 1, "query block %lld visited %d times", (long long)mb, counts[mb]);
       EXPECT(!any || counts[mb] == 1, "query block %lld seeing key block %lld skipped "
              "(lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)mb, (long long)nb,
+             (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
+      EXPECT(any || counts[mb] == 0, "query block %lld visited for key block %lld, of which it "
+             "sees nothing (lq=%lld lk=%lld w=%lld s=%lld ff=%lld)", (long long)mb, (long long)nb,
              (long long)lq, (long long)lk, (long long)window, (long long)sinks, (long long)full_from);
     }
   }
