@@ -215,10 +215,13 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   };
 
   // K and V in their own cp.async group, then the first kStages - 1 query stages, one group each.
-  const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
-  const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
-  load_tile_async<Traits, Traits::kBlockN>(sm.k, k, p.k_row_stride, n0, seq.len_k);
-  load_tile_async<Traits, Traits::kBlockN>(sm.v, v, p.v_row_stride, n0, seq.len_k);
+  // A block with no visit loads nothing: it would exit with the copies in flight.
+  if (n_visits > 0) {
+    const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
+    const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
+    load_tile_async<Traits, Traits::kBlockN>(sm.k, k, p.k_row_stride, n0, seq.len_k);
+    load_tile_async<Traits, Traits::kBlockN>(sm.v, v, p.v_row_stride, n0, seq.len_k);
+  }
   simt::cp_async_commit();
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < n_visits) load_visit(t);

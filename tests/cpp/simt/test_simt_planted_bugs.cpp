@@ -1,7 +1,8 @@
 // Planted bugs that the SIMT layer's host mode must catch, each asserting the specific detection:
 // a cp.async pipeline missing either of its two barriers, a missing barrier between plain shared
 // stores and loads, two threads writing one word, an early return before a barrier (deadlock),
-// divergent barriers and warp collectives. The bug-free versions must pass in every mode.
+// divergent barriers and warp collectives, a thread exiting with cp.async copies in flight. The
+// bug-free versions must pass in every mode.
 #include <thread>
 
 #include "simt_test.h"
@@ -275,10 +276,48 @@ static void check_deadlocks() {
   EXPECT(contains(bad_block, "multiple of 32"), "48-thread block: %s", bad_block.c_str());
 }
 
+// ---- a thread that exits with copies in flight ------------------------------------------------
+// Warp 1 prefetches a row it never waits for when it has nothing to do (the shape of a dK/dV
+// block with no query tile); kWait: it waits first, as every thread must.
+constexpr int kStrayCopyLine = __LINE__ + 7;
+template <bool kWait>
+__global__ void stray_copy_kernel(const uint16_t* src, float* out) {
+  SWAA_DYNAMIC_SMEM(smem);
+  const int t = threadIdx.x;
+  swaa::simt::cp_async_commit();  // an empty group is no copy: never reported
+  if (t >= 32) {
+    swaa::simt::cp_async_16(smem + 16 * (t - 32), src + 8 * (t - 32), true);
+    swaa::simt::cp_async_commit();
+    if (kWait) swaa::simt::cp_async_wait<0>();
+    return;
+  }
+  out[t] = float(t);
+}
+
+static void check_copies_in_flight_at_exit() {
+  std::vector<uint16_t> src(256, 1);
+  std::vector<float> out(32);
+  for (const ModeCase& m : all_modes()) {
+    swaa::simt::set_mode(m.mode, m.seed);
+    const std::string stray = error_of([&] {
+      launch(stray_copy_kernel<false>, dim3(2), dim3(64), 512, nullptr, src.data(), out.data());
+    });
+    EXPECT(contains(stray, "block (0,0,0)") && contains(stray, "exited with 1 cp.async copies in flight") &&
+               contains(stray, "cp_async_16 at " + at(kStrayCopyLine)),
+           "copies in flight at exit [%s]: %s", m.name, stray.c_str());
+    const std::string waited = error_of([&] {
+      launch(stray_copy_kernel<true>, dim3(2), dim3(64), 512, nullptr, src.data(), out.data());
+    });
+    EXPECT(waited.empty(), "copies waited for [%s]: %s", m.name, waited.c_str());
+  }
+  swaa::simt::set_mode(Mode::Default);
+}
+
 int main() {
   check_pipeline();
   check_missing_barrier();
   check_write_write();
   check_deadlocks();
+  check_copies_in_flight_at_exit();
   return report("simt planted bugs");
 }

@@ -244,7 +244,7 @@ inline void cp_async(const Site& site, void* smem_dst, const void* gmem_src, boo
     asm volatile("" : : "r"(probe) : "memory");
   }
 #endif
-  CpAsyncCopy copy{smem_dst, gmem_src, bytes, pred, false};
+  CpAsyncCopy copy{smem_dst, gmem_src, bytes, pred, false, site};
   const bool at_issue = e.mode == Mode::WarpSerial || e.mode == Mode::RaceCheck ||
                         (e.mode == Mode::Random && (e.rng() & 1));
   if (at_issue) {

@@ -77,6 +77,7 @@ struct CpAsyncCopy {
   unsigned bytes;  // 4, 8 or 16
   bool pred;
   bool done;  // already copied at issue (WarpSerial, RaceCheck, half of Random's)
+  Site site;  // where it was issued (the exit check names it)
 };
 
 struct Fiber {

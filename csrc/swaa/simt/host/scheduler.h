@@ -23,17 +23,21 @@ inline void execute_copy(const CpAsyncCopy& c) {
   }
 }
 
-inline void drain_cp_async(Fiber& f) {
-  for (auto& group : f.groups) {
-    for (auto& c : group) {
-      if (!c.done) execute_copy(c);
-    }
+// A thread must wait for every cp.async it issued before it exits: the PTX ISA does not promise
+// that a finished block's shared memory stays valid for copies still in flight (the next block
+// on the SM may own it). The emulator would let them land anyway, so it fails the thread
+// instead, naming the first such copy. (Committed empty groups are no copies: harmless.)
+inline void check_no_copies_in_flight(const Fiber& f) {
+  size_t pending = f.uncommitted.size();
+  const CpAsyncCopy* first = f.uncommitted.empty() ? nullptr : &f.uncommitted.front();
+  for (auto it = f.groups.rbegin(); it != f.groups.rend(); ++it) {
+    pending += it->size();
+    if (!it->empty()) first = &it->front();
   }
-  for (auto& c : f.uncommitted) {
-    if (!c.done) execute_copy(c);
-  }
-  f.groups.clear();
-  f.uncommitted.clear();
+  if (pending == 0) return;
+  fail("thread " + std::to_string(f.id) + " exited with " + std::to_string(pending) +
+       " cp.async copies in flight (the oldest issued at " + to_string(first->site) +
+       "): wait for every copy a thread issued (cp_async_wait<0>) before it exits");
 }
 
 inline Fiber* fiber_at(Emulator& e, unsigned id) { return e.pool[id].get(); }
@@ -49,7 +53,7 @@ inline void fiber_main(void* arg) {
   asan_back_in_fiber(e, f);
   try {
     e.invoke(e.kernel, e.params);
-    drain_cp_async(f);  // copies still in flight when a thread exits land anyway
+    check_no_copies_in_flight(f);
   } catch (...) {
     if (!e.error) e.error = std::current_exception();
   }
