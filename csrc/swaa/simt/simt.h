@@ -86,7 +86,8 @@
 //               changed byte, st_shared, cp.async), and plain reads of another thread's
 //               unsynchronised writes see stale bytes.
 // Every mode reports divergent barriers / warp collectives and deadlocks (early exit before a
-// barrier) with the file:line of each barrier or collective involved and the threads waiting there.
+// barrier) with the file:line of each barrier or collective involved and the threads waiting there,
+// and a thread that exits with cp.async copies it never waited for (with the oldest one's file:line).
 #pragma once
 
 #if defined(__CUDACC__)
