@@ -12,19 +12,10 @@
 // kernel_traits.h (BackwardKVTraits, BackwardQTraits). Same source on the GPU (nvcc) and on the
 // CPU through the SIMT emulator (g++ -DSWAA_SIMT_HOST).
 //
-// Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v; fp16 and bf16 are
-// identical; shared memory is all dynamic (kSmemBytes), so ptxas reports none:
-//   dkdv D=64:  sm_80 231 registers, sm_90 238; 65 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dkdv D=128: sm_80 248 registers, sm_90 248; 96.5 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dq   D=64:  sm_80 167 registers, sm_90 167; 48 KiB dynamic smem; 0 bytes stack, 0 spill.
-//   dq   D=128: sm_80 246 registers, sm_90 244; 64 KiB dynamic smem; 0 bytes stack, 0 spill.
-// (fp16, measured after the shared tile helpers got compile-time copy loops and swizzle offsets
-// computed once; before: dkdv 242/240 and 239/255, dq 241/238 and 238/234. docs/sass-report.md
-// has the hot-loop counts.)
-// Occupancy: a dkdv block (256 threads x ~240 registers = ~61K of the SM's 64K) runs one per SM,
-// 8 warps, on both archs; registers, not shared memory, bound it. A dq block (128 threads) needs
-// 21K (D=64, 3 blocks = 12 warps per SM) or 31K registers (D=128, 2 blocks, 8 warps). D=128 dkdv
-// is within 7 registers of the 255 cap: a larger tile there would spill.
+// Occupancy: a dkdv block has 256 threads, so at its register count (near the 255 cap) one block
+// of 8 warps fits an SM on both archs: registers, not shared memory, bound it, and a larger
+// D=128 tile would spill. A dq block has 128 threads. Registers, spills, shared memory and the
+// hot loops' SASS counts are measured by `make sass-report` and read in docs/sass-report.md.
 #pragma once
 #include "forward_kernel.cuh"  // the tile helpers both directions share
 

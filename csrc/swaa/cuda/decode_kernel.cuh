@@ -8,10 +8,9 @@
 //     the sequence's queries, and writes that split's normalised output and LSE; combine_kernel
 //     merges the splits by LSE. With one split the block writes o and lse itself.
 // The rule is evaluated per packed row (its query i), on edge tiles only, as in the forward.
-// nvcc 13.0 -O3 (docs/sass-report.md, `decode` rows; fp16 = bf16): D=64 196 registers (sm_80),
-// 198 (sm_90), D=128 219 / 222, so 2 blocks (8 warps) per SM by registers, as decode_plan.h's
-// kDecodeBlocksPerSm assumes; shared memory as the forward's (40 / 64 KiB); no spills. Key loop,
-// unmasked, per warp per key tile: 485 (D=64) / 440 (D=128) SASS on sm_80, the forward's count.
+// decode_plan.h's kDecodeBlocksPerSm assumes 2 blocks (8 warps) per SM; the `decode` rows of
+// docs/sass-report.md (make sass-report) show the registers, shared memory and key-loop SASS
+// that this holds with.
 #pragma once
 #include <cmath>
 #include <cstdint>

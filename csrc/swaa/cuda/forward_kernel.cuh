@@ -5,14 +5,9 @@
 // cannot clear. Shapes and sizes: kernel_traits.h. Runs on the GPU (nvcc) and on the CPU through
 // the SIMT emulator (g++ -DSWAA_SIMT_HOST): all PTX goes through simt.h.
 //
-// Register / shared-memory use, nvcc 13.0 -O3 --use_fast_math -Xptxas -v (budget: kernel_traits.h).
-// Shared memory is all dynamic (kSmemBytes), so ptxas reports none; fp16 and bf16 are identical.
-//   D=64:  sm_80 255 registers, sm_90 234; 48 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-//   D=128: sm_80 255 registers, sm_90 255; 80 KiB dynamic smem; 0 bytes stack, 0 bytes spill.
-// Hot loop (make sass-report, docs/sass-report.md), SASS per warp per key tile, unmasked, sm_80:
-// D=64 754 for 128 HMMA = 5.9 per HMMA, D=128 702 = 5.5. History: one m-tile per warp, 64-row
-// blocks: 482 / 444 for 64 HMMA = 7.5 / 6.9; before that (copy loops with a runtime trip count,
-// 64-bit bookkeeping, swizzle per access) 868 / 906 = 13.6 / 14.2.
+// The budget is derived in kernel_traits.h; what nvcc makes of it (registers, spills, shared
+// memory, SASS per key tile and its history) is measured by `make sass-report` and read in
+// docs/sass-report.md, not here.
 #pragma once
 #include <cmath>
 #include <cstdint>

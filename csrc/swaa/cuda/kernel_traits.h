@@ -18,10 +18,9 @@
 //   D=64,  kBlockN=64, all 4 Q steps:    Q 32 + S 64 + O 64  = 160.
 //   D=128, kBlockN=32, 4 of 8 Q steps:   Q 32 + S 32 + O 128 = 192; re-reading the other half
 //   of Q costs 4 KiB of ldmatrix per warp and tile (0.047 shared-memory bytes per FLOP with the
-//   cp.async writes instead of 0.039). At 255 registers ptxas is erratic: with all 8 Q steps in
-//   registers it spilled 28 bytes, with 0-3 it spilled 8-56 bytes on sm_80 or sm_90; 4 is the
-//   count that fits both without spills (measured with nvcc 13.0). A 64-key tile would need
-//   S 64 + O 128 before any of Q.
+//   cp.async writes instead of 0.039). At 255 registers ptxas is erratic: with nvcc 13.0, every
+//   other count of Q steps in registers spilled on sm_80 or sm_90; 4 fits both (make sass-check
+//   fails on any spill). A 64-key tile would need S 64 + O 128 before any of Q.
 // Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each
 // (+1 KiB the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
 //   D=64,  2 stages: 16 KiB + 2 * 16 KiB = 48 KiB: 3 blocks per SM on sm_80, 4 on sm_90.
@@ -29,11 +28,11 @@
 //                    third stage hides load latency when few warps are resident. Over the 48 KiB
 //                    default, so it needs the opt-in, which simt::launch sets once per kernel.
 // Registers: any count up to 255 gives 2 blocks (8 warps) per SM (4 warps x 32 lanes x 256 =
-// 32K of the 64K per SM): the occupancy of both head dims, by registers; measured counts are in
-// forward_kernel.cuh and docs/sass-report.md. The trade-off against one m-tile per warp (16
-// rows, 64-row blocks: 3 blocks = 12 warps per SM at D=64, 2 = 8 at D=128): at D=64 a third
-// fewer resident warps, for half the shared-memory bytes per FLOP (0.078 -> 0.039) and 5.9
-// instead of 7.5 SASS instructions per MMA in the key loop; at D=128 the same 8 warps.
+// 32K of the 64K per SM): the occupancy of both head dims, by registers; the measured counts are
+// in docs/sass-report.md. The trade-off against one m-tile per warp (16 rows, 64-row blocks:
+// 3 blocks = 12 warps per SM at D=64, 2 = 8 at D=128): at D=64 a third fewer resident warps,
+// for half the shared-memory bytes per FLOP (0.078 -> 0.039) and fewer SASS instructions per MMA
+// in the key loop (docs/sass-report.md); at D=128 the same 8 warps.
 #pragma once
 #include <cstdint>
 #include <cstring>
