@@ -166,3 +166,34 @@ def gradient_errors(grads, q, k, v, window, sinks, full_from, *, with_lse: bool)
     pt = gradients(_same_precision, q, k, v, *args, with_lse=with_lse)
     return [((g.double().cpu() - r).abs().max().item(), (p.double().cpu() - r).abs().max().item())
             for g, p, r in zip(grads, pt, ref)]
+
+
+def check_decode_on_varlen(varlen_op, device: str, lens_q: list[int], lens_k: list[int],
+                           dtype: torch.dtype = torch.float16) -> None:
+    """vLLM-style decode batches: a few queries per sequence (0 for some: skipped), ragged key
+    lengths, window, sinks and a per-sequence full_from, through `varlen_op` (the varlen op of a
+    backend) on `device`, each sequence against the float64 reference alone."""
+    gen = torch.Generator().manual_seed(3)
+    heads_q, heads_kv, head_dim = 8, 2, 64
+    q = torch.randn(sum(lens_q), heads_q, head_dim, generator=gen).to(dtype)
+    k = torch.randn(sum(lens_k), heads_kv, head_dim, generator=gen).to(dtype)
+    v = torch.randn(sum(lens_k), heads_kv, head_dim, generator=gen).to(dtype)
+    cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0)], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0)], dtype=torch.int32)
+    # Per sequence: never, inside the prompt, before everything, just before the queries, ...
+    full_from = torch.tensor([(10**6, 30, 0, lk - 10)[b % 4] for b, lk in enumerate(lens_k)])
+    out, lse = varlen_op(q.to(device), k.to(device), v.to(device), cu_q.to(device),
+                         cu_k.to(device), max(lens_q), max(lens_k), window=50, sinks=3,
+                         full_from=full_from.to(device), return_lse=True)
+    out, lse = out.cpu(), lse.cpu()
+    for b, (lq, lk) in enumerate(zip(lens_q, lens_k)):
+        if lq == 0:
+            continue
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        qb, kb, vb = (t[None].transpose(1, 2) for t in (q[rows], k[keys], v[keys]))
+        ref, ref_lse = reference.sliding_attention(qb.double(), kb.double(), vb.double(), 50, 3,
+                                                   full_from=int(full_from[b]), return_lse=True)
+        got = out[rows][None].transpose(1, 2)
+        atol = 2e-3 if dtype == torch.float16 else 1.6e-2  # bf16 keeps 3 fewer mantissa bits
+        torch.testing.assert_close(got.double(), ref, atol=atol, rtol=0)
+        torch.testing.assert_close(lse[:, rows][None].double(), ref_lse, atol=1e-3, rtol=1e-4)

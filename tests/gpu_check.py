@@ -3,8 +3,11 @@
 Builds the extension for this GPU (TORCH_CUDA_ARCH_LIST from torch.cuda.get_device_capability),
 then, within a budget of 8 minutes: the SIMT intrinsic tests built by nvcc and run on the device
 (the inline PTX of csrc/swaa/simt/device.h against the PTX ISA layouts the emulator is tested
-against), the CUDA forward and backward suites against the float64 reference (their
-emulated-vs-GPU cases reported as a row of their own), and a short benchmark writing JSON.
+against), a spill check of every CUDA instantiation compiled by this machine's nvcc for this GPU,
+the CUDA forward suite (tile kernel, decode kernel with one and several splits, decode through
+the varlen op with empty sequences), the backward suite and the varlen suite against the float64
+reference (the emulated-vs-GPU cases reported as a row of their own), and a short benchmark
+writing JSON.
 Prints one summary table; exit status 0 if everything passed, 1 if anything failed or ran out
 of time, 2 without a GPU (one line, nothing built). Logs and JSON: build-gpu-check/.
 docs/gpu-check.md says what each step runs and how long it takes.
@@ -29,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build-gpu-check"
 BUDGET_S = 8 * 60  # everything after the build
 # Per step: the most it may take of what is left (compile + run, or pytest with its CUDA start-up).
-CAPS_S = {"device": 90, "forward": 150, "backward": 150, "bench": 150}
+CAPS_S = {"device": 90, "spills": 60, "forward": 150, "backward": 120, "varlen": 60,
+          "bench": 120}
 
 
 @dataclass
@@ -98,14 +102,46 @@ def device_intrinsics(sm: str, timeout: float) -> Row:
     return Row(f"SIMT intrinsics on sm_{sm}", status, time.monotonic() - start, detail)
 
 
-def pytest_rows(name: str, suite: str, timeout: float) -> list[Row]:
-    """One row for the suite, one for its emulated-vs-GPU cases (tests named *emulated*)."""
+def spill_check(sm: str, timeout: float) -> Row:
+    """Every CUDA instantiation compiled for this GPU by this machine's nvcc with the extension's
+    flags and ptxas -v (bench/sass/build.py, what `make sass-check` runs for sm_80 / sm_90 on
+    the development machine): any spill store or load fails the row."""
+    if str(ROOT) not in sys.path:  # (run as a script: the checkout is not on the path)
+        sys.path.insert(0, str(ROOT))
+    from bench.sass import build as sass_build
+
+    start = time.monotonic()
+    spilled, kernels = [], 0
+    try:
+        nvcc = sass_build.find_nvcc()
+        for inst in sass_build.instantiations():
+            if time.monotonic() - start > timeout:
+                return Row(f"spills (ptxas, sm_{sm})", "TIMEOUT", time.monotonic() - start,
+                           f"{kernels} kernels checked")
+            _, log = sass_build.compile_cubin(nvcc, inst, f"sm_{sm}", str(OUT))
+            for function in sass_build.parse_ptxas(log).values():
+                kernels += 1
+                if function.spill_store_bytes or function.spill_load_bytes:
+                    spilled.append(f"{inst.name} {function.spill_store_bytes}+"
+                                   f"{function.spill_load_bytes} B")
+    except SystemExit as e:  # no nvcc, or nvcc failed on an instantiation
+        return Row(f"spills (ptxas, sm_{sm})", "FAIL", time.monotonic() - start, str(e)[:100])
+    detail = ("spill stores+loads: " + ", ".join(spilled)) if spilled else \
+        f"{kernels} kernels, none spills"
+    return Row(f"spills (ptxas, sm_{sm})", "FAIL" if spilled or kernels == 0 else "pass",
+               time.monotonic() - start, detail)
+
+
+def pytest_rows(name: str, suite: str, timeout: float, select: str | None = None) -> list[Row]:
+    """One row for the suite (only its tests matching `select`, pytest -k, when given), one for
+    its emulated-vs-GPU cases (tests named *emulated*)."""
     if not (ROOT / suite).exists():
         return [Row(name, "absent", 0.0, f"{suite} does not exist yet")]
     xml = OUT / f"{name}.xml"
     xml.unlink(missing_ok=True)
     status, seconds = run([sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider",
-                           f"--junitxml={xml}"], OUT / f"{name}.log", timeout)
+                           f"--junitxml={xml}", *(["-k", select] if select else [])],
+                          OUT / f"{name}.log", timeout)
     counts = {"suite": [0, 0, 0], "emulated": [0, 0, 0]}  # passed, failed, skipped
     if xml.exists():
         for case in ET.parse(xml).iter("testcase"):
@@ -177,8 +213,10 @@ def main() -> int:
         deadline = time.monotonic() + BUDGET_S
         left = lambda step: min(CAPS_S[step], deadline - time.monotonic())  # noqa: E731
         rows.append(device_intrinsics(f"{major}{minor}", left("device")))
+        rows.append(spill_check(f"{major}{minor}", left("spills")))
         rows += pytest_rows("forward", "tests/test_cuda_forward.py", left("forward"))
         rows += pytest_rows("backward", "tests/test_cuda_backward.py", left("backward"))
+        rows += pytest_rows("varlen", "tests/test_varlen.py", left("varlen"), select="cuda")
         rows.append(benchmark(left("bench")))
     print_summary(rows, device)
     (OUT / "summary.json").write_text(json.dumps(

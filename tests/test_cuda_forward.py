@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from cuda_kernel_cases import CASES, DECODE_CASES, DTYPES, HEAD_DIMS, Case, make_inputs, max_error
+from cuda_kernel_cases import (CASES, DECODE_CASES, DTYPES, HEAD_DIMS, Case,
+                               check_decode_on_varlen, make_inputs, max_error)
 
 import swaa_ext
 from swaa_ext import reference
@@ -30,6 +31,10 @@ GPU_CASES = CASES + DECODE_CASES + [
     Case(97, 4099, window=1000, sinks=33, heads_q=4, heads_kv=4, batch=2),
     Case(2048, 2048, window=None, heads_q=4, heads_kv=1),
     Case(777, 1500, window=129, sinks=5, batch=2, full_from=(1200, 900)),
+    # Large-batch serving: 40 x 8 KV heads fill the GPU, so the plan gives one split per row
+    # group, each walking every key tile alone.
+    Case(1, 4096, window=None, heads_q=8, heads_kv=8, batch=40),
+    Case(4, 4096, window=512, sinks=4, heads_q=8, heads_kv=8, batch=40),
 ]
 
 
@@ -51,6 +56,14 @@ def test_forward_matches_reference(case: Case, dtype: torch.dtype, head_dim: int
     assert err <= 2 * pt_err + 1e-5, f"max error {err:.3g} vs same-precision PyTorch {pt_err:.3g}"
     _, ref_lse = reference.sliding_attention(*args, full_from=full_from, return_lse=True)
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_decode_on_varlen_batches_with_empty_sequences(dtype: torch.dtype) -> None:
+    """The path vLLM generation takes: the varlen op with 1-16 queries per sequence, some with
+    none, ragged key lengths, per-sequence full_from, through the decode kernel."""
+    check_decode_on_varlen(swaa_ext.sliding_attention_varlen, "cuda", [1, 4, 0, 16, 7, 0, 1],
+                           [900, 37, 12, 400, 3000, 5, 4096], dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -14,9 +14,7 @@ import math
 import pytest
 import torch
 from cuda_kernel_cases import (DECODE_CASES, DTYPES, HEAD_DIMS, Case, assert_matches_reference,
-                               make_inputs)
-
-from swaa_ext import reference
+                               check_decode_on_varlen, make_inputs)
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
 
@@ -102,28 +100,7 @@ def test_plan_rule() -> None:
 def test_decode_on_varlen_batches() -> None:
     """vLLM-style decode batches: one (or a few) queries per sequence, ragged key lengths, through
     the varlen op, where a sequence without queries is skipped."""
-    gen = torch.Generator().manual_seed(3)
-    lens_q, lens_k = [1, 4, 0, 16], [900, 37, 12, 400]
-    heads_q, heads_kv, head_dim = 8, 2, 64
-    q = torch.randn(sum(lens_q), heads_q, head_dim, generator=gen).half()
-    k = torch.randn(sum(lens_k), heads_kv, head_dim, generator=gen).half()
-    v = torch.randn(sum(lens_k), heads_kv, head_dim, generator=gen).half()
-    cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0)], dtype=torch.int32)
-    cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0)], dtype=torch.int32)
-    full_from = torch.tensor([10**6, 30, 0, 390])
-    out, lse = emulated.sliding_attention_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k),
-                                                 window=50, sinks=3, full_from=full_from,
-                                                 return_lse=True)
-    for b, (lq, lk) in enumerate(zip(lens_q, lens_k)):
-        if lq == 0:
-            continue
-        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
-        qb, kb, vb = (t[None].transpose(1, 2) for t in (q[rows], k[keys], v[keys]))
-        ref, ref_lse = reference.sliding_attention(qb.double(), kb.double(), vb.double(), 50, 3,
-                                                   full_from=int(full_from[b]), return_lse=True)
-        got = out[rows][None].transpose(1, 2)
-        torch.testing.assert_close(got.double(), ref, atol=2e-3, rtol=0)
-        torch.testing.assert_close(lse[:, rows][None].double(), ref_lse, atol=1e-3, rtol=1e-4)
+    check_decode_on_varlen(emulated.sliding_attention_varlen, "cpu", [1, 4, 0, 16], [900, 37, 12, 400])
 
 
 def test_bad_split_count_raises() -> None:
