@@ -165,6 +165,8 @@ def test_prompts_cover_every_length_and_depth_cell_with_mixed_haystacks(tokenize
     assert len(cells) == 2 * 3 * 4 and set(cells.values()) == {2}  # every cell, equally
     fillers = [p.meta["filler"] for p in prompts]
     assert 12 <= fillers.count("natural") <= 36 and set(fillers) == {"natural", "synthetic"}
+    kv = distilling.task_prompts(tokenizer, ["kv_retrieval"], 4, 300, 900, seed=2, filler="natural")
+    assert {p.meta["filler"] for p in kv} == {"key-value pairs"}  # its own haystack, whatever asked
     natural = [p for p in prompts if p.meta["filler"] == "natural"]
     assert all("The grass is green." not in p.text for p in natural)
     assert distilling.task_prompts(tokenizer, ["passkey", "niah_multikey"], 48, 300, 900,

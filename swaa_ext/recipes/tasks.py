@@ -34,6 +34,13 @@ _PLACE = ["old town", "northern coast", "village square", "mountain pass", "quie
 _VOLUME = ["Orion", "Lyra", "Cygnus", "Perseus", "Andromeda", "Cassiopeia", "Draco", "Pegasus",
            "Aquila", "Hydra", "Phoenix", "Carina", "Vela", "Auriga", "Corvus", "Lupus"]
 FILLERS = ("synthetic", "natural")
+# The families whose haystack TaskOptions.filler chooses; the others have one of their own.
+OWN_HAYSTACK = {"kv_retrieval": "key-value pairs", "library_notes": "natural"}
+
+
+def haystack_of(task: str, filler: str) -> str:
+    """What a task's haystack is made of under TaskOptions.filler = `filler`."""
+    return OWN_HAYSTACK.get(task, filler)
 
 
 @dataclass(frozen=True)

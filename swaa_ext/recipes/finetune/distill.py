@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..prompts import PromptStyle, encode
 from ..scoring import exact_match
-from ..tasks import TASKS, TaskOptions, make_sample
+from ..tasks import TASKS, TaskOptions, haystack_of, make_sample
 
 RECORDS = "distill.jsonl"
 DATASET = "dataset"
@@ -100,7 +100,8 @@ def task_prompts(tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], n: in
                         options=dataclasses.replace(options, filler=text), style=style)
         prompts.append(Prompt(f"task/{seed}/{i}", f"task:{task}", s.prompt, s.answers, s.pattern,
                               s.exclude, s.max_new_tokens, task,
-                              {"target_tokens": length, "depth": depth, "filler": text,
+                              {"target_tokens": length, "depth": depth,
+                               "filler": haystack_of(task, text),
                                "cell": f"{task}/length{third}/depth{quarter}"}))
     return prompts
 
