@@ -34,7 +34,7 @@ _PLACE = ["old town", "northern coast", "village square", "mountain pass", "quie
 _VOLUME = ["Orion", "Lyra", "Cygnus", "Perseus", "Andromeda", "Cassiopeia", "Draco", "Pegasus",
            "Aquila", "Hydra", "Phoenix", "Carina", "Vela", "Auriga", "Corvus", "Lupus"]
 FILLERS = ("synthetic", "natural")
-# The families whose haystack TaskOptions.filler chooses; the others have one of their own.
+# Families with a haystack of their own, whatever TaskOptions.filler says (it chooses the others').
 OWN_HAYSTACK = {"kv_retrieval": "key-value pairs", "library_notes": "natural"}
 
 

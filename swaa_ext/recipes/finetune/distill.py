@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..prompts import PromptStyle, encode
 from ..scoring import exact_match
-from ..tasks import TASKS, TaskOptions, haystack_of, make_sample
+from ..tasks import FILLERS, TASKS, TaskOptions, haystack_of, make_sample
 
 RECORDS = "distill.jsonl"
 DATASET = "dataset"
@@ -68,7 +68,7 @@ class Prompt:
 # depths in DEPTH_STRATA quarters, cycling through the cells, so every length and depth is asked
 # about equally often (the teacher's failures then show per cell: distribution).
 LENGTH_STRATA, DEPTH_STRATA = 3, 4
-FILLER_CHOICES = ("synthetic", "natural", "mixed")
+FILLER_CHOICES = (*FILLERS, "mixed")  # mixed: each prompt's filler drawn at random
 
 
 def task_prompts(tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], n: int,
