@@ -72,7 +72,7 @@ def test_without_mask_functions_both_paths_are_equal(tiny):
 
 
 def test_mask_functions_are_found_in_the_kernel_sources():
-    for name, function in (("forward_kernel.cuh", "apply_mask"),
+    for name, function in (("tile_math.cuh", "apply_mask"),
                            ("backward_kernel.cuh", "apply_mask_transposed")):
         with open(os.path.join(build.CUDA_DIR, name)) as f:
             lines = f.read().splitlines()

@@ -75,18 +75,23 @@ SWAA_HOST_DEVICE int32_t clamp_to_int32(int64_t x) {
   return int32_t(x < INT32_MIN ? INT32_MIN : x > INT32_MAX ? INT32_MAX : x);
 }
 
-// `tile_fully_visible` for fixed rows [m0, m1) and the key tiles [b block, (b + 1) block), as
-// thresholds on the tile index b worked out once: a key loop then tests a 32-bit index against
-// three numbers per tile instead of the 64-bit rule. Exactly equal to tile_fully_visible for
-// 0 <= b < 2^31 (tests/cpp/test_mask.cpp).
+// `tile_fully_visible` along a visiting order, as thresholds on the block index b worked out
+// once: a loop then tests a 32-bit index against three numbers per tile instead of the 64-bit
+// rule. Every kernel's loop uses it, in one of two forms:
+//   - block_visibility: fixed rows [m0, m1), key tiles [b block, (b + 1) block) (forward, dQ,
+//     decode);
+//   - query_block_visibility: fixed keys [n0, n1), query tiles [b block, (b + 1) block) (dK/dV).
+// Exactly equal to tile_fully_visible for 0 <= b < 2^31 (tests/cpp/test_mask.cpp).
 struct BlockVisibility {
   int32_t causal_last;   // b <= causal_last: the tile's last key is at or before every row
   int32_t window_after;  // b > window_after: the tile's first key is in every row's window
-  int32_t sinks_last;    // b <= sinks_last: every key of the tile is a sink
-  bool full_rows;        // every row is at or past full_from
+  // Pairs the window does not apply to: b <= exempt_last, or every b when exempt_all. Key tiles:
+  // the tile's keys are all sinks / every row is at or past full_from; query tiles: the other way.
+  int32_t exempt_last;
+  bool exempt_all;
 
   SWAA_HOST_DEVICE bool fully_visible(int32_t b) const {
-    return b <= causal_last && (b > window_after || b <= sinks_last || full_rows);
+    return b <= causal_last && (b > window_after || b <= exempt_last || exempt_all);
   }
 };
 
@@ -99,6 +104,46 @@ SWAA_HOST_DEVICE BlockVisibility block_visibility(const MaskRule& rule, int64_t 
                          clamp_to_int32(floor_div(rule.sinks, block) - 1),
                          p_min >= rule.full_from};
 }
+
+// For query tiles the three conditions bound b from the other side, so the test holds on the
+// mirrored index -b, where each takes the key-tile form above.
+struct QueryBlockVisibility {
+  BlockVisibility mirrored;
+  SWAA_HOST_DEVICE bool fully_visible(int32_t b) const { return mirrored.fully_visible(-b); }
+};
+
+SWAA_HOST_DEVICE QueryBlockVisibility query_block_visibility(const MaskRule& rule, int64_t n0,
+                                                             int64_t n1, int64_t block) {
+  // Positions and rule terms past 2^62 change no answer for |b| < 2^31 and tiles < 2^20: capping
+  // them keeps the sums below from overflowing.
+  constexpr int64_t kFar = int64_t(1) << 62;
+  const int64_t window = min64(rule.window, kFar), full_from = min64(rule.full_from, kFar);
+  // With p(b) = b block + offset: n1 - 1 <= p(b);  p(b) + block - 1 - n0 < window;
+  // p(b) >= full_from. Each as -b <= x or -b > x.
+  return {BlockVisibility{clamp_to_int32(floor_div(rule.offset + 1 - n1, block)),
+                          clamp_to_int32(-floor_div(window - block + n0 - rule.offset, block) - 1),
+                          clamp_to_int32(floor_div(rule.offset - full_from, block)),
+                          n1 <= rule.sinks}};
+}
+
+// The visiting order of two block ranges in 32 bits: visit t is block(t), `first` then `second`
+// (key_blocks: the sink blocks, then the window blocks). Visit counts and block indices are
+// below a sequence length over a tile size, so 32 bits hold them: three registers instead of four
+// 64-bit values carried through a kernel's loop.
+struct VisitOrder {
+  int32_t first_begin, n_first, second_begin;
+  int32_t n_visits;
+
+  SWAA_HOST_DEVICE explicit VisitOrder(const TwoRanges& blocks)
+      : first_begin(int32_t(blocks.first.begin)),
+        n_first(int32_t(blocks.first.end - blocks.first.begin)),
+        second_begin(int32_t(blocks.second.begin)),
+        n_visits(int32_t((blocks.first.end - blocks.first.begin) +
+                         (blocks.second.end - blocks.second.begin))) {}
+  SWAA_HOST_DEVICE int32_t block(int32_t t) const {
+    return t < n_first ? first_begin + t : second_begin + (t - n_first);
+  }
+};
 
 // The rule on one tile in 32-bit arithmetic, relative to the tile's first row i0 and first key
 // j0 (MaskRule::at): tile.visible(di, dj) == rule.visible(i0 + di, j0 + dj) for every

@@ -2,7 +2,9 @@
 // (query, key) pair, visit each block at most once and no block without a visible pair, and `tile_fully_visible` must never claim a
 // tile that holds a hidden pair. The 32-bit tile form of the rule (TileRule) must agree with
 // `visible` on every pair of a tile, including origins and rules far beyond 32 bits, and the
-// per-tile-index form of tile_fully_visible (BlockVisibility) must equal it exactly.
+// per-tile-index forms of tile_fully_visible (block_visibility over key tiles,
+// query_block_visibility over query tiles) must equal it exactly. VisitOrder must visit the
+// blocks of both ranges in order.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -35,6 +37,32 @@ static void check_block_visibility(const MaskRule& rule, int64_t m0, int64_t m1,
            (long long)rule.sinks, (long long)rule.full_from, (long long)rule.offset);
 }
 
+// query_block_visibility(rule, n0, n1, bm).fully_visible(b) == tile_fully_visible on the
+// unclipped query tile [b bm, (b + 1) bm), as the dK/dV loop calls it, for b in [0, n_blocks).
+static void check_query_block_visibility(const MaskRule& rule, int64_t n0, int64_t n1, int64_t bm,
+                                         int64_t n_blocks) {
+  const QueryBlockVisibility qv = query_block_visibility(rule, n0, n1, bm);
+  for (int64_t b = 0; b < n_blocks; ++b)
+    EXPECT(qv.fully_visible(int32_t(b)) == rule.tile_fully_visible(b * bm, b * bm + bm, n0, n1),
+           "query_block_visibility disagrees on tile %lld of keys [%lld, %lld) (w=%lld s=%lld "
+           "ff=%lld offset=%lld)", (long long)b, (long long)n0, (long long)n1,
+           (long long)rule.window, (long long)rule.sinks, (long long)rule.full_from,
+           (long long)rule.offset);
+}
+
+// VisitOrder(r).block(t) for t < n_visits is `first` then `second`, each in order.
+static void check_visit_order(const TwoRanges& r) {
+  std::vector<int64_t> expected;
+  for (const Range& range : {r.first, r.second})
+    for (int64_t b = range.begin; b < range.end; ++b) expected.push_back(b);
+  const VisitOrder order(r);
+  EXPECT(order.n_visits == int32_t(expected.size()), "VisitOrder counts %d visits, not %zu",
+         order.n_visits, expected.size());
+  for (int32_t t = 0; t < order.n_visits && t < int32_t(expected.size()); ++t)
+    EXPECT(order.block(t) == expected[t], "VisitOrder visit %d is block %d, not %lld", t,
+           order.block(t), (long long)expected[t]);
+}
+
 // The same far from the small cases: 64-bit windows, sinks and full_from, tile indices near 2^31.
 static int64_t check_block_visibility_far() {
   int64_t cases = 0;
@@ -53,6 +81,13 @@ static int64_t check_block_visibility_far() {
                      "block_visibility disagrees far out: b=%lld w=%lld s=%lld ff=%lld off=%lld "
                      "m0=%lld", (long long)b, (long long)window, (long long)sinks,
                      (long long)full_from, (long long)offset, (long long)m0);
+              const int64_t n0 = m0 + offset - 8;  // keys around the rows' diagonal
+              const QueryBlockVisibility qv = query_block_visibility(rule, n0, n0 + 16, 32);
+              EXPECT(qv.fully_visible(int32_t(b)) ==
+                         rule.tile_fully_visible(b * 32, b * 32 + 32, n0, n0 + 16),
+                     "query_block_visibility disagrees far out: b=%lld w=%lld s=%lld ff=%lld "
+                     "off=%lld n0=%lld", (long long)b, (long long)window, (long long)sinks,
+                     (long long)full_from, (long long)offset, (long long)n0);
               ++cases;
             }
           }
@@ -66,6 +101,7 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
   for (int64_t mb = 0; mb < mblocks; ++mb) {
     const int64_t m0 = mb * bm, m1 = min64(m0 + bm, lq);
     const std::vector<int> counts = visit_counts(key_blocks(rule, m0, m1, bn, lk), nblocks);
+    check_visit_order(key_blocks(rule, m0, m1, bn, lk));
     check_block_visibility(rule, m0, m1, bn, nblocks + 2);
     for (int64_t nb = 0; nb < nblocks; ++nb) {
       const int64_t n0 = nb * bn, n1 = min64(n0 + bn, lk);
@@ -97,6 +133,11 @@ static void check_case(int64_t lq, int64_t lk, int64_t window, int64_t sinks, in
   for (int64_t nb = 0; nb < nblocks; ++nb) {
     const int64_t n0 = nb * bn, n1 = min64(n0 + bn, lk);
     const std::vector<int> counts = visit_counts(query_blocks(rule, n0, n1, bm, lq), mblocks);
+    check_visit_order(query_blocks(rule, n0, n1, bm, lq));
+    // The dK/dV loop tests per warp, a slice of the block's keys (unclipped); and the block.
+    for (int64_t key0 = n0; key0 < n0 + bn; key0 += 4)
+      check_query_block_visibility(rule, key0, key0 + 4, bm, mblocks + 2);
+    check_query_block_visibility(rule, n0, n1, bm, mblocks + 2);
     for (int64_t mb = 0; mb < mblocks; ++mb) {
       const int64_t m0 = mb * bm, m1 = min64(m0 + bm, lq);
       bool any = false;

@@ -8,7 +8,8 @@
 //                dK/dV in registers. Keys that no query sees get zeros (no visits).
 //   dq_kernel:   one block per (query block, query head, batch); it visits exactly the key blocks
 //                `key_blocks` names, like the forward, and keeps dQ in registers.
-// Both evaluate the rule only on tiles that `tile_fully_visible` cannot clear. Tile shapes:
+// Both evaluate the rule only on tiles their warp's visibility test (mask.h) cannot clear, and
+// are built on the tile library (tile_load.cuh, tile_math.cuh, tile_store.cuh). Tile shapes:
 // kernel_traits.h (BackwardKVTraits, BackwardQTraits). Same source on the GPU (nvcc) and on the
 // CPU through the SIMT emulator (g++ -DSWAA_SIMT_HOST).
 //
@@ -17,7 +18,12 @@
 // D=128 tile would spill. A dq block has 128 threads. Registers, spills, shared memory and the
 // hot loops' SASS counts are measured by `make sass-report` and read in docs/sass-report.md.
 #pragma once
-#include "forward_kernel.cuh"  // the tile helpers both directions share
+#include "../params.h"
+#include "../sequence.h"
+#include "kernel_traits.h"
+#include "tile_load.cuh"
+#include "tile_math.cuh"
+#include "tile_store.cuh"
 
 namespace swaa::cuda {
 
@@ -56,37 +62,18 @@ __device__ __forceinline__ void softmax_backward(float (&s)[kNTiles][4], float (
   }
 }
 
-// Rows [row0 + lane/4 (+8)] of a (16, kHeadDim) accumulator, times `scale`, into a row-major
-// output; rows at or past n_rows are not written.
-template <typename Traits>
-__device__ __forceinline__ void store_rows(typename Traits::Element* out, int64_t row_stride,
-                                           const float (&acc)[Traits::kDTiles][4], float scale,
-                                           int64_t row0, int64_t n_rows, int lane) {
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = row0 + lane / 4 + r * 8;
-    if (row >= n_rows) continue;
-    auto* dst = reinterpret_cast<uint32_t*>(out + row * row_stride);
-    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
-      const int col = dt * kMmaN + 2 * (lane % 4);
-      simt::st_global(dst + col / 2,
-                      Traits::Ops::pack2(acc[dt][2 * r] * scale, acc[dt][2 * r + 1] * scale));
-    }
-  }
-}
-
 // ---- dK / dV ------------------------------------------------------------------------------------
 
 // s^T[j][i] <- -inf where query i does not see key j, in 32-bit arithmetic relative to the tile
-// (mask.h's TileRule). Keys are the accumulator rows here: lane holds keys lane/4 (+8 for
-// e >= 2) and queries 2 (lane % 4) + (e % 2) of each n-tile.
+// (mask.h's TileRule). Keys are the accumulator rows here, queries its columns.
 template <int kNTiles>
 __device__ __forceinline__ void apply_mask_transposed(float (&s)[kNTiles][4], const MaskRule& rule,
                                                       int64_t key0, int64_t m0, int lane) {
   const TileRule tile = tile_rule(rule, m0, key0);
   for (int nt = 0; nt < kNTiles; ++nt) {
     for (int e = 0; e < 4; ++e) {
-      const int dj = lane / 4 + (e / 2) * 8;
-      const int di = nt * kMmaN + 2 * (lane % 4) + e % 2;
+      const int dj = Accumulator::row(lane, e);
+      const int di = nt * kMmaN + Accumulator::col(lane, e);
       if (!tile.visible(di, dj)) s[nt][e] = -INFINITY;
     }
   }
@@ -100,32 +87,34 @@ struct KVSmem {
   Element* v;      // (kBlockN, D)
   Element* q;      // kStages x (kBlockM, D)
   Element* d_o;    // kStages x (kBlockM, D)
-  float* lse_log2;  // kStages x kBlockM: LSE * log2(e), +inf past len_q
-  float* delta;    // kStages x kBlockM: 0 past len_q
+  float* lse;      // kStages x kBlockM (natural log); 0 past len_q, where Q and dO are 0 too
+  float* delta;    // kStages x kBlockM; 0 past len_q
 
   __device__ __forceinline__ explicit KVSmem(char* raw) {
     k = reinterpret_cast<Element*>(raw);
     v = k + Traits::kSmemKElems;
     q = v + Traits::kSmemKElems;
     d_o = q + Traits::kStages * Traits::kSmemQElems;
-    lse_log2 = reinterpret_cast<float*>(d_o + Traits::kStages * Traits::kSmemQElems);
-    delta = lse_log2 + Traits::kStages * Traits::kBlockM;
+    lse = reinterpret_cast<float*>(d_o + Traits::kStages * Traits::kSmemQElems);
+    delta = lse + Traits::kStages * Traits::kBlockM;
   }
 };
 
-// One visit of the dK/dV loop: query block `m_block` of head `h` of the GQA group.
+// A position in the dK/dV visiting order: every query head of the GQA group in turn, each over
+// the same query blocks (a VisitOrder). Advanced one visit at a time, so no division finds the
+// head of visit t.
 struct QueryVisit {
-  int64_t h;
-  int64_t m0;
+  int head = 0;  // within the group
+  int t = 0;     // visit within the head's VisitOrder
+
+  __device__ __forceinline__ void advance(int per_head) {
+    if (++t == per_head) t = 0, ++head;
+  }
 };
 
-__device__ __forceinline__ QueryVisit nth_query_visit(const TwoRanges& blocks, int64_t per_head,
-                                                      int64_t h0, int64_t block_m, int64_t t) {
-  return {h0 + t / per_head, nth_block(blocks, t % per_head) * block_m};
-}
-
-// Q, dO rows [m0, m0 + kBlockM) of one query head into ring stage `stage` (cp.async, zero-filled
-// past the sequence's len_q), and their LSE / delta with plain loads.
+// Q, dO rows [m0, m0 + kBlockM) of one query head into ring stage `stage`, and their LSE and
+// delta rows, all by cp.async (zero-filled past the sequence's len_q). Zero rows contribute
+// nothing: their P is exp(0 - 0) = 1 but their dO and dS are 0.
 template <typename Traits>
 __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int stage,
                                                  const QueryHead<typename Traits::Element>& qh,
@@ -135,12 +124,14 @@ __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int s
   const int offset = stage * Traits::kSmemQElems;
   load_tile_async<Traits, kBlockM>(sm.q + offset, qh.q, p.q_row_stride, m0, len_q);
   load_tile_async<Traits, kBlockM>(sm.d_o + offset, qh.d_o, p.do_row_stride, m0, len_q);
-  for (int i = threadIdx.x; i < kBlockM; i += Traits::kNThreads) {
-    const int64_t row = m0 + i;
+  static_assert(kBlockM <= Traits::kNThreads, "one thread per row of statistics");
+  if (threadIdx.x < kBlockM) {
+    const int64_t row = m0 + threadIdx.x;
     const bool in_range = row < len_q;
-    // Through the layer's accessors, so the emulator's race check sees this exchange.
-    simt::st_shared(&sm.lse_log2[stage * kBlockM + i], in_range ? qh.lse[row] * kLog2e : INFINITY);
-    simt::st_shared(&sm.delta[stage * kBlockM + i], in_range ? qh.delta[row] : 0.f);
+    simt::cp_async_ca<4>(&sm.lse[stage * kBlockM + threadIdx.x], qh.lse + (in_range ? row : 0),
+                         in_range);
+    simt::cp_async_ca<4>(&sm.delta[stage * kBlockM + threadIdx.x],
+                         qh.delta + (in_range ? row : 0), in_range);
   }
 }
 
@@ -154,7 +145,7 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   constexpr int kQTiles = Traits::kQTiles;
   const auto* q = sm.q + stage * Traits::kSmemQElems;
   const auto* d_o = sm.d_o + stage * Traits::kSmemQElems;
-  const float* lse_log2 = sm.lse_log2 + stage * Traits::kBlockM;
+  const float* lse = sm.lse + stage * Traits::kBlockM;
   const float* delta = sm.delta + stage * Traits::kBlockM;
 
   // S^T = K Q^T and dP^T = V dO^T: keys are the rows, so P^T and dS^T come out in accumulator
@@ -168,8 +159,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   qk_scores<Traits>(dp, frag, d_o, lane);
   if (masked) apply_mask_transposed(s, rule, key0, m0, lane);
   softmax_backward(s, dp, scale_log2, [&](int nt, int e, float& l, float& d) {
-    const int col = nt * kMmaN + 2 * (lane % 4) + e % 2;
-    l = simt::ld_shared(&lse_log2[col]);
+    const int col = nt * kMmaN + Accumulator::col(lane, e);
+    l = simt::ld_shared(&lse[col]) * kLog2e;
     d = simt::ld_shared(&delta[col]);
   });
   pv_accumulate<Traits>(dv, s, d_o, lane);
@@ -181,7 +172,7 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const AttentionBackwardParams p) {
   using Element = typename Traits::Element;
-  constexpr int kStages = Traits::kStages;
+  constexpr int kBlockM = Traits::kBlockM;
   SWAA_DYNAMIC_SMEM(smem_raw);
   const KVSmem<Traits> sm(smem_raw);
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -193,47 +184,40 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   const MaskRule& rule = seq.rule;
   const int64_t h0 = h_kv * p.group_size();
 
-  // Visits: every query head of the group, each over the same query blocks. A key block that no
-  // query sees (none at all when the sequence has no queries) gets zeros.
-  const TwoRanges blocks = query_blocks(rule, n0, n1, Traits::kBlockM, seq.len_q);
-  const int64_t per_head = (blocks.first.end - blocks.first.begin) +
-                           (blocks.second.end - blocks.second.begin);
-  const int64_t n_visits = per_head * p.group_size();
-  auto load_visit = [&](int64_t t) {
-    const QueryVisit qv = nth_query_visit(blocks, per_head, h0, Traits::kBlockM, t);
-    load_query_stage<Traits>(sm, int(t % kStages), query_head<Element>(p, seq, qv.h), p,
-                             seq.len_q, qv.m0);
+  // Visits: every query head of the group, each over the same query blocks; below 2^31, since
+  // Q holds kBlockM rows for each. A key block that no query sees (none at all when the sequence
+  // has no queries) gets zeros.
+  const VisitOrder order(query_blocks(rule, n0, n1, kBlockM, seq.len_q));
+  const int n_visits = order.n_visits * int(p.group_size());
+  QueryVisit loading;  // the next visit to load, kStages - 1 ahead of the one computed
+  auto load_visit = [&](int stage, int) {
+    load_query_stage<Traits>(sm, stage, query_head<Element>(p, seq, h0 + loading.head), p,
+                             seq.len_q, int64_t(order.block(loading.t)) * kBlockM);
+    loading.advance(order.n_visits);
   };
 
-  // K and V in their own cp.async group, then the first kStages - 1 query stages, one group each.
-  // A block with no visit loads nothing: it would exit with the copies in flight.
-  if (n_visits > 0) {
-    const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
-    const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
-    load_tile_async<Traits, Traits::kBlockN>(sm.k, k, p.k_row_stride, n0, seq.len_k);
-    load_tile_async<Traits, Traits::kBlockN>(sm.v, v, p.v_row_stride, n0, seq.len_k);
-  }
+  // K and V in their own cp.async group, then the ring's first query stages. A block with no
+  // visit loads nothing: it would exit with the copies in flight.
+  if (n_visits > 0) kv_source<Traits>(p, seq, h_kv).template load<Traits::kBlockN>(sm.k, sm.v, n0);
   simt::cp_async_commit();
-  for (int t = 0; t < kStages - 1; ++t) {
-    if (t < n_visits) load_visit(t);
-    simt::cp_async_commit();
-  }
+  CopyRing<Traits::kStages> ring;
+  ring.start(n_visits, load_visit);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t key0 = n0 + warp * Traits::kRowsPerWarp;
+  // Per warp: only its keys decide whether it masks (keys past len_k are never stored). Query
+  // tiles are tested unclipped: rows past len_q are zero and contribute nothing.
+  const QueryBlockVisibility warp_visibility =
+      query_block_visibility(rule, key0, key0 + Traits::kRowsPerWarp, kBlockM);
   float dk[Traits::kDTiles][4] = {}, dv[Traits::kDTiles][4] = {};
-  for (int64_t t = 0; t < n_visits; ++t) {
-    // Stage t has landed, and every warp is done with the stage that t + kStages - 1 reuses.
-    simt::cp_async_wait<kStages - 2>();
-    __syncthreads();
-    if (t + kStages - 1 < n_visits) load_visit(t + kStages - 1);
-    simt::cp_async_commit();
-
-    const int64_t m0 = nth_query_visit(blocks, per_head, h0, Traits::kBlockM, t).m0;
-    const int64_t m1 = min64(m0 + Traits::kBlockM, seq.len_q);
-    // The key tile's unclipped end, as in the forward (keys past len_k are never stored).
-    const bool masked = !rule.tile_fully_visible(m0, m1, n0, n0 + Traits::kBlockN);
-    dkdv_tile<Traits>(dk, dv, sm, int(t % kStages), rule, masked, key0, m0, scale_log2, warp, lane);
+  QueryVisit visit;
+  for (int t = 0; t < n_visits; ++t) {
+    ring.next_tile(t, n_visits, load_visit);
+    const int block = order.block(visit.t);
+    dkdv_tile<Traits>(dk, dv, sm, ring.stage, rule, !warp_visibility.fully_visible(block), key0,
+                      int64_t(block) * kBlockM, scale_log2, warp, lane);
+    visit.advance(order.n_visits);
+    ring.advance();
   }
 
   store_rows<Traits>(static_cast<Element*>(p.dk) + seq.dk_offset(p, h_kv), p.dk_row_stride, dk,
@@ -247,14 +231,14 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
 // grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
 // varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kNThreads) dq_kernel(const AttentionBackwardParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) dq_kernel(const AttentionBackwardParams p) {
   using Element = typename Traits::Element;
-  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
+  constexpr int kBlockN = Traits::kBlockN;
   SWAA_DYNAMIC_SMEM(smem_raw);
   Element* smem_q = reinterpret_cast<Element*>(smem_raw);
   Element* smem_do = smem_q + Traits::kSmemQElems;
-  Element* smem_k = smem_do + Traits::kSmemQElems;           // kStages K tiles
-  Element* smem_v = smem_k + kStages * Traits::kSmemKElems;  // kStages V tiles
+  Element* smem_k = smem_do + Traits::kSmemQElems;                   // kStages K tiles
+  Element* smem_v = smem_k + Traits::kStages * Traits::kSmemKElems;  // kStages V tiles
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int64_t h = blockIdx.y, h_kv = h / p.group_size();
@@ -264,62 +248,56 @@ __global__ void __launch_bounds__(Traits::kNThreads) dq_kernel(const AttentionBa
   const int64_t m1 = min64(m0 + Traits::kBlockM, seq.len_q);
   const MaskRule& rule = seq.rule;
   const QueryHead<Element> qh = query_head<Element>(p, seq, h);
-  const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
-  const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
-  const TwoRanges blocks = key_blocks(rule, m0, m1, kBlockN, seq.len_k);
-  const int64_t n_visits = (blocks.first.end - blocks.first.begin) +
-                           (blocks.second.end - blocks.second.begin);
-  auto load_kv = [&](int64_t t) {
-    const int64_t n0 = nth_block(blocks, t) * kBlockN;
-    const int offset = int(t % kStages) * Traits::kSmemKElems;
-    load_tile_async<Traits, kBlockN>(smem_k + offset, k, p.k_row_stride, n0, seq.len_k);
-    load_tile_async<Traits, kBlockN>(smem_v + offset, v, p.v_row_stride, n0, seq.len_k);
+  const KVSource<Traits> kv = kv_source<Traits>(p, seq, h_kv);
+  const VisitOrder order(key_blocks(rule, m0, m1, kBlockN, seq.len_k));
+  auto load_kv = [&](int stage, int t) {
+    kv.template load<kBlockN>(smem_k + stage * Traits::kSmemKElems,
+                              smem_v + stage * Traits::kSmemKElems,
+                              int64_t(order.block(t)) * kBlockN);
   };
 
-  // Q and dO in their own cp.async group, then the first kStages - 1 K/V tiles, one group each.
+  // Q and dO in their own cp.async group, then the ring's first K/V tiles.
   load_tile_async<Traits, Traits::kBlockM>(smem_q, qh.q, p.q_row_stride, m0, seq.len_q);
   load_tile_async<Traits, Traits::kBlockM>(smem_do, qh.d_o, p.do_row_stride, m0, seq.len_q);
   simt::cp_async_commit();
-  for (int t = 0; t < kStages - 1; ++t) {
-    if (t < n_visits) load_kv(t);
-    simt::cp_async_commit();
-  }
+  CopyRing<Traits::kStages> ring;
+  ring.start(order.n_visits, load_kv);
 
   // This lane's two rows: LSE (log2 units) and delta, plain loads (+inf / 0 past len_q).
   const int64_t warp_row0 = m0 + warp * Traits::kRowsPerWarp;
   float lse_log2[2], delta[2];
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = warp_row0 + lane / 4 + r * 8;
-    lse_log2[r] = row < m1 ? qh.lse[row] * kLog2e : INFINITY;
-    delta[r] = row < m1 ? qh.delta[row] : 0.f;
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = warp_row0 + Accumulator::half_row(lane, half);
+    lse_log2[half] = row < m1 ? qh.lse[row] * kLog2e : INFINITY;
+    delta[half] = row < m1 ? qh.delta[row] : 0.f;
   }
-  simt::cp_async_wait<kStages - 1>();
-  __syncthreads();
+  ring.wait_for_resident();
   uint32_t q_frag[Traits::kDSteps][4], do_frag[Traits::kDSteps][4];
   load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
   load_row_fragments<Traits>(do_frag, smem_do, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
+  // Per warp: only its rows decide whether it masks (rows past len_q have P = 0). Tiles are
+  // tested unclipped, as in the forward.
+  const BlockVisibility warp_visibility =
+      block_visibility(rule, warp_row0, warp_row0 + Traits::kRowsPerWarp, kBlockN);
   float dq[Traits::kDTiles][4] = {};
-  for (int64_t t = 0; t < n_visits; ++t) {
-    // Tile t has landed, and every warp is done with the stage that tile t + kStages - 1 reuses.
-    simt::cp_async_wait<kStages - 2>();
-    __syncthreads();
-    if (t + kStages - 1 < n_visits) load_kv(t + kStages - 1);
-    simt::cp_async_commit();
-
-    const int stage = int(t % kStages);
-    const int64_t n0 = nth_block(blocks, t) * kBlockN;
+  for (int t = 0; t < order.n_visits; ++t) {
+    ring.next_tile(t, order.n_visits, load_kv);
+    const int block = order.block(t);
+    const Element* k_tile = smem_k + ring.stage * Traits::kSmemKElems;
     float s[Traits::kNTiles][4], dp[Traits::kNTiles][4];
-    qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKElems, lane);
-    qk_scores<Traits>(dp, do_frag, smem_v + stage * Traits::kSmemKElems, lane);
-    if (!rule.tile_fully_visible(m0, m1, n0, n0 + kBlockN)) apply_mask(s, rule, warp_row0, n0, lane);
+    qk_scores<Traits>(s, q_frag, k_tile, lane);
+    qk_scores<Traits>(dp, do_frag, smem_v + ring.stage * Traits::kSmemKElems, lane);
+    if (!warp_visibility.fully_visible(block))
+      apply_mask(s, rule, warp_row0, int64_t(block) * kBlockN, lane);
     softmax_backward(s, dp, scale_log2, [&](int, int e, float& l, float& d) {
       l = lse_log2[e / 2];
       d = delta[e / 2];
     });
     // dQ += dS K: K is stored key-major, as V is for the forward's P V.
-    pv_accumulate<Traits>(dq, dp, smem_k + stage * Traits::kSmemKElems, lane);
+    pv_accumulate<Traits>(dq, dp, k_tile, lane);
+    ring.advance();
   }
   store_rows<Traits>(static_cast<Element*>(p.dq) + seq.dq_offset(p, h), p.dq_row_stride, dq,
                      float(p.scale), warp_row0, seq.len_q, lane);

@@ -1,6 +1,6 @@
 // CUDA split-KV decode kernel: the forward for few queries per sequence (decode_plan.h says when),
-// flash-decoding style, on the tile helpers of forward_kernel.cuh. Two differences from the tile
-// kernel:
+// flash-decoding style, on the tile library (tile_load.cuh, tile_math.cuh, tile_store.cuh). Two
+// differences from the tile kernel:
 //   - rows: the `group` query heads that share a KV head are packed into one tile's rows, packed
 //     row r = g * len_q + i being query i of query head h_kv * group + g, so every K/V tile read
 //     from memory serves the whole group (the tile kernel reads it once per query head);
@@ -15,7 +15,12 @@
 #include <cmath>
 #include <cstdint>
 
-#include "forward_kernel.cuh"
+#include "../params.h"
+#include "../sequence.h"
+#include "kernel_traits.h"
+#include "tile_load.cuh"
+#include "tile_math.cuh"
+#include "tile_store.cuh"
 
 namespace swaa::cuda {
 
@@ -59,68 +64,57 @@ __device__ __forceinline__ void load_packed_queries_async(typename Traits::Eleme
 }
 
 // s[i][j] <- -inf where the rule hides key j from this lane's two packed rows, whose queries are
-// `query` (lane_queries), for an edge tile starting at key n0. Accumulator layout as apply_mask
-// (forward_kernel.cuh).
+// `query` (lane_queries), for an edge tile starting at key n0.
 template <int kNTiles>
 __device__ __forceinline__ void apply_mask_packed(float (&s)[kNTiles][4], const MaskRule& rule,
                                                   const int64_t (&query)[2], int64_t n0,
                                                   int lane) {
-  for (int r = 0; r < 2; ++r) {
-    const TileRule tile = tile_rule(rule, query[r], n0);
+  for (int h = 0; h < 2; ++h) {
+    const TileRule tile = tile_rule(rule, query[h], n0);
     for (int nt = 0; nt < kNTiles; ++nt) {
-      for (int e = 2 * r; e < 2 * r + 2; ++e) {
-        const int dj = nt * kMmaN + 2 * (lane % 4) + e % 2;
-        if (!tile.visible(0, dj)) s[nt][e] = -INFINITY;
+      for (int e = 2 * h; e < 2 * h + 2; ++e) {
+        if (!tile.visible(0, nt * kMmaN + Accumulator::col(lane, e))) s[nt][e] = -INFINITY;
       }
     }
   }
 }
 
-// The queries of this lane's two packed rows (lane/4 and lane/4 + 8 of the warp's 16): fixed for
-// the block, so computed once, off the key loop.
+// The queries of this lane's two packed rows (its row halves of the warp's 16): fixed for the
+// block, so computed once, off the key loop.
 __device__ __forceinline__ void lane_queries(int64_t (&query)[2], const Sequence& seq,
                                              int64_t warp_row0, int lane) {
-  for (int r = 0; r < 2; ++r) query[r] = (warp_row0 + lane / 4 + r * 8) % seq.len_q;
+  for (int h = 0; h < 2; ++h) query[h] = (warp_row0 + Accumulator::half_row(lane, h)) % seq.len_q;
 }
 
-// This lane's two rows: one split writes out and lse (like store_output), several write their
-// partial results, normalised by the split's own sum (combine_kernel merges them).
+// This lane's two rows: one split writes out and lse (like the forward's store_output), several
+// write their partial results, normalised by the split's own sum (combine_kernel merges them).
 template <typename Traits>
 __device__ __forceinline__ void store_decode_output(const DecodeParams& p, const Sequence& seq,
                                                     const DecodeBlock& db,
-                                                    float (&o)[Traits::kDTiles][4],
+                                                    const float (&o)[Traits::kDTiles][4],
                                                     const RowStats& st, int64_t warp_row0,
                                                     int lane) {
-  for (int r = 0; r < 2; ++r) {
-    const int64_t packed = warp_row0 + lane / 4 + r * 8;
-    const float sum = quad_sum(st.sum[r]);
+  for (int h = 0; h < 2; ++h) {
+    const int64_t packed = warp_row0 + Accumulator::half_row(lane, h);
+    const float sum = quad_sum(st.sum[h]);  // every lane of the quad, before any leaves
     if (packed >= db.rows) continue;
     const PackedRow pr = unpack_row(db, seq, packed);
     const float inv_sum = sum > 0.f ? 1.f / sum : 0.f;
-    const float lse = st.max[r] * float(p.scale) + logf(sum);
     const int64_t lse_index = seq.lse_offset(p, pr.head) + pr.query;
     if (p.num_splits == 1) {
-      auto* out = reinterpret_cast<uint32_t*>(static_cast<typename Traits::Element*>(p.o) +
-                                              seq.o_offset(p, pr.head) +
-                                              pr.query * p.o_row_stride);
-      for (int dt = 0; dt < Traits::kDTiles; ++dt) {
-        const int col = dt * kMmaN + 2 * (lane % 4);
-        simt::st_global(out + col / 2, Traits::Ops::pack2(o[dt][2 * r] * inv_sum,
-                                                          o[dt][2 * r + 1] * inv_sum));
-      }
+      store_row<Traits>(static_cast<typename Traits::Element*>(p.o) + seq.o_offset(p, pr.head) +
+                            pr.query * p.o_row_stride,
+                        o, h, inv_sum, lane);
       // No visible key (unreachable: every row sees itself): +inf, as the forward (params.h).
-      if (lane % 4 == 0) static_cast<float*>(p.lse)[lse_index] = sum > 0.f ? lse : INFINITY;
+      if (lane % 4 == 0)
+        static_cast<float*>(p.lse)[lse_index] = sum > 0.f ? st.lse(h, sum, float(p.scale)) : INFINITY;
       continue;
     }
     const int64_t partial = db.split * p.partial_split_stride + lse_index;
-    float* out = p.o_partial + partial * Traits::kHeadDim;
-    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
-      const int col = dt * kMmaN + 2 * (lane % 4);
-      simt::st_global(out + col, o[dt][2 * r] * inv_sum);
-      simt::st_global(out + col + 1, o[dt][2 * r + 1] * inv_sum);
-    }
+    store_row<Traits>(p.o_partial + partial * Traits::kHeadDim, o, h, inv_sum, lane);
     // A split that saw none of this row's keys contributes nothing: weight exp(-inf) = 0.
-    if (lane % 4 == 0) p.lse_partial[partial] = sum > 0.f ? lse : -INFINITY;
+    if (lane % 4 == 0)
+      p.lse_partial[partial] = sum > 0.f ? st.lse(h, sum, float(p.scale)) : -INFINITY;
   }
 }
 
@@ -146,32 +140,24 @@ __global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeP
   db.rows = db.group * seq.len_q;
   if (db.row0 >= db.rows) return;  // the whole block, before any barrier
   // This split's share of the tiles every query of the sequence may see (sinks, then window).
-  const TwoRanges blocks = key_blocks(seq.rule, 0, seq.len_q, kBlockN, seq.len_k);
-  const int n_tiles = int((blocks.first.end - blocks.first.begin) +
-                          (blocks.second.end - blocks.second.begin));
-  const int per_split = int(ceil_div(n_tiles, p.num_splits));
-  db.t_begin = int(min64(db.split * per_split, n_tiles));
-  db.t_end = int(min64(db.t_begin + per_split, n_tiles));
+  const VisitOrder order(key_blocks(seq.rule, 0, seq.len_q, kBlockN, seq.len_k));
+  const int per_split = int(ceil_div(order.n_visits, p.num_splits));
+  db.t_begin = int(min64(db.split * per_split, order.n_visits));
+  db.t_end = int(min64(db.t_begin + per_split, order.n_visits));
   const int n_visits = db.t_end - db.t_begin;
-
-  const Element* k = static_cast<const Element*>(p.k) + seq.k_offset(p, db.h_kv);
-  const Element* v = static_cast<const Element*>(p.v) + seq.v_offset(p, db.h_kv);
+  const KVSource<Traits> kv = kv_source<Traits>(p, seq, db.h_kv);
   auto load_kv = [&](int stage, int t) {
-    const int64_t n0 = nth_block(blocks, db.t_begin + t) * kBlockN;
-    const int offset = stage * Traits::kSmemKVElems;
-    load_tile_async<Traits, kBlockN>(smem_k + offset, k, p.k_row_stride, n0, seq.len_k);
-    load_tile_async<Traits, kBlockN>(smem_v + offset, v, p.v_row_stride, n0, seq.len_k);
+    kv.template load<kBlockN>(smem_k + stage * Traits::kSmemKVElems,
+                              smem_v + stage * Traits::kSmemKVElems,
+                              int64_t(order.block(db.t_begin + t)) * kBlockN);
   };
 
-  // The forward's pipeline: Q in its own group, then kStages - 1 K/V tiles, one group each.
+  // The forward's pipeline: Q in its own group, then the ring's first K/V tiles.
   load_packed_queries_async<Traits>(smem_q, p, seq, db);
   simt::cp_async_commit();
-  for (int t = 0; t < kStages - 1; ++t) {
-    if (t < n_visits) load_kv(t, t);
-    simt::cp_async_commit();
-  }
-  simt::cp_async_wait<kStages - 1>();
-  __syncthreads();
+  CopyRing<kStages> ring;
+  ring.start(n_visits, load_kv);
+  ring.wait_for_resident();
   uint32_t q_frag[Traits::kDSteps][4];
   load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
 
@@ -181,28 +167,23 @@ __global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeP
   const bool warp_has_rows = warp_row0 < db.rows;
   int64_t query[2];
   lane_queries(query, seq, warp_row0, lane);
+  // Conservative over every query of the sequence: each packed row is one of them.
+  const BlockVisibility visibility = block_visibility(seq.rule, 0, seq.len_q, kBlockN);
   float o[Traits::kDTiles][4] = {};
   RowStats st = {{-INFINITY, -INFINITY}, {0.f, 0.f}};
 
-  int stage = 0, next_stage = kStages - 1;
   for (int t = 0; t < n_visits; ++t) {
-    simt::cp_async_wait<kStages - 2>();
-    __syncthreads();
-    if (t + kStages - 1 < n_visits) load_kv(next_stage, t + kStages - 1);
-    simt::cp_async_commit();
-
+    ring.next_tile(t, n_visits, load_kv);
     if (warp_has_rows) {
-      const int64_t n0 = nth_block(blocks, db.t_begin + t) * kBlockN;
+      const int block = order.block(db.t_begin + t);
       float s[Traits::kNTiles][4];
-      qk_scores<Traits>(s, q_frag, smem_k + stage * Traits::kSmemKVElems, lane);
-      // Conservative over every query of the sequence: each packed row is one of them.
-      if (!seq.rule.tile_fully_visible(0, seq.len_q, n0, n0 + kBlockN))
-        apply_mask_packed(s, seq.rule, query, n0, lane);
+      qk_scores<Traits>(s, q_frag, smem_k + ring.stage * Traits::kSmemKVElems, lane);
+      if (!visibility.fully_visible(block))
+        apply_mask_packed(s, seq.rule, query, int64_t(block) * kBlockN, lane);
       online_softmax<Traits>(s, o, st, scale_log2);
-      pv_accumulate<Traits>(o, s, smem_v + stage * Traits::kSmemKVElems, lane);
+      pv_accumulate<Traits>(o, s, smem_v + ring.stage * Traits::kSmemKVElems, lane);
     }
-    stage = stage + 1 == kStages ? 0 : stage + 1;
-    next_stage = next_stage + 1 == kStages ? 0 : next_stage + 1;
+    ring.advance();
   }
   store_decode_output<Traits>(p, seq, db, o, st, warp_row0, lane);
 }

@@ -1,38 +1,9 @@
-// Tile shapes of the CUDA forward kernel, per head dim, and the element-type specific operations
-// (tensor-core mma, packing two floats into one 32-bit register). Every size the kernel uses is
-// derived here; the kernel has no literals.
-//
-// Shape of the work (sm_80-style, FlashAttention-2 layout):
-//   - one thread block owns kBlockM = 128 query rows of one (batch, query head); each of its 4
-//     warps owns kRowsPerWarp = 32 of them, as kMTiles = 2 m16n8k16 M tiles, so the softmax
-//     statistics of a row live in the 4 lanes of one quad and never cross warps;
-//   - Q is loaded once to shared memory; K/V tiles of kBlockN keys stream through a kStages-deep
-//     cp.async ring; every K or V fragment a warp reads from shared memory feeds the MMAs of
-//     both its m-tiles, which halves the shared-memory bytes per FLOP of one m-tile per warp;
-//   - S = Q K^T and O += P V run on mma.sync m16n8k16 with float accumulators; P is rounded to
-//     the input type in registers and fed straight back as the A operand (no shared memory).
-//
-// Per-thread fragment registers, for both m-tiles: Q = 2 * kQRegisterSteps * 4 (the first
-// kQRegisterSteps 16-wide slices of the head dim stay in registers; the rest are re-read from
-// the shared Q tile per key tile), S = 2 * kBlockN/8 * 4, O = 2 * kHeadDim/8 * 4.
-//   D=64,  kBlockN=64, all 4 Q steps:    Q 32 + S 64 + O 64  = 160.
-//   D=128, kBlockN=32, 4 of 8 Q steps:   Q 32 + S 32 + O 128 = 192; re-reading the other half
-//   of Q costs 4 KiB of ldmatrix per warp and tile (0.047 shared-memory bytes per FLOP with the
-//   cp.async writes instead of 0.039). At 255 registers ptxas is erratic: with nvcc 13.0, every
-//   other count of Q steps in registers spilled on sm_80 or sm_90; 4 fits both (make sass-check
-//   fails on any spill). A 64-key tile would need S 64 + O 128 before any of Q.
-// Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each
-// (+1 KiB the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
-//   D=64,  2 stages: 16 KiB + 2 * 16 KiB = 48 KiB: 3 blocks per SM on sm_80, 4 on sm_90.
-//   D=128, 3 stages: 32 KiB + 3 * 16 KiB = 80 KiB: 2 blocks per SM on sm_80 and sm_90; the
-//                    third stage hides load latency when few warps are resident. Over the 48 KiB
-//                    default, so it needs the opt-in, which simt::launch sets once per kernel.
-// Registers: any count up to 255 gives 2 blocks (8 warps) per SM (4 warps x 32 lanes x 256 =
-// 32K of the 64K per SM): the occupancy of both head dims, by registers; the measured counts are
-// in docs/sass-report.md. The trade-off against one m-tile per warp (16 rows, 64-row blocks:
-// 3 blocks = 12 warps per SM at D=64, 2 = 8 at D=128): at D=64 a third fewer resident warps,
-// for half the shared-memory bytes per FLOP (0.078 -> 0.039) and fewer SASS instructions per MMA
-// in the key loop (docs/sass-report.md); at D=128 the same 8 warps.
+// What every CUDA kernel's shape is made of, in one place: the tensor-core mma and its element
+// types (ElementOps), the swizzled shared-memory tile layout all kernels share (TileTraits), and
+// the tile shapes of each kernel per head dim, with the register and shared-memory budget each is
+// derived from (ForwardTraits, DecodeTraits, BackwardKVTraits, BackwardQTraits). Every size a
+// kernel uses is derived here; the kernels have no literals. What nvcc makes of these budgets
+// (registers, spills, SASS per mma) is measured by `make sass-report`: docs/sass-report.md.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -121,6 +92,38 @@ struct TileTraits {
   static_assert(kHeadDim % kSwizzleSpan == 0, "the head dim is whole swizzle groups");
 };
 
+// ---- Forward (forward_kernel.cuh) ----------------------------------------------------------------
+// Shape of the work (sm_80-style, FlashAttention-2 layout):
+//   - one thread block owns kBlockM = 128 query rows of one (batch, query head); each of its 4
+//     warps owns kRowsPerWarp = 32 of them, as kMTiles = 2 m16n8k16 M tiles, so the softmax
+//     statistics of a row live in the 4 lanes of one quad and never cross warps;
+//   - Q is loaded once to shared memory; K/V tiles of kBlockN keys stream through a kStages-deep
+//     cp.async ring; every K or V fragment a warp reads from shared memory feeds the MMAs of
+//     both its m-tiles, which halves the shared-memory bytes per FLOP of one m-tile per warp;
+//   - S = Q K^T and O += P V run on mma.sync m16n8k16 with float accumulators; P is rounded to
+//     the input type in registers and fed straight back as the A operand (no shared memory).
+//
+// Per-thread fragment registers, for both m-tiles: Q = 2 * kQRegisterSteps * 4 (the first
+// kQRegisterSteps 16-wide slices of the head dim stay in registers; the rest are re-read from
+// the shared Q tile per key tile), S = 2 * kBlockN/8 * 4, O = 2 * kHeadDim/8 * 4.
+//   D=64,  kBlockN=64, all 4 Q steps:    Q 32 + S 64 + O 64  = 160.
+//   D=128, kBlockN=32, 4 of 8 Q steps:   Q 32 + S 32 + O 128 = 192; re-reading the other half
+//   of Q costs 4 KiB of ldmatrix per warp and tile (0.047 shared-memory bytes per FLOP with the
+//   cp.async writes instead of 0.039). At 255 registers ptxas is erratic: with nvcc 13.0, every
+//   other count of Q steps in registers spilled on sm_80 or sm_90; 4 fits both (make sass-check
+//   fails on any spill). A 64-key tile would need S 64 + O 128 before any of Q.
+// Shared memory: Q tile + kStages * (K tile + V tile), kRows x kHeadDim 2-byte elements each
+// (+1 KiB the hardware reserves per block). sm_80 has 164 KiB per SM, sm_90 228 KiB:
+//   D=64,  2 stages: 16 KiB + 2 * 16 KiB = 48 KiB: 3 blocks per SM on sm_80, 4 on sm_90.
+//   D=128, 3 stages: 32 KiB + 3 * 16 KiB = 80 KiB: 2 blocks per SM on sm_80 and sm_90; the
+//                    third stage hides load latency when few warps are resident. Over the 48 KiB
+//                    default, so it needs the opt-in, which simt::launch sets once per kernel.
+// Registers: any count up to 255 gives 2 blocks (8 warps) per SM (4 warps x 32 lanes x 256 =
+// 32K of the 64K per SM): the occupancy of both head dims, by registers; the measured counts are
+// in docs/sass-report.md. The trade-off against one m-tile per warp (16 rows, 64-row blocks:
+// 3 blocks = 12 warps per SM at D=64, 2 = 8 at D=128): at D=64 a third fewer resident warps,
+// for half the shared-memory bytes per FLOP (0.078 -> 0.039) and fewer SASS instructions per MMA
+// in the key loop (docs/sass-report.md); at D=128 the same 8 warps.
 template <typename Element_, int kHeadDim_, int kBlockN_, int kStages_, int kMTiles_,
           int kQRegisterSteps_>
 struct ForwardTraitsBase : TileTraits<Element_, kHeadDim_, /*kNWarps=*/4> {
@@ -150,7 +153,7 @@ struct ForwardTraitsBase : TileTraits<Element_, kHeadDim_, /*kNWarps=*/4> {
 template <typename Element, int kHeadDim>
 struct ForwardTraits;
 
-// Shapes per head dim; the reasoning is in the header comment.
+// Shapes per head dim; the reasoning is in the comment above.
 template <typename Element>
 struct ForwardTraits<Element, 64>
     : ForwardTraitsBase<Element, 64, /*kBlockN=*/64, /*kStages=*/2, /*kMTiles=*/2,
@@ -205,8 +208,8 @@ struct DecodeTraits
 //     0.25 KiB) = 96.5 KiB: one or two blocks (8 / 16 warps) per SM by shared memory.
 //   dQ:    Q + dO tiles + kStages * (K + V tiles): D=64 16 + 2 * 16 = 48 KiB, D=128 32 + 2 * 16 =
 //          64 KiB, as the forward's occupancy.
-// LSE and delta rows go through shared memory with plain loads, not cp.async: a 16-byte copy
-// would need len_q % 4 == 0. Measured registers: backward_kernel.cuh.
+// LSE and delta rows go through the ring with 4-byte cp.async copies (a 16-byte copy would need
+// len_q % 4 == 0).
 template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockM_, int kStages_>
 struct BackwardKVTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   using Base = TileTraits<Element_, kHeadDim_, kNWarps_>;
@@ -227,7 +230,8 @@ struct BackwardKVTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   static constexpr size_t kSmemBytes = kSmemKVBytes + kSmemQBytes + kSmemRowBytes;
 };
 
-template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockN_, int kStages_>
+template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockN_, int kStages_,
+          int kMinBlocksPerSm_>
 struct BackwardQTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   using Base = TileTraits<Element_, kHeadDim_, kNWarps_>;
   using typename Base::Element;
@@ -238,6 +242,9 @@ struct BackwardQTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
   static constexpr int kNTiles = kBlockN / kMmaN;  // n-tiles of S (8 keys each)
   static_assert(kBlockN % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
+  // The resident blocks the kernel's register budget keeps (__launch_bounds__): left free, ptxas
+  // spends registers the fragments do not need and a block fewer fits.
+  static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
 
   static constexpr int kSmemQElems = kBlockM * kHeadDim;  // Q, and dO
   static constexpr int kSmemKElems = kBlockN * kHeadDim;  // one K (or V) stage
@@ -260,9 +267,11 @@ struct BackwardKVTraits<Element, 128>
     : BackwardKVTraitsBase<Element, 128, /*kNWarps=*/8, /*kBlockM=*/32, /*kStages=*/2> {};
 template <typename Element>
 struct BackwardQTraits<Element, 64>
-    : BackwardQTraitsBase<Element, 64, /*kNWarps=*/4, /*kBlockN=*/64, /*kStages=*/2> {};
+    : BackwardQTraitsBase<Element, 64, /*kNWarps=*/4, /*kBlockN=*/64, /*kStages=*/2,
+                          /*kMinBlocksPerSm=*/3> {};
 template <typename Element>
 struct BackwardQTraits<Element, 128>
-    : BackwardQTraitsBase<Element, 128, /*kNWarps=*/4, /*kBlockN=*/32, /*kStages=*/2> {};
+    : BackwardQTraitsBase<Element, 128, /*kNWarps=*/4, /*kBlockN=*/32, /*kStages=*/2,
+                          /*kMinBlocksPerSm=*/2> {};
 
 }  // namespace swaa::cuda
