@@ -79,12 +79,12 @@ def test_sliding_attention_runs_the_planned_decode_kernel() -> None:
 def test_plan_rule() -> None:
     """decode_plan.h: decode for 1-16 queries only; splits fill 2 blocks per SM, each at least 2
     key tiles, at most 128; the query heads of a KV head share row groups of 64."""
-    # The report's problem: B=1, 32 query / 8 KV heads, D=128 (32-key tiles), A100.
+    # The report's problem: B=1, 32 query / 8 KV heads, D=128 (64-key decode tiles), A100.
     full = emulated.decode_plan(1, 32, 8, 1, 32768, 128, None, 0, True, 108)
-    assert full.use_decode and full.row_groups == 1 and full.key_tiles == 32768 // 32
+    assert full.use_decode and full.row_groups == 1 and full.key_tiles == 32768 // 64
     assert full.num_splits == math.ceil(2 * 108 / 8) and full.blocks == 8 * full.num_splits
     window = emulated.decode_plan(1, 32, 8, 1, 32768, 128, 4096, 64, False, 108)
-    assert window.key_tiles == 2 + 4096 // 32  # the sink tiles and the window's
+    assert window.key_tiles == 1 + 4096 // 64  # the sink tile and the window's
     assert window.num_splits == full.num_splits
     short = emulated.decode_plan(1, 32, 8, 1, 100, 128, None, 0, False, 108)
     assert short.num_splits == math.ceil(short.key_tiles / 2)

@@ -48,13 +48,14 @@ def test_forward_under_schedule(index: int, schedule: tuple[str, int]) -> None:
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 def test_skipped_key_blocks_are_never_read(head_dim: int) -> None:
     """Work skipping: one query at position 299 with window 20 and 4 sinks needs key blocks 0 and
-    those holding keys 280-299 only. NaN in keys/values 64-255 (outside them for both tile sizes)
+    those holding keys 280-299 only. NaN in keys/values 128-255 (outside them for every tile
+    size: 32 and 64 keys in the tile kernel, 64 and 128 in the decode kernel this query takes)
     must not reach the output."""
     q, k, v, _ = make_inputs(Case(1, 300, window=20, sinks=4), torch.float16, head_dim)
     expected = reference.sliding_attention(q, k, v, 20, 4)
     poisoned_k, poisoned_v = k.clone(), v.clone()
-    poisoned_k[:, :, 64:256] = float("nan")
-    poisoned_v[:, :, 64:256] = float("nan")
+    poisoned_k[:, :, 128:256] = float("nan")
+    poisoned_v[:, :, 128:256] = float("nan")
     out = emulated.sliding_attention(q, poisoned_k, poisoned_v, 20, 4)
     assert out.isfinite().all()
     torch.testing.assert_close(out, expected, atol=2e-3, rtol=0)

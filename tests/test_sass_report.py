@@ -168,9 +168,9 @@ def test_committed_report_covers_every_instantiation():
     with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
         committed = json.load(f)
     rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
-    # HMMA per warp per tile, from the traits' shapes (forward: two m-tiles per warp; decode: the
-    # forward's key tiles, one m-tile).
-    hmma = {"forward": 128, "dkdv": 128, "dq": 96, "decode": 64}
+    # HMMA per warp per tile, from the traits' shapes (forward: two m-tiles per warp; decode: one
+    # m-tile, key tiles twice the forward's).
+    hmma = {"forward": 128, "dkdv": 128, "dq": 96, "decode": 128}
     kernels = {"forward": ("forward",), "backward": ("dkdv", "dq"), "decode": ("decode",)}
     for inst in build.instantiations():
         for kernel in kernels[inst.direction]:

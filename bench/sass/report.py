@@ -162,8 +162,9 @@ HOW_TO_READ = """\
   100 %. fp16 and bf16 compile to the same counts. No latency, stall
   or bank-conflict model; on H100 the peak is wgmma's, which mma.sync does not reach. **An
   estimate, not a measurement.**
-- **decode** rows: the split-KV decode kernel (len_q <= 16) has the forward's key tiles with one
-  16-row m-tile per warp (64 packed rows per block), but its tensor-core bound is moot: with
+- **decode** rows: the split-KV decode kernel (len_q <= 16) has twice the forward's key tiles
+  (128 keys at D=64, 64 at D=128) and one 16-row m-tile per warp (64 packed rows per block), so
+  one trip is one key tile of twice the keys; its tensor-core bound is moot: with
   1-16 queries most of its MMA rows are padding and a decode step is bound by reading K/V from
   memory. What matters there is the launch shape (the section above) and the instruction count
   per key tile.

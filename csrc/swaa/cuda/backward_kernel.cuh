@@ -34,6 +34,12 @@ struct QueryHead {
   const Element* d_o;
   const float* lse;    // (len_q,) natural log
   const float* delta;  // (len_q,)
+
+  // The same sequence, `heads` query heads further on: one multiply-add per pointer.
+  __device__ __forceinline__ QueryHead next(int heads, const AttentionBackwardParams& p) const {
+    return {q + heads * p.q_head_stride, d_o + heads * p.do_head_stride,
+            lse + heads * p.lse_head_stride, delta + heads * p.lse_head_stride};
+  }
 };
 
 template <typename Element>
@@ -70,8 +76,8 @@ template <int kNTiles>
 __device__ __forceinline__ void apply_mask_transposed(float (&s)[kNTiles][4], const MaskRule& rule,
                                                       int64_t key0, int64_t m0, int lane) {
   const TileRule tile = tile_rule(rule, m0, key0);
-  for (int nt = 0; nt < kNTiles; ++nt) {
-    for (int e = 0; e < 4; ++e) {
+  SWAA_UNROLL for (int nt = 0; nt < kNTiles; ++nt) {
+    SWAA_UNROLL for (int e = 0; e < 4; ++e) {
       const int dj = Accumulator::row(lane, e);
       const int di = nt * kMmaN + Accumulator::col(lane, e);
       if (!tile.visible(di, dj)) s[nt][e] = -INFINITY;
@@ -189,16 +195,17 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   // has no queries) gets zeros.
   const VisitOrder order(query_blocks(rule, n0, n1, kBlockM, seq.len_q));
   const int n_visits = order.n_visits * int(p.group_size());
+  const QueryHead<Element> first_head = query_head<Element>(p, seq, h0);
   QueryVisit loading;  // the next visit to load, kStages - 1 ahead of the one computed
   auto load_visit = [&](int stage, int) {
-    load_query_stage<Traits>(sm, stage, query_head<Element>(p, seq, h0 + loading.head), p,
-                             seq.len_q, int64_t(order.block(loading.t)) * kBlockM);
+    load_query_stage<Traits>(sm, stage, first_head.next(loading.head, p), p, seq.len_q,
+                             int64_t(order.block(loading.t)) * kBlockM);
     loading.advance(order.n_visits);
   };
 
   // K and V in their own cp.async group, then the ring's first query stages. A block with no
   // visit loads nothing: it would exit with the copies in flight.
-  if (n_visits > 0) kv_source<Traits>(p, seq, h_kv).template load<Traits::kBlockN>(sm.k, sm.v, n0);
+  if (n_visits > 0) kv_source<Traits, Traits::kBlockN>(p, seq, h_kv).load(sm.k, sm.v, n0);
   simt::cp_async_commit();
   CopyRing<Traits::kStages> ring;
   ring.start(n_visits, load_visit);
@@ -248,12 +255,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) dq
   const int64_t m1 = min64(m0 + Traits::kBlockM, seq.len_q);
   const MaskRule& rule = seq.rule;
   const QueryHead<Element> qh = query_head<Element>(p, seq, h);
-  const KVSource<Traits> kv = kv_source<Traits>(p, seq, h_kv);
+  const KVSource<Traits, kBlockN> kv = kv_source<Traits, kBlockN>(p, seq, h_kv);
   const VisitOrder order(key_blocks(rule, m0, m1, kBlockN, seq.len_k));
   auto load_kv = [&](int stage, int t) {
-    kv.template load<kBlockN>(smem_k + stage * Traits::kSmemKElems,
-                              smem_v + stage * Traits::kSmemKElems,
-                              int64_t(order.block(t)) * kBlockN);
+    kv.load(smem_k + stage * Traits::kSmemKElems, smem_v + stage * Traits::kSmemKElems,
+            int64_t(order.block(t)) * kBlockN);
   };
 
   // Q and dO in their own cp.async group, then the ring's first K/V tiles.

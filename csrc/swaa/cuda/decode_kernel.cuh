@@ -122,7 +122,7 @@ __device__ __forceinline__ void store_decode_output(const DecodeParams& p, const
 // kSmemBytes; blockIdx.x = row group * num_splits + split. Varlen: len_q = max_seqlen_q, and
 // row groups past a shorter sequence's rows return at once.
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) decode_kernel(const DecodeParams p) {
   using Element = typename Traits::Element;
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
   SWAA_DYNAMIC_SMEM(smem_raw);
@@ -145,11 +145,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) decode_kernel(const DecodeP
   db.t_begin = int(min64(db.split * per_split, order.n_visits));
   db.t_end = int(min64(db.t_begin + per_split, order.n_visits));
   const int n_visits = db.t_end - db.t_begin;
-  const KVSource<Traits> kv = kv_source<Traits>(p, seq, db.h_kv);
+  const KVSource<Traits, kBlockN> kv = kv_source<Traits, kBlockN>(p, seq, db.h_kv);
   auto load_kv = [&](int stage, int t) {
-    kv.template load<kBlockN>(smem_k + stage * Traits::kSmemKVElems,
-                              smem_v + stage * Traits::kSmemKVElems,
-                              int64_t(order.block(db.t_begin + t)) * kBlockN);
+    kv.load(smem_k + stage * Traits::kSmemKVElems, smem_v + stage * Traits::kSmemKVElems,
+            int64_t(order.block(db.t_begin + t)) * kBlockN);
   };
 
   // The forward's pipeline: Q in its own group, then the ring's first K/V tiles.

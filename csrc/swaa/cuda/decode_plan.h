@@ -23,15 +23,17 @@ inline constexpr int64_t kDecodeMaxQueries = 16;
 // Packed (query head, query) rows per decode block: 4 warps x one 16-row m-tile (DecodeTraits).
 inline constexpr int64_t kDecodeBlockRows = 64;
 // Target residency: both head dims fit 2 decode blocks per SM on A100 and H100 (registers and
-// shared memory as the forward's, docs/sass-report.md), i.e. at least 8 warps to hide latency.
+// shared memory: kernel_traits.h's DecodeTraits, docs/sass-report.md), i.e. 8 warps to hide
+// latency; DecodeTraits also holds ptxas to it.
 inline constexpr int64_t kDecodeBlocksPerSm = 2;
 // A split streams at least this many key tiles, so its prologue (Q, first K/V) is amortised...
 inline constexpr int64_t kDecodeMinTilesPerSplit = 2;
 // ...and a row has at most this many partial results to merge.
 inline constexpr int64_t kDecodeMaxSplits = 128;
 
-// Keys per tile of the decode kernel: the forward's (DecodeTraits checks it against the traits).
-constexpr int64_t decode_block_n(int64_t head_dim) { return head_dim <= 64 ? 64 : 32; }
+// Keys per tile and ring stages of the decode kernel (DecodeTraits: why twice the forward's).
+constexpr int decode_block_n(int64_t head_dim) { return head_dim <= 64 ? 128 : 64; }
+inline constexpr int kDecodeStages = 2;
 
 struct DecodePlan {
   bool use_decode;

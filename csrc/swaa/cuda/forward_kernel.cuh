@@ -28,7 +28,7 @@ template <typename Traits>
 struct BlockProblem {
   using Element = typename Traits::Element;
   const Element* q;  // row 0 of this (batch, query head)
-  KVSource<Traits> kv;
+  KVSource<Traits, Traits::kBlockN> kv;
   Element* o;
   float* lse;
   int64_t m0, m1;    // query rows [m0, m1) of this block, m1 <= len_q (m0 >= m1: past the end)
@@ -41,16 +41,15 @@ __device__ __forceinline__ BlockProblem<Traits> block_problem(const AttentionPar
   using Element = typename Traits::Element;
   const int64_t h = blockIdx.y, h_kv = h / p.group_size();
   const Sequence seq(p, blockIdx.z);
-  BlockProblem<Traits> bp;
-  bp.q = static_cast<const Element*>(p.q) + seq.q_offset(p, h);
-  bp.kv = kv_source<Traits>(p, seq, h_kv);
-  bp.o = static_cast<Element*>(p.o) + seq.o_offset(p, h);
-  bp.lse = static_cast<float*>(p.lse) + seq.lse_offset(p, h);
-  bp.m0 = int64_t(blockIdx.x) * Traits::kBlockM;
-  bp.m1 = min64(bp.m0 + Traits::kBlockM, seq.len_q);
-  bp.len_q = seq.len_q;
-  bp.rule = seq.rule;
-  return bp;
+  const int64_t m0 = int64_t(blockIdx.x) * Traits::kBlockM;
+  return {static_cast<const Element*>(p.q) + seq.q_offset(p, h),
+          kv_source<Traits, Traits::kBlockN>(p, seq, h_kv),
+          static_cast<Element*>(p.o) + seq.o_offset(p, h),
+          static_cast<float*>(p.lse) + seq.lse_offset(p, h),
+          m0,
+          min64(m0 + Traits::kBlockM, seq.len_q),
+          seq.len_q,
+          seq.rule};
 }
 
 // out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < m1 of one m-tile.
@@ -83,11 +82,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const BlockProblem<Traits> bp = block_problem<Traits>(p);
   if (bp.m0 >= bp.m1) return;  // the whole block, before any barrier
-  const VisitOrder order(key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, bp.kv.len_k));
+  const VisitOrder order(key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, bp.kv.len_k()));
   auto load_kv = [&](int stage, int t) {
-    bp.kv.template load<kBlockN>(smem_k + stage * Traits::kSmemKVElems,
-                                 smem_v + stage * Traits::kSmemKVElems,
-                                 int64_t(order.block(t)) * kBlockN);
+    bp.kv.load(smem_k + stage * Traits::kSmemKVElems, smem_v + stage * Traits::kSmemKVElems,
+            int64_t(order.block(t)) * kBlockN);
   };
 
   // Q in its own cp.async group, then the ring's first K/V tiles.

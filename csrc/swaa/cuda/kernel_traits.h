@@ -165,22 +165,26 @@ struct ForwardTraits<Element, 128>
                         /*kQRegisterSteps=*/4> {};
 
 // ---- Decode (decode_kernel.cuh) -------------------------------------------------------------------
-// The forward's key tiles and ring, with one m-tile per warp and Q held in registers: a block's
-// 64 rows are packed (query head, query) pairs instead of one head's queries (at most 16 queries
-// x 8 heads of a GQA group, usually far fewer: a second m-tile would mostly be empty), and its
-// key loop is one split of the key range. Decode is bound by reading K/V from memory, not by the
-// tensor cores, so the forward's tiles (cp.async copies of 8-16 KiB, 2-3 stages in flight per
-// block) serve it as they are; the combine step is one warp per query row (kCombineWarps per
-// block).
+// The forward's loop with one m-tile per warp and Q held in registers: a block's 64 rows are
+// packed (query head, query) pairs instead of one head's queries (at most 16 queries x 8 heads of
+// a GQA group, usually far fewer: a second m-tile would mostly be empty), and its key loop is one
+// split of the key range. Decode is bound by reading K/V from memory, so its key tiles are twice
+// the forward's (decode_plan.h's decode_block_n: 128 keys at D=64, 64 at D=128, as FlashAttention's
+// split-KV kernel): half the barriers, ring turns and O rescales per key, larger copies in
+// flight. Registers: S 4 * kBlockN/8 + O kHeadDim/8 * 4 + Q kHeadDim/16 * 4 = 64 + 32 + 16 (D=64),
+// 32 + 64 + 32 (D=128). Shared memory: Q + 2 stages of K and V = 8 + 64 KiB (D=64), 16 + 64 KiB
+// (D=128): 2 blocks per SM on sm_80 and sm_90. The combine step is one warp per query row
+// (kCombineWarps per block).
 template <typename Element, int kHeadDim>
 struct DecodeTraits
-    : ForwardTraitsBase<Element, kHeadDim, ForwardTraits<Element, kHeadDim>::kBlockN,
-                        ForwardTraits<Element, kHeadDim>::kStages, /*kMTiles=*/1,
-                        /*kQRegisterSteps=*/kHeadDim / kMmaK> {
-  using Base = ForwardTraitsBase<Element, kHeadDim, ForwardTraits<Element, kHeadDim>::kBlockN,
-                                 ForwardTraits<Element, kHeadDim>::kStages, 1, kHeadDim / kMmaK>;
+    : ForwardTraitsBase<Element, kHeadDim, decode_block_n(kHeadDim), kDecodeStages,
+                        /*kMTiles=*/1, /*kQRegisterSteps=*/kHeadDim / kMmaK> {
+  using Base = ForwardTraitsBase<Element, kHeadDim, decode_block_n(kHeadDim), kDecodeStages, 1,
+                                 kHeadDim / kMmaK>;
   static_assert(Base::kBlockM == kDecodeBlockRows, "decode_plan.h sizes row groups by kBlockM");
-  static_assert(Base::kBlockN == decode_block_n(kHeadDim), "decode_plan.h counts these key tiles");
+  // decode_plan.h's kDecodeBlocksPerSm; also the register budget (__launch_bounds__): left free,
+  // ptxas aims at 3 blocks for D=64 and spills.
+  static constexpr int kMinBlocksPerSm = kDecodeBlocksPerSm;
   static constexpr int kCombineWarps = 4;
   static constexpr int kCombineThreads = kCombineWarps * kWarpSize;
   static constexpr int kCombinePairsPerLane = kHeadDim / (2 * kWarpSize);  // 2 columns per pair

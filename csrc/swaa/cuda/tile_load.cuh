@@ -10,58 +10,74 @@
 
 namespace swaa::cuda {
 
-// Asynchronously copies rows [row0, row0 + kRows) of a (len, kHeadDim) matrix into a swizzled
-// shared tile; rows at or past `len` are zero-filled (their source is not read). Each thread
+// Asynchronous copies of kRows-row tiles of one (len, kHeadDim) matrix into swizzled shared
+// tiles; rows at or past `len` are zero-filled (cp.async reads no byte of them). Each thread
 // copies the same 16-byte column of rows r, r + kRowStep, ...: a compile-time trip count, and
 // since kRowStep is a multiple of the swizzle period its shared offsets differ by a constant.
+// Per tile: one 64-bit multiply-add for the first row, 32-bit bounds, and per copy a compare, a
+// 64-bit add and the copy. (Holding the thread's offsets across a loop instead costs registers
+// that ptxas then buys back by spilling, in the forward, or recomputing.)
 template <typename Traits, int kRows>
-__device__ __forceinline__ void load_tile_async(typename Traits::Element* smem,
-                                                const typename Traits::Element* gmem,
-                                                int64_t row_stride, int64_t row0, int64_t len) {
-  constexpr int kPerThread = kRows * Traits::kChunksPerRow / Traits::kNThreads;
-  constexpr int kRowStep = Traits::kNThreads / Traits::kChunksPerRow;
+struct TileCopy {
+  using Element = typename Traits::Element;
+  static constexpr int kPerThread = kRows * Traits::kChunksPerRow / Traits::kNThreads;
+  static constexpr int kRowStep = Traits::kNThreads / Traits::kChunksPerRow;
   static_assert(kRows * Traits::kChunksPerRow % Traits::kNThreads == 0 &&
                     Traits::kNThreads % Traits::kChunksPerRow == 0,
                 "every thread copies whole chunks of the same column");
   static_assert(kPerThread == 1 || kRowStep % Traits::kSwizzleRows == 0,
                 "a thread's rows must share one swizzle");
-  const int row = threadIdx.x / Traits::kChunksPerRow;
-  const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
-  // Rows this thread may read, in 32 bits: its i-th row is in range iff i * kRowStep < rows_left.
-  const int rows_left = int(max64(min64(len - row0 - row, kRows), 0));
-  const auto* src = gmem + (row0 + row) * row_stride + col;
-  const int64_t src_step = kRowStep * row_stride;  // the same for every tile: hoisted
-  auto* dst = smem + Traits::smem_offset(row, col);
-  for (int i = 0; i < kPerThread; ++i, src += src_step) {
-    const bool in_range = i * kRowStep < rows_left;
-    simt::cp_async_16(dst + i * kRowStep * Traits::kHeadDim, in_range ? src : gmem, in_range);
-  }
-}
 
-// The keys and values a block streams: one KV head of one sequence (GQA: never repeated).
-template <typename Traits>
-struct KVSource {
-  using Element = typename Traits::Element;
-  const Element* k;  // row 0
-  const Element* v;
-  int64_t k_row_stride, v_row_stride;
-  int64_t len_k;  // rows at or past it are zero-filled
+  const Element* gmem;  // row 0
+  int64_t row_stride;
+  int len;              // lengths are below 2^31
 
-  // K and V rows [n0, n0 + kRows) into the K and V tiles of one ring stage.
-  template <int kRows>
-  __device__ __forceinline__ void load(Element* smem_k, Element* smem_v, int64_t n0) const {
-    load_tile_async<Traits, kRows>(smem_k, k, k_row_stride, n0, len_k);
-    load_tile_async<Traits, kRows>(smem_v, v, v_row_stride, n0, len_k);
+  __device__ __forceinline__ TileCopy(const Element* gmem_, int64_t row_stride_, int64_t len_)
+      : gmem(gmem_), row_stride(row_stride_), len(int(len_)) {}
+
+  // Rows [row0, row0 + kRows) into `smem`. A row past `len` is copied with src-size 0: its
+  // address is formed but never read.
+  __device__ __forceinline__ void load(Element* smem, int64_t row0) const {
+    const int row = threadIdx.x / Traits::kChunksPerRow;
+    const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
+    const Element* from = gmem + (row0 + row) * row_stride + col;
+    Element* to = smem + Traits::smem_offset(row, col);
+    const int rows_left = len - int(row0) - row;  // this thread's i-th row is in range iff
+    for (int i = 0; i < kPerThread; ++i) {       // i * kRowStep < rows_left
+      simt::cp_async_16(to + i * kRowStep * Traits::kHeadDim, from, i * kRowStep < rows_left);
+      from += kRowStep * row_stride;
+    }
   }
 };
 
-template <typename Traits>
-__device__ __forceinline__ KVSource<Traits> kv_source(const AttentionParams& p,
-                                                      const Sequence& seq, int64_t h_kv) {
+// One tile, once.
+template <typename Traits, int kRows>
+__device__ __forceinline__ void load_tile_async(typename Traits::Element* smem,
+                                                const typename Traits::Element* gmem,
+                                                int64_t row_stride, int64_t row0, int64_t len) {
+  TileCopy<Traits, kRows>(gmem, row_stride, len).load(smem, row0);
+}
+
+// The keys and values a block streams: one KV head of one sequence (GQA: never repeated).
+template <typename Traits, int kRows>
+struct KVSource {
   using Element = typename Traits::Element;
-  return {static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv),
-          static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv), p.k_row_stride,
-          p.v_row_stride, seq.len_k};
+  TileCopy<Traits, kRows> k, v;
+
+  // K and V rows [n0, n0 + kRows) into the K and V tiles of one ring stage.
+  __device__ __forceinline__ void load(Element* smem_k, Element* smem_v, int64_t n0) const {
+    k.load(smem_k, n0);
+    v.load(smem_v, n0);
+  }
+  __device__ __forceinline__ int64_t len_k() const { return k.len; }
+};
+
+template <typename Traits, int kRows>
+__device__ __forceinline__ KVSource<Traits, kRows> kv_source(const AttentionParams& p,
+                                                             const Sequence& seq, int64_t h_kv) {
+  using Element = typename Traits::Element;
+  return {{static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv), p.k_row_stride, seq.len_k},
+          {static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv), p.v_row_stride, seq.len_k}};
 }
 
 // The cp.async ring every kernel streams its tiles through: kStages shared-memory stages, one
