@@ -115,7 +115,8 @@ clean:
 # Static performance report of the CUDA kernels from their SASS (bench/sass): every
 # instantiation for sm_80 and sm_90 -> docs/sass-report.{json,md} and a table (~1 min). The
 # disassembler wheels (13.0 is not on PyPI; 13.2 reads 13.0 cubins) go into their own folder.
-# sass-check: a fresh report against the committed JSON; fails on a spill or a hot loop > 10 % up.
+# sass-check: a fresh report against the committed JSON; fails on a spill, a hot loop > 10 % up
+# or a kernel above its instructions-per-HMMA target (bench/sass/report.py, TARGETS).
 SASS_DIR := .deps-sass
 SASS_PINS := nvidia-cuda-nvdisasm==13.2.51 nvidia-cuda-cuobjdump==13.2.51
 .PHONY: sass-report sass-check

@@ -146,10 +146,11 @@ def test_estimate_of_a_forward_like_loop():
     assert h100["bound"]["issue"] == round(64 * 4 / 906, 3) and h100["blocks_per_sm"] == 2
 
 
-def _row(kernel="forward", spill=0, unmasked=900, masked=1100):
-    return {"kernel": kernel, "dtype": "bf16", "head_dim": 128, "arch": "sm_80",
+def _row(kernel="forward", spill=0, unmasked=900, masked=1100, per_hmma=5.0, arch="sm_80"):
+    return {"kernel": kernel, "dtype": "bf16", "head_dim": 128, "arch": arch,
             "spill_store_bytes": spill, "spill_load_bytes": 0,
-            "hot_loop": {"instructions_unmasked": unmasked, "instructions_masked": masked}}
+            "hot_loop": {"instructions_unmasked": unmasked, "instructions_masked": masked,
+                         "per_hmma_unmasked": per_hmma}}
 
 
 def test_check_flags_spills_and_regressions_over_ten_percent():
@@ -161,7 +162,18 @@ def test_check_flags_spills_and_regressions_over_ten_percent():
                         "(> 10% up)"]
     assert report.check({"kernels": [_row(spill=8)]}, committed)[0].endswith(
         "spills 8 B stores, 0 B loads")
-    assert report.check({"kernels": [_row(kernel="dq")]}, committed) == []  # nothing to compare
+    assert report.check({"kernels": [_row(kernel="dq", per_hmma=3.5)]}, committed) == []
+
+
+def test_check_holds_each_kernel_to_its_target_on_sm80():
+    committed = {"kernels": [_row()]}
+    assert report.TARGETS[("forward", 128)] == 5.2 and report.TARGETS[("dkdv", 128)] == 5.0
+    assert report.check({"kernels": [_row(per_hmma=5.2)]}, committed) == []
+    assert report.check({"kernels": [_row(per_hmma=5.3)]}, committed) == [
+        "forward bf16 D=128 sm_80: 5.3 instructions per HMMA, target 5.2"]
+    assert report.check({"kernels": [_row(per_hmma=5.3, arch="sm_90")]}, committed) == []
+    assert report.check({"kernels": [_row(kernel="dkdv", per_hmma=5.1)]}, committed) == [
+        "dkdv bf16 D=128 sm_80: 5.1 instructions per HMMA, target 5.0"]
 
 
 def test_committed_report_covers_every_instantiation():
