@@ -558,6 +558,14 @@ def test_cli_arguments_are_checked():
     assert settle(parser.parse_args(["--kept-per-cell", "0"])).kept_per_cell is None
     with pytest.raises(SystemExit, match="--kept-per-cell must be >= 0"):
         settle(parser.parse_args(["--kept-per-cell", "-2"]))
+    # A prompts file replaces the generators: their flags with it are refused, not ignored.
+    with pytest.raises(SystemExit, match="drop --filler, --min-tokens$"):
+        settle(parser.parse_args(["--prompts-file", "p.jsonl", "--filler", "natural",
+                                  "--min-tokens", "100"]))
+    with pytest.raises(SystemExit, match="drop --train-tasks$"):
+        settle(parser.parse_args(["--prompts-file", "p.jsonl", "--train-tasks", "passkey"]))
+    from_file = settle(parser.parse_args(["--prompts-file", "p.jsonl", "--quick"]))
+    assert from_file.filler == "mixed" and from_file.distill_samples == 32
 
 
 def test_before_after_tables_from_the_harness_summary():

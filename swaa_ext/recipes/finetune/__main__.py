@@ -46,6 +46,8 @@ QUICK = dict(distill_samples=32, min_tokens=256, max_tokens=640, eval_length=512
              epochs=2.0, kept_per_cell=None)
 FULL = dict(distill_samples=400, min_tokens=512, max_tokens=2048, eval_length=2048,
             eval_samples=50, epochs=2.0, kept_per_cell=6)
+# Distillation flags that only the task generators read (not a --prompts-file).
+GENERATOR_ONLY = ("train_tasks", "filler", "distill_samples", "min_tokens", "max_tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("distillation")
     d.add_argument("--train-tasks", type=_csv(str),
-                   default=[t for t in TASKS if t not in (NEAR_TRANSFER, HELD_OUT)],
                    help=f"task families to distil (default: all but {NEAR_TRANSFER} and "
                         f"{HELD_OUT})")
-    d.add_argument("--filler", choices=distilling.FILLER_CHOICES, default="mixed",
+    d.add_argument("--filler", choices=distilling.FILLER_CHOICES,
                    help="haystack text of the training prompts: the tasks' template sentences, "
-                        "Python's documentation prose, or each prompt either at random")
+                        "Python's documentation prose, or each prompt either at random "
+                        "(default mixed)")
     d.add_argument("--kept-per-cell", type=int,
                    help="balance: stop distilling a (task, length third, depth quarter) cell "
                         f"once it holds this many kept examples (default {FULL['kept_per_cell']}"
@@ -121,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settle(args: argparse.Namespace) -> argparse.Namespace:
     """Fills the quick / full defaults and checks the arguments."""
+    if args.prompts_file is not None:
+        # These shape the generated prompts; a prompts file replaces them, so naming one with it
+        # would be silently ignored.
+        given = [name for name in GENERATOR_ONLY if getattr(args, name) is not None]
+        if given:
+            raise SystemExit("--prompts-file replaces the task generators; drop " + ", ".join(
+                "--" + name.replace("_", "-") for name in given))
+    if args.train_tasks is None:
+        args.train_tasks = [t for t in TASKS if t not in (NEAR_TRANSFER, HELD_OUT)]
+    if args.filler is None:
+        args.filler = "mixed"
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
