@@ -1,17 +1,22 @@
 """bench/sass, the static SASS report, without nvcc: parsing nvdisasm / ptxas / cuobjdump text
 (committed fixtures in tests/fixtures/sass/), finding the key loop and splitting its masked path,
-the occupancy and bound model, the regression check, and the committed docs/sass-report.json."""
+the occupancy and bound model, the regression check, and the committed docs/sass-report.json:
+what bench/sass derives from its counts (the Markdown, the loop figures, the estimates, the tile
+sizes and the decode launch, the last two from the headers built by the host compiler) is what
+the code computes today, and the numbers meet the kernels' targets."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 
 import pytest
 
-from bench.sass import build, loops, model, report, sass
-from bench.sass.machines import A100, H100
+from bench.sass import build, decode, loops, model, report, sass
+from bench.sass.machines import A100, H100, MACHINES
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "sass")
 # The fixture's mask function occupies these lines of forward_kernel.cuh (its chains say 131).
@@ -21,6 +26,25 @@ FIXTURE_MASK = {"forward_kernel.cuh": [(125, 134)]}
 def fixture(name: str) -> str:
     with open(os.path.join(FIXTURES, name)) as f:
         return f.read()
+
+
+def committed_report() -> dict:
+    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory):
+    """(nvcc, a scratch folder, the traits table) for bench/sass's host programs: the host C++
+    compiler with the toolkit's headers (found beside nvcc, as the report finds them)."""
+    try:
+        nvcc = build.find_nvcc()
+    except SystemExit:
+        pytest.skip("no CUDA toolkit (cuda_toolkit.py --nvcc): the kernels' headers need it")
+    if not shutil.which(os.environ.get("CXX", "c++")):
+        pytest.skip("no host C++ compiler")
+    tmp = str(tmp_path_factory.mktemp("sass-host"))
+    return nvcc, tmp, build.traits(nvcc, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +200,55 @@ def test_check_holds_each_kernel_to_its_target_on_sm80():
         "dkdv bf16 D=128 sm_80: 5.1 instructions per HMMA, target 5.0"]
 
 
+def test_committed_markdown_is_the_renderer_output():
+    """docs/sass-report.md is report.markdown of the committed JSON: a change to the renderer (or
+    a hand edit of either file) fails here until `make sass-report` regenerates both."""
+    with open(os.path.join(build.ROOT, "docs", "sass-report.md")) as f:
+        committed = f.read()
+    # As lines, so a failure names the first one that differs.
+    assert report.markdown(committed_report()).splitlines() == committed.splitlines()
+
+
+def test_committed_rows_are_what_loops_and_the_model_compute(host_build):
+    """Each row's derived figures from its own counts, through today's code: the loop's ratios
+    and groups (loops.py), the machines (machines.py), the tile sizes (kernel_traits.h) and the
+    estimate (model.py). Any of them changing without `make sass-report` fails here."""
+    committed = committed_report()
+    assert committed["machines"] == {a: dataclasses.asdict(m) for a, m in MACHINES.items()}
+    assert committed["nvcc_flags"] == list(build.NVCC_FLAGS)
+    tile_traits = host_build[2]
+    for r in committed["kernels"]:
+        where = "{kernel} {dtype} D={head_dim} {arch}".format(**r)
+        traits = tile_traits[(r["kernel"], r["dtype"], r["head_dim"])]
+        assert r["tile"] == {k: traits[k] for k in r["tile"]}, where
+        loop = r.get("hot_loop")
+        if loop is None:  # no HMMA loop, no estimate
+            continue
+        fields = {f.name for f in dataclasses.fields(loops.LoopCounts)}
+        counts = loops.LoopCounts(**{k: loop[k] for k in fields - {"start", "end"}},
+                                  start=int(loop["start"], 16), end=int(loop["end"], 16))
+        assert loop["per_hmma_unmasked"] == round(counts.per_hmma_unmasked, 2), where
+        assert loop["per_hmma_masked"] == round(counts.per_hmma_masked, 2), where
+        assert loop["flops_per_warp"] == counts.flops, where
+        assert loop["groups"] == loops.group_counts(counts.by_mnemonic), where
+        # Static shared memory is not a column of its own: the rest of the block's share.
+        static_smem = r["estimate"]["smem_per_block_bytes"] - traits["smem_bytes"]
+        ptxas = build.PtxasFunction(r["registers"], r["stack_bytes"], r["spill_store_bytes"],
+                                    r["spill_load_bytes"], static_smem)
+        assert r["estimate"] == model.estimate(MACHINES[r["arch"]], counts, ptxas, traits), where
+
+
+def test_committed_decode_launch_is_what_decode_plan_computes(host_build):
+    """decode_plan.h (built and run here as bench/sass/decode.py does) gives the committed launch
+    shapes: a change to the plan or to decode.py fails here until `make sass-report`."""
+    nvcc, tmp, tile_traits = host_build
+    committed = committed_report()["decode_launch"]
+    block_m = tile_traits[("forward", "fp16", decode.HEAD_DIM)]["block_m"]
+    assert decode.launch_shapes(nvcc, tmp, block_m) == committed
+
+
 def test_committed_report_covers_every_instantiation():
-    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
-        committed = json.load(f)
+    committed = committed_report()
     rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
     # HMMA per warp per tile, from the traits' shapes (forward: two m-tiles per warp; decode: one
     # m-tile, key tiles twice the forward's).
@@ -199,8 +269,7 @@ def test_committed_report_covers_every_instantiation():
 def test_committed_report_has_the_decode_launch_shape():
     """B=1, 32 / 8 heads at 32k and 128k keys on both machines: the decode kernel fills every SM
     twice over where the tile kernel has 32 blocks, and reads each KV head's tiles once."""
-    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
-        launch = json.load(f)["decode_launch"]
+    launch = committed_report()["decode_launch"]
     assert {(r["arch"], r["len_k"]) for r in launch} == {
         (a, n) for a in build.ARCHS for n in (32768, 131072)}
     for r in launch:
@@ -208,7 +277,7 @@ def test_committed_report_has_the_decode_launch_shape():
         assert r["decode_blocks"] >= 2 * r["sms"]
         assert r["decode_kv_bytes"] * 4 == r["tile_kernel_kv_bytes"]
     # decode_plan.h's kDecodeBlocksPerSm = 2 must be what the registers and shared memory allow.
-    for r in json.load(open(os.path.join(build.ROOT, "docs", "sass-report.json")))["kernels"]:
+    for r in committed_report()["kernels"]:
         if r["kernel"] == "decode":
             assert r["estimate"]["blocks_per_sm"] >= 2, r
 
@@ -217,8 +286,7 @@ def test_committed_report_meets_the_forward_targets():
     """Issue 13's targets for the forward, from the committed report (sm_80 and sm_90, D=64 and
     D=128): at most 6 SASS instructions per HMMA in the unmasked key loop, at most 0.05
     shared-memory bytes per FLOP, no spills, and at least 8 resident warps per SM."""
-    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
-        forward = [r for r in json.load(f)["kernels"] if r["kernel"] == "forward"]
+    forward = [r for r in committed_report()["kernels"] if r["kernel"] == "forward"]
     assert len(forward) == 8
     for r in forward:
         where = f"{r['dtype']} D={r['head_dim']} {r['arch']}"
