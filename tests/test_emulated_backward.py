@@ -15,6 +15,8 @@ from cuda_kernel_cases import (BACKWARD_CASES, CASES, DTYPES, HEAD_DIMS, Case, g
                                gradients, make_inputs)
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
+# The emulator runs about 1 GFLOP/s: minutes for the emulated suites (docs/testing.md, "Tiers").
+pytestmark = pytest.mark.slow
 
 ALL_CASES = CASES + BACKWARD_CASES
 OTHER_SCHEDULES = [("random", 1), ("random", 2), ("warp_serial", 0), ("race_check", 0)]

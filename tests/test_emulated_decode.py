@@ -17,6 +17,8 @@ from cuda_kernel_cases import (DECODE_CASES, DTYPES, HEAD_DIMS, Case, assert_mat
                                check_decode_on_varlen, make_inputs)
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
+# The emulator runs about 1 GFLOP/s: minutes for the emulated suites (docs/testing.md, "Tiers").
+pytestmark = pytest.mark.slow
 
 EMULATED_SMS = 108  # what the emulated ops plan for (emulated_ops.cpp)
 SCHEDULES = [("default", 0), ("random", 1), ("warp_serial", 0), ("race_check", 0)]

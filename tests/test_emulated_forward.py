@@ -17,6 +17,8 @@ from cuda_kernel_cases import (CASES, DTYPES, HEAD_DIMS, Case, assert_matches_re
 from swaa_ext import reference
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
+# The emulator runs about 1 GFLOP/s: minutes for the emulated suites (docs/testing.md, "Tiers").
+pytestmark = pytest.mark.slow
 
 OTHER_SCHEDULES = [("random", 1), ("random", 2), ("warp_serial", 0), ("race_check", 0)]
 

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
+# The emulator runs about 1 GFLOP/s: minutes for the emulated suites (docs/testing.md, "Tiers").
+pytestmark = pytest.mark.slow
 
 
 @st.composite

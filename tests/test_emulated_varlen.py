@@ -14,6 +14,8 @@ import torch
 from varlen_cases import VarlenCase, check_varlen, pack
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
+# The emulator runs about 1 GFLOP/s: minutes for the emulated suites (docs/testing.md, "Tiers").
+pytestmark = pytest.mark.slow
 
 OPS = SimpleNamespace(varlen=emulated.sliding_attention_varlen, dense=emulated.sliding_attention)
 DTYPES = [torch.float16, torch.bfloat16]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from eval_fixtures import byte_tokenizer, tiny_llama
@@ -17,6 +18,7 @@ from swaa_ext.recipes.tasks import make_samples
 RECIPES = ["fa", "fa_kernel", "swa", "swa+sinks+fa_decode+odd"]
 
 
+@pytest.mark.slow  # every recipe over every sample
 def test_run_grid_records_every_sample_under_every_config_and_restores_the_model():
     tokenizer = byte_tokenizer()
     model = tiny_llama(len(tokenizer))
@@ -48,6 +50,7 @@ def test_window_changes_what_the_model_computes():
     assert records[0].completion != records[1].completion
 
 
+@pytest.mark.slow  # the whole eval CLI: every recipe over two tasks
 def test_cli_end_to_end_on_a_model_directory(tmp_path, capsys):
     tokenizer = byte_tokenizer()
     model_dir = tmp_path / "tiny"

@@ -304,6 +304,7 @@ def varlen_calls():
         ops.sliding_attention_varlen = real
 
 
+@pytest.mark.slow  # Trainer runs of 12 steps
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokenizer, method):
     model = tiny_model("llama")
@@ -336,6 +337,7 @@ def test_training_on_packed_batches_lowers_the_loss_and_reloads(tmp_path, tokeni
     assert torch.equal(out, expected) and out.shape[1] > ids.shape[1]
 
 
+@pytest.mark.slow  # three Trainer runs
 def test_the_training_seed_decides_the_adapter_whatever_ran_before(tmp_path, tokenizer):
     """LoRA's A matrices start random: from TrainSettings.seed, not from the process's RNG."""
     def adapter_after_one_step(seed: int, folder: str) -> dict:
@@ -423,6 +425,7 @@ def test_warmup_is_a_fraction_of_the_steps(tmp_path):
         warmup_arguments(5)
 
 
+@pytest.mark.slow  # two Trainer runs
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tokenizer):
     settings = TrainSettings(lora=LoraSettings(rank=4), learning_rate=3e-3, max_steps=4,
                              examples_per_batch=2, warmup_ratio=0.0, save_steps=2)
@@ -471,6 +474,7 @@ def test_all_skips_a_training_stage_finished_with_the_same_settings(tmp_path, to
     assert calls[3:] == [(2e-4, True)]
 
 
+@pytest.mark.slow  # two training runs in fresh processes, one of them torchrun
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) runs the training stage as one DDP job: with 2
     examples per process the losses step by step equal one process's with 4 (before use_cpu,

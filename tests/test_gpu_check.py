@@ -52,6 +52,7 @@ def test_spill_check_reads_every_instantiation_and_fails_on_a_spill(tmp_path, mo
     assert row.status == "FAIL" and f"{first.name} 12+0 B" in row.detail, row
 
 
+@pytest.mark.slow  # runs a test suite in a fresh pytest process
 def test_a_suite_whose_tests_all_skip_fails(tmp_path, monkeypatch):
     import torch
     if torch.cuda.is_available():

@@ -68,6 +68,7 @@ def test_reload_needs_adapt_and_then_generates_exactly_as_before(tmp_path, recip
                                    atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow  # a fresh process
 def test_from_pretrained_with_swaa_works_in_a_fresh_process(tmp_path):
     model = swaa_ext.adapt(tiny_model("qwen3"), RECIPE)
     ids = random_ids(1, 18)
@@ -93,6 +94,7 @@ def test_from_pretrained_with_swaa_works_in_a_fresh_process(tmp_path):
     assert done.returncode == 0 and "same tokens" in done.stdout, done.stderr[-2000:]
 
 
+@pytest.mark.slow  # a fresh process
 def test_portable_save_loads_anywhere_as_the_base_model(tmp_path):
     """save_pretrained(require_swaa=False), the fine-tuning recipe's merged model: config.json
     keeps the base attention, so transformers in a fresh process without swaa_ext loads it as
@@ -145,6 +147,7 @@ def test_cache_implementations_generate_like_the_default(recipe, implementation)
         generate(model, ids, past_key_values=static)
 
 
+@pytest.mark.slow  # torch.compile of a model
 def test_compiled_decode_step_equals_eager():
     model = swaa_ext.adapt(tiny_model("llama"), WINDOW_ONLY)
     ids = random_ids(1, 24)

@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a 64k-token forward + backward in a fresh process
 @pytest.mark.parametrize("length", [65536])
 def test_long_sequence_forward_backward_peak_rss(length):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -464,6 +464,7 @@ def test_amx_layout_bad_input(change, error, match):
                                    kv_layout=layout)
 
 
+@pytest.mark.slow  # a fresh process
 def test_amx_layout_refused_without_amx():
     """With the kernels capped below AMX (SWAA_CPU_ISA=avx512, a fresh process), the amx
     layout is refused by name and bf16 rows-layout caches take the float32 path."""
