@@ -19,8 +19,8 @@ TF457_DIR := .deps-tf457
 TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2 datasets==4.8.5 \
 	httpx==0.28.1 httpcore==1.0.9
 
-.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-install test-hf-tf457 \
-	demo bench bench-varlen clean test-vllm
+.PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-fast test-install \
+	test-hf-tf457 demo bench bench-varlen clean test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -91,11 +91,17 @@ GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check
 test-install: build
 	PYTHON=$(PY) tests/install/run.sh
 
+# The full gate, what CI runs (.ci/run): every pytest test, slow ones included.
 test: build ctest ctest-asan
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-hf-tf457
 	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory sass-check
+
+# The edit-test loop: pytest without the tests marked slow, under 2 minutes on 2 cores
+# (docs/testing.md, "Tiers").
+test-fast: build
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: build
 	$(PY) -m swaa_ext.demo
