@@ -17,6 +17,44 @@ LAYER_PATTERNS = {
 }
 
 
+# The settings, as a model's config keeps them (`config.swaa`: swaa_ext.adapt writes them,
+# adapt(model), SWAACache and the vLLM plugin read them back through SWAAConfig.from_saved).
+SETTINGS = ("window", "sinks", "full_attention_layers", "fa_decode")
+# Kept beside them by swaa_ext.adapt: the attention implementation restore() goes back to.
+ORIGINAL_ATTN_IMPLEMENTATION = "original_attn_implementation"
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """What one attention layer computes: `window` keys (the query included) or None for full
+    attention, the first `sinks` keys of each sequence always visible, and with `fa_decode`
+    queries at or past the prompt's end see every earlier key."""
+
+    window: int | None
+    sinks: int = 0
+    fa_decode: bool = False
+
+    @property
+    def window_only(self) -> bool:
+        """The layer never reads past sinks + window: it slides, without FA decode."""
+        return self.window is not None and not self.fa_decode
+
+    @property
+    def lookback(self) -> int:
+        """Keys before a query that its window reaches: what a sink + window cache keeps."""
+        return self.window - 1
+
+    def window_start(self, end, queries=1):
+        """For the queries at positions [end - queries, end), the first key their windows reach
+        (0 or below: every key). A window-only layer reads exactly the keys below `sinks` and
+        those from here to `end` (tests/test_hf_config.py checks it against the reference rule).
+        Ints or integer tensors."""
+        return end - queries - self.lookback
+
+
+FULL = LayerRule(window=None)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -86,6 +124,46 @@ class SWAAConfig:
             raise ValueError(f"full_attention_layers {beyond} are beyond the model's "
                              f"{num_layers} layers (valid: 0..{num_layers - 1})")
         return tuple(layers)
+
+    def layer_rule(self, layer: int, num_layers: int | None = None) -> LayerRule:
+        """The rule of decoder layer `layer` of a `num_layers`-layer model (which also checks the
+        listed layers against it; settings as a model's config keeps them need no count)."""
+        layers = self.full_attention_layers
+        if num_layers is not None:
+            full = layer in self.full_layers(num_layers)
+        else:
+            full = LAYER_PATTERNS[layers](layer) if isinstance(layers, str) else layer in layers
+        if full:
+            return FULL
+        return LayerRule(window=self.window, sinks=self.sinks, fa_decode=self.fa_decode)
+
+    def window_only_layers(self, num_layers: int) -> list[int]:
+        """The layers that never read past sinks + window (sliding, no FA decode): their KV cache
+        keeps only those keys (swaa_ext.hf.SWAACache, the vLLM plugin's sink + window spec)."""
+        return [i for i in range(num_layers) if self.layer_rule(i, num_layers).window_only]
+
+    def resolved(self, num_layers: int) -> dict[str, Any]:
+        """The settings as a model's config keeps them (`config.swaa`): full_attention_layers as
+        the explicit list for `num_layers` layers, so the saved form needs no pattern."""
+        out = self.to_dict()
+        out["full_attention_layers"] = list(self.full_layers(num_layers))
+        return out
+
+    @classmethod
+    def from_saved(cls, saved: Any, where: str = "config.swaa") -> "SWAAConfig":
+        """The settings kept in a model's config (a dict as `resolved` writes it, or a
+        SWAAConfig); keys other than SETTINGS (and adapt's ORIGINAL_ATTN_IMPLEMENTATION) are
+        refused, naming `where`."""
+        if isinstance(saved, SWAAConfig):
+            return saved
+        if not isinstance(saved, dict):
+            raise TypeError(f"{where} must be a dict of SWAAConfig fields (as swaa_ext.adapt "
+                            f"saves it), got {type(saved).__name__}")
+        unknown = set(saved) - set(SETTINGS) - {ORIGINAL_ATTN_IMPLEMENTATION}
+        if unknown:
+            raise ValueError(f"{where} has unknown settings {sorted(unknown)}; expected "
+                             f"{list(SETTINGS)}")
+        return cls.from_dict({k: saved[k] for k in SETTINGS if k in saved})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, stored in the model config as `swaa`."""

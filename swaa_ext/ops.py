@@ -19,14 +19,15 @@ def _lse_dtype(q: Tensor) -> torch.dtype:
     return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
-def _full_from_tensor(full_from: Tensor | int | None, n: int, device: torch.device,
-                      what: str = "batch") -> Tensor | None:
+def full_from_tensor(full_from: Tensor | int | None, n: int, device: torch.device,
+                     what: str = "batch", name: str = "full_from") -> Tensor | None:
     """int -> one value for each of the n batch rows (or sequences); tensors pass through
-    (checked in C++)."""
+    (checked in C++). The one place an int boundary becomes the kernels' (n,) int64 tensor
+    (the transformers integration's `swaa_full_from` too); `name` is the argument's."""
     if full_from is None or isinstance(full_from, Tensor):
         return full_from
     if isinstance(full_from, bool) or not isinstance(full_from, numbers.Integral):
-        raise TypeError(f"full_from must be None, an int or an int64 tensor of shape ({what},), "
+        raise TypeError(f"{name} must be None, an int or an int64 tensor of shape ({what},), "
                         f"got {type(full_from).__name__}")
     return torch.full((n,), int(full_from), dtype=torch.int64, device=device)
 
@@ -158,7 +159,7 @@ def sliding_attention_paged(
     if out is not None and not isinstance(out, Tensor):
         raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
-    full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
+    full_from = full_from_tensor(full_from, n, q.device, what="sequences")
     _check_kv_layout(kv_layout)
     args = (q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, int(max_seqlen_q),
             int(max_seqlen_k), window, sinks, full_from, scale)
@@ -230,7 +231,7 @@ def op_arguments(q: Tensor, k: Tensor, v: Tensor, window: int | None, sinks: int
     backend's entry point); tensor checks happen in C++."""
     scale = _rule_arguments(q, k, v, window, sinks, scale)
     batch = q.shape[0] if q.dim() > 0 else 0
-    return q, k, v, window, sinks, _full_from_tensor(full_from, batch, q.device), scale
+    return q, k, v, window, sinks, full_from_tensor(full_from, batch, q.device), scale
 
 
 def varlen_op_arguments(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
@@ -243,7 +244,7 @@ def varlen_op_arguments(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
     _check_int("max_seqlen_q", max_seqlen_q)
     _check_int("max_seqlen_k", max_seqlen_k)
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
-    full_from = _full_from_tensor(full_from, n, q.device, what="sequences")
+    full_from = full_from_tensor(full_from, n, q.device, what="sequences")
     return (q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), window,
             sinks, full_from, scale)
 

@@ -1,6 +1,7 @@
 """SWAAConfig: validation, layer patterns, presets."""
 
 import pytest
+import torch
 
 import swaa_ext
 from swaa_ext import PRESETS, SWAAConfig, preset
@@ -60,3 +61,48 @@ def test_presets_have_descriptions_and_are_fresh_copies():
 def test_top_level_exports():
     assert swaa_ext.SWAAConfig is SWAAConfig
     assert callable(swaa_ext.adapt) and callable(swaa_ext.restore)
+
+
+def test_saved_settings_round_trip_and_refuse_strangers():
+    """resolved() is what a model's config keeps (explicit layers); from_saved reads it back,
+    with adapt's own extra key, and names any other key."""
+    config = SWAAConfig(window=8, sinks=2, full_attention_layers="odd", fa_decode=True)
+    saved = config.resolved(4)
+    assert saved["full_attention_layers"] == [1, 3]
+    saved["original_attn_implementation"] = "sdpa"
+    back = SWAAConfig.from_saved(saved)
+    assert back.full_layers(4) == config.full_layers(4) and back.window == 8
+    with pytest.raises(ValueError, match=r"config.swaa has unknown settings \['windows'\]"):
+        SWAAConfig.from_saved({"windows": 8})
+    with pytest.raises(TypeError, match="config.swaa must be a dict"):
+        SWAAConfig.from_saved([8])
+
+
+@pytest.mark.parametrize("fa_decode", [False, True])
+def test_layer_rules_and_window_only_layers(fa_decode):
+    config = SWAAConfig(window=8, sinks=2, full_attention_layers=[0, 3], fa_decode=fa_decode)
+    rules = [config.layer_rule(i, 4) for i in range(4)]
+    assert rules[0] == rules[3] == swaa_ext.config.FULL
+    assert rules[1] == swaa_ext.config.LayerRule(8, 2, fa_decode)
+    # Settings as a config keeps them (an explicit list) need no layer count.
+    assert [config.layer_rule(i) for i in range(4)] == rules
+    assert config.window_only_layers(4) == ([] if fa_decode else [1, 2])
+    with pytest.raises(ValueError, match="beyond the model's 3 layers"):
+        config.layer_rule(0, 3)
+
+
+def test_window_start_is_the_rule_s_key_range():
+    """A window-only layer's queries [end - queries, end) read exactly the keys below `sinks`
+    and those from window_start(end, queries) on: the union of what the reference rule lets
+    them see, for every small shape (the range the caches keep: hf/cache.py, vllm/)."""
+    for window in (1, 2, 3, 7):
+        for sinks in (0, 1, 4):
+            rule = swaa_ext.config.LayerRule(window, sinks)
+            for end in range(1, 14):
+                for queries in range(1, end + 1):
+                    seen = swaa_ext.reference.visible(queries, end, window, sinks)[0, 0].any(0)
+                    start = rule.window_start(end, queries)
+                    kept = [j < sinks or j >= start for j in range(end)]
+                    assert seen.tolist() == kept, (window, sinks, end, queries)
+    ends, queries = torch.tensor([10, 3]), torch.tensor([2, 3])
+    assert rule.window_start(ends, queries).tolist() == [10 - 2 - 6, 3 - 3 - 6]  # tensors too

@@ -12,7 +12,7 @@ import torch
 from transformers.cache_utils import StaticCache
 from transformers.utils import logging
 
-from ..config import SWAAConfig
+from ..config import ORIGINAL_ATTN_IMPLEMENTATION, SWAAConfig
 from .attention import ADAPTED, ATTN_IMPLEMENTATION, prompt_boundary
 from .cache import SWAACache, window_only_layers
 from .mask import left_padding
@@ -24,8 +24,7 @@ _PREVIOUS = "_swaa_previous_attn_implementation"  # instance attribute: what res
 _NATIVE = "_swaa_native_sliding"  # instance attribute: the model's own sliding-window fields
 # Kept in config.swaa: what restore() goes back to after a reload (the live config then says
 # "swaa", because config.json asks for it).
-_ORIGINAL = "original_attn_implementation"
-_SETTINGS = ("window", "sinks", "full_attention_layers", "fa_decode")
+_ORIGINAL = ORIGINAL_ATTN_IMPLEMENTATION
 # generate's cache_implementation values SWAA serves (with SWAACache), and the assisted
 # decoding arguments whose draft tokens a cache must be able to roll back.
 _CACHE_IMPLEMENTATIONS = ("dynamic", "static")
@@ -71,7 +70,7 @@ def adapt(model: torch.nn.Module, config: SWAAConfig | None = None) -> torch.nn.
         if saved is None:
             raise ValueError("adapt(model) without a config needs a model saved after adapt "
                              "(model.config.swaa); pass a swaa_ext.SWAAConfig")
-        config = SWAAConfig.from_dict({k: saved[k] for k in _SETTINGS if k in saved})
+        config = SWAAConfig.from_saved(saved)
     if not isinstance(config, SWAAConfig):
         raise TypeError(f"config must be a swaa_ext.SWAAConfig, got {type(config).__name__}")
     if not getattr(model, "_supports_attention_backend", False):
@@ -79,8 +78,7 @@ def adapt(model: torch.nn.Module, config: SWAAConfig | None = None) -> torch.nn.
                         "through transformers' AttentionInterface")
     attention_modules = _attention_modules(model)
 
-    settings = config.to_dict()
-    settings["full_attention_layers"] = list(config.full_layers(text_config.num_hidden_layers))
+    settings = config.resolved(text_config.num_hidden_layers)
     register()
     if not hasattr(model, _PREVIOUS):
         previous = text_config._attn_implementation

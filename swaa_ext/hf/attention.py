@@ -15,7 +15,6 @@ window, computing exactly what it would alone.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,7 +23,8 @@ import torch
 from torch import Tensor
 from transformers.utils import logging
 
-from ..ops import sliding_attention
+from ..config import LayerRule, SWAAConfig
+from ..ops import full_from_tensor, sliding_attention
 from . import ragged as ragged_batches
 from .mask import SWAAMask
 
@@ -49,8 +49,11 @@ _IGNORED_KWARGS = {"position_ids", "seq_idx", "num_items_in_batch", "cache_posit
 _REFUSED_KWARGS = {"softcap": "logit soft-capping", "s_aux": "learned sink logits"}
 
 
-def layer_attention(module: torch.nn.Module) -> tuple[int | None, int, bool]:
-    """(window or None for a full layer, sinks, fa_decode) of this attention module."""
+_RULE = "_swaa_rule"  # module attribute: (the config.swaa it was read from, its LayerRule)
+
+
+def layer_attention(module: torch.nn.Module) -> LayerRule:
+    """The rule of this attention module (SWAAConfig's, from the model's config.swaa)."""
     swaa = getattr(module.config, "swaa", None)
     if swaa is None:
         raise RuntimeError("attention implementation 'swaa' is set but the config has no `swaa` "
@@ -60,9 +63,12 @@ def layer_attention(module: torch.nn.Module) -> tuple[int | None, int, bool]:
                            "adapted model?) but swaa_ext.adapt was not called on it: call "
                            "swaa_ext.adapt(model) to apply its saved config.swaa (generate then "
                            "sets the FA decode boundary and the sink + window cache)")
-    if module.layer_idx in swaa["full_attention_layers"]:
-        return None, 0, False
-    return swaa["window"], swaa["sinks"], swaa["fa_decode"]
+    # Parsed once per settings dict (adapt writes a new one each time), not on every forward.
+    cached = getattr(module, _RULE, None)
+    if cached is None or cached[0] is not swaa:
+        cached = (swaa, SWAAConfig.from_saved(swaa).layer_rule(module.layer_idx))
+        setattr(module, _RULE, cached)
+    return cached[1]
 
 
 @contextmanager
@@ -78,9 +84,7 @@ def prompt_boundary(full_from: Tensor | int | None) -> Iterator[None]:
 
 def _full_from(value: Tensor | int | None, batch: int, device: torch.device) -> Tensor | None:
     """The forward kwarg as a (B,) int64 tensor of absolute (padded) positions, or None."""
-    if value is None:
-        return None
-    if isinstance(value, Tensor):
+    if isinstance(value, Tensor):  # any integer tensor of 1 or B values, on any device
         value = value.to(device=device, dtype=torch.int64).reshape(-1)
         if value.numel() == 1:
             return value.expand(batch).contiguous()
@@ -88,10 +92,7 @@ def _full_from(value: Tensor | int | None, batch: int, device: torch.device) -> 
             raise ValueError(f"{FULL_FROM_KWARG} must be an int or have one value per batch row "
                              f"({batch}), got {value.numel()} values")
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{FULL_FROM_KWARG} must be an int or an int tensor, "
-                        f"got {type(value).__name__}")
-    return torch.full((batch,), int(value), dtype=torch.int64, device=device)
+    return full_from_tensor(value, batch, device, name=FULL_FROM_KWARG)
 
 
 def _warn_unsupported(dropout: float, kwargs: dict) -> None:
@@ -108,7 +109,8 @@ def _warn_unsupported(dropout: float, kwargs: dict) -> None:
 def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
                            attention_mask: SWAAMask | None, scaling: float | None = None,
                            dropout: float = 0.0, **kwargs) -> tuple[Tensor, None]:
-    window, sinks, fa_decode = layer_attention(module)
+    rule = layer_attention(module)
+    window, sinks, fa_decode = rule.window, rule.sinks, rule.fa_decode
     explicit = kwargs.pop(FULL_FROM_KWARG, None)
     boundary = (_BOUNDARY.get() if explicit is None else explicit) if fa_decode else None
     if attention_mask is not None and not isinstance(attention_mask, SWAAMask):
@@ -124,7 +126,7 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
     if ragged is not None and pad is not None:
         raise ValueError("swaa attention got packed sequences (cu_seq_lens_* kwargs) and a "
                          "padded attention_mask; pass one or the other")
-    head = _sink_window_head(key.shape[2], total, len_q, window, sinks, pad)
+    head = _sink_window_head(key.shape[2], total, len_q, rule, pad)
 
     if ragged is None and pad is None:  # one dense call for the batch; query, key: (B, H, S, D)
         full_from = _full_from(boundary, batch, query.device)
@@ -140,17 +142,17 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
     return out, None  # (B, S, H, D)
 
 
-def _sink_window_head(len_k: int, total: int, len_q: int, window: int | None, sinks: int,
+def _sink_window_head(len_k: int, total: int, len_q: int, rule: LayerRule,
                       pad: Tensor | None) -> int | None:
     """None when the layer got every key; else the head length of a sink + window cache
-    (layout [head | window - 1 cached | len_q new], hf/cache.py), checked to hold the sinks."""
+    (layout [head | lookback cached | len_q new], hf/cache.py), checked to hold the sinks."""
     if len_k == total:
         return None
-    head = len_k - (window - 1) - len_q if window is not None else -1
-    need = sinks + (int(pad.max()) if pad is not None else 0)
+    head = rule.window_start(len_k, len_q) if rule.window is not None else -1
+    need = rule.sinks + (int(pad.max()) if pad is not None else 0)
     if head < need:
         raise RuntimeError(f"the KV cache holds {len_k} of {total} keys, which does not keep this "
-                           f"layer's sinks and window (window={window}, sinks={sinks}); use "
+                           f"layer's sinks and window (window={rule.window}, sinks={rule.sinks}); use "
                            "swaa_ext.hf.SWAACache (adapted generate does) or a full cache")
     return head
 

@@ -19,17 +19,21 @@ import torch
 import transformers
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from ..config import LayerRule, SWAAConfig
+
 _CROP_TAKES_A_COUNT = int(transformers.__version__.split(".")[0]) >= 5
 
 
 class SinkWindowLayer(DynamicLayer):
-    """Keeps the first `head` and the last `window - 1 + rollback` tokens; reports the absolute
-    length. `rollback` extra tail tokens let `crop` undo that many (assisted decoding rejects
-    draft tokens); a crop beyond them would lose keys the window needs, and is an error."""
+    """Keeps the first `head` and the last `lookback + rollback` tokens (`rule.lookback`: the keys
+    before the next query that its window reads); reports the absolute length. `rollback` extra
+    tail tokens let `crop` undo that many (assisted decoding rejects draft tokens); a crop beyond
+    them would lose keys the window needs, and is an error."""
 
-    def __init__(self, head: int, window: int, rollback: int = 0):
+    def __init__(self, head: int, rule: LayerRule, rollback: int = 0):
         super().__init__()
-        self.head, self.window, self.rollback = head, window, rollback
+        self.head, self.rollback = head, rollback
+        self.lookback = rule.lookback
         self.cumulative_length = 0  # tokens seen, dropped ones included
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
@@ -40,7 +44,7 @@ class SinkWindowLayer(DynamicLayer):
         return keys, values
 
     def _keep(self, states: torch.Tensor) -> torch.Tensor:
-        tail = self.window - 1 + self.rollback
+        tail = self.lookback + self.rollback
         if states.shape[-2] <= self.head + tail:
             return states
         return torch.cat([states[..., :self.head, :], states[..., states.shape[-2] - tail:, :]],
@@ -62,7 +66,7 @@ class SinkWindowLayer(DynamicLayer):
             return
         kept = self.keys.shape[-2]
         dropped = kept < self.cumulative_length
-        if remove > kept or (dropped and kept - remove < self.head + self.window - 1):
+        if remove > kept or (dropped and kept - remove < self.head + self.lookback):
             raise ValueError(f"a sink + window cache layer can roll back at most {self.rollback} "
                              f"tokens, asked for {remove}: build SWAACache(config, rollback=...) "
                              "with more (adapted generate sizes it for assisted decoding)")
@@ -71,12 +75,9 @@ class SinkWindowLayer(DynamicLayer):
 
 
 def window_only_layers(text_config: Any) -> list[int]:
-    """Layers that never look past window + sinks: sliding, without FA decode."""
-    swaa = text_config.swaa
-    if swaa["fa_decode"]:
-        return []
-    return [i for i in range(text_config.num_hidden_layers)
-            if i not in swaa["full_attention_layers"]]
+    """Layers of an adapted model that never look past window + sinks (SWAAConfig's)."""
+    return SWAAConfig.from_saved(text_config.swaa).window_only_layers(
+        text_config.num_hidden_layers)
 
 
 class SWAACache(DynamicCache):
@@ -94,11 +95,10 @@ class SWAACache(DynamicCache):
         text_config = config.get_text_config(decoder=True)
         if getattr(text_config, "swaa", None) is None:
             raise ValueError("SWAACache needs an adapted model's config (swaa_ext.adapt first)")
-        swaa, window_only = text_config.swaa, set(window_only_layers(text_config))
-        layers = [SinkWindowLayer(head=swaa["sinks"] + max_padding, window=swaa["window"],
-                                  rollback=rollback)
-                  if i in window_only else DynamicLayer()
-                  for i in range(text_config.num_hidden_layers)]
+        config, num_layers = SWAAConfig.from_saved(text_config.swaa), text_config.num_hidden_layers
+        rules = [config.layer_rule(i, num_layers) for i in range(num_layers)]
+        layers = [SinkWindowLayer(head=rule.sinks + max_padding, rule=rule, rollback=rollback)
+                  if rule.window_only else DynamicLayer() for rule in rules]
         Cache.__init__(self, layers=layers)  # DynamicCache's own __init__ would pick layer types
 
 

@@ -154,14 +154,15 @@ class SWAAMetadata:
     def keys(self, block_size: int, rule: LayerRule) -> tuple[Tensor, Tensor, int]:
         """Which cached keys a layer with `rule` reads: all of them, or for a window-only layer
         (no FA decode) the sinks and the window of the step's queries."""
-        window = rule.window if rule.window is not None and not rule.fa_decode else None
-        cache_key = (block_size, window, rule.sinks if window is not None else 0)
+        window_only = rule.window_only
+        cache_key = (block_size, rule.window if window_only else None,
+                     rule.sinks if window_only else 0)
         if cache_key not in self._keys:
             ends = self.seq_lens.to(torch.int64)
             starts = torch.zeros_like(ends)
-            if window is not None:
+            if window_only:
                 query_lens = (self.query_start_loc[1:] - self.query_start_loc[:-1]).to(torch.int64)
-                starts = (ends - query_lens - (window - 1)).clamp(min=0)
+                starts = rule.window_start(ends, query_lens).clamp(min=0)
             slots, cu_k = paged.key_slots(self.block_table, block_size, starts, ends,
                                           cache_key[2])
             max_k = int((cu_k[1:] - cu_k[:-1]).max()) if cu_k.numel() > 1 else 0

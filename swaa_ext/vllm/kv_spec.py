@@ -39,7 +39,7 @@ from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager, Slid
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec, SlidingWindowSpec
 from vllm.v1.kv_cache_spec_registry import KVCacheSpecRegistry
 
-from ..config import SWAAConfig
+from ..config import LayerRule, SWAAConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +85,8 @@ class SinkWindowManager(SlidingWindowManager):
         # The next query (position `processed_computed_tokens`) sees keys from
         # processed_computed_tokens - (window - 1) on: blocks wholly before that and after the
         # sink blocks are no longer read.
-        window_start = max(0, processed_computed_tokens - self.sliding_window + 1
+        next_query = LayerRule(window=self.sliding_window)
+        window_start = max(0, next_query.window_start(processed_computed_tokens + 1)
                            - self.extra_retained_tokens)
         self._remove_blocks_in_range(request_id, self.sink_blocks,
                                      window_start // self.block_size)
