@@ -3,8 +3,10 @@ whole context (docs/architecture.md, "The masking rule"). Plus the paper's recom
 
 from __future__ import annotations
 
+import json
 import numbers
 import operator
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -175,6 +177,15 @@ class SWAAConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SWAAConfig":
         return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "SWAAConfig":
+        """The settings in a JSON file: the fields themselves, or a file that holds them under
+        `config` (the layer selection's selection.json, docs/layer-selection.md)."""
+        with open(path) as f:
+            data = json.load(f)
+        return cls.from_dict(data["config"] if isinstance(data, dict) and "config" in data
+                             else data)
 
 
 # The paper's recipes (arXiv 2512.10411, Qwen3-4B, window 2k), name -> (description, config).
