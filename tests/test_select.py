@@ -236,11 +236,11 @@ def model_dir(tmp_path_factory):
     return path
 
 
-def _cli(model_dir, out, cache, budget: str) -> dict:
+def _cli(model_dir, out, cache, budget: str, *extra: str) -> dict:
     code = select.main(["--model", str(model_dir), "--budget", budget, "--length", "900",
                         "--families", "passkey,kv_retrieval,natural", "--samples", "1",
                         "--window-fraction", "1/8", "--sinks", "4", "--out", str(out),
-                        "--cache-dir", str(cache), "--batch-size", "2", "--quiet"])
+                        "--cache-dir", str(cache), "--batch-size", "2", "--quiet", *extra])
     assert code == 0
     return json.loads((out / select.SELECTION).read_text())
 
@@ -269,6 +269,11 @@ def test_cli_writes_a_selection_that_adapt_and_the_vllm_plugin_take(model_dir, t
     assert other["timing"]["measured_examples"] == 0 and other["timing"]["cached_examples"] == 3
     assert other["scores"] == result["scores"]
     assert other["full_attention_layers"] == select.choose(result["scores"]["kl"], 1)
+    # Ranking by the NLL rise instead: the same cached forwards, the other column.
+    by_nll = _cli(model_dir, tmp_path / "out2", tmp_path / "cache", "1/2", "--metric", "nll_rise")
+    assert by_nll["timing"]["measured_examples"] == 0 and by_nll["metric"] == "nll_rise"
+    assert by_nll["full_attention_layers"] == select.choose(result["scores"]["nll_rise"], 2)
+    assert by_nll["ranking"][0] == max(range(4), key=lambda i: result["scores"]["nll_rise"][i])
 
 
 def test_cli_refuses_a_budget_beyond_the_model_s_layers(model_dir, tmp_path):

@@ -33,7 +33,10 @@ from .tasks import TaskOptions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SELECTION, PLOT, CACHE = "selection.json", "layer_scores.png", "measurements.jsonl"
-METRIC = "kl"  # what the ranking uses; nll_rise is reported beside it
+METRICS = ("kl", "nll_rise")  # what the ranking can use; both are measured and reported
+
+
+_DESCRIBED = {"kl": "KL(full attention || this layer slides)", "nll_rise": "rise in gold NLL"}
 
 
 def parse_budget(text: str) -> Fraction | int:
@@ -129,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=_families, default=list(DEFAULT_FAMILIES),
                    help=f"calibration families, from {', '.join(FAMILIES)} "
                         f"(default: {','.join(DEFAULT_FAMILIES)})")
-    p.add_argument("--samples", type=int, default=2, help="examples per family (default: 2)")
+    p.add_argument("--metric", choices=METRICS, default="kl",
+                   help="rank by the KL to full attention (default) or the answer NLL rise; both "
+                        "come from the same (cached) forwards")
+    p.add_argument("--samples", type=int, default=1,
+                   help="examples per family (default: 1; each is about N / 2 forwards)")
     p.add_argument("--seed", type=int, default=1,
                    help="calibration seed (default 1; the evaluation's default is 0, so its "
                         "samples stay out of the calibration)")
@@ -201,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measure_s = time.perf_counter() - measured_at
 
     scores = {field: mean_over(result.scores, field) for field in ("kl", "nll_rise")}
-    chosen = choose(scores[METRIC], count)
+    chosen = choose(scores[args.metric], count)
     config = SWAAConfig(window=window, sinks=args.sinks, full_attention_layers=chosen,
                         fa_decode=args.fa_decode)
     patterns = {name: [i for i in range(num_layers) if rule(i)]
@@ -210,9 +217,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "full_attention_layers": chosen,
         "config": config.to_dict(),
         "budget": {"requested": str(args.budget), "layers": count, "of": num_layers},
-        "method": f"{METHOD}: rank layers by the mean KL(full || layer alone slides) over the "
-                  "calibration examples' answer tokens; keep the top `budget` full",
-        "ranking": sorted(range(num_layers), key=lambda i: (-scores[METRIC][i], i)),
+        "metric": args.metric,
+        "method": f"{METHOD}: rank layers by the mean {_DESCRIBED[args.metric]} over the "
+                  "calibration examples' answer tokens when the layer alone slides; keep the "
+                  "top `budget` full",
+        "ranking": sorted(range(num_layers), key=lambda i: (-scores[args.metric][i], i)),
         "scores": {**scores,
                    "kl_by_family": _by_family(examples, result.scores, "kl"),
                    "nll_rise_by_family": _by_family(examples, result.scores, "nll_rise")},
@@ -222,8 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "all_sliding_nll_rise": sum(s.all_sliding_nll_rise for s in result.scores)
             / len(result.scores),
             # Share of the summed single-layer KL each choice keeps full (additive reading).
-            "kl_coverage": {"selected": coverage(scores[METRIC], chosen),
-                            **{name: coverage(scores[METRIC], layers)
+            "kl_coverage": {"selected": coverage(scores["kl"], chosen),
+                            **{name: coverage(scores["kl"], layers)
                                for name, layers in patterns.items()}},
         },
         "settings": {
@@ -248,7 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (args.out / SELECTION).write_text(json.dumps(selection, indent=1) + "\n")
     plot(args.out / PLOT, scores["kl"], scores["nll_rise"], chosen,
          f"{args.model} @ {args.length} tokens, window {window}, {args.sinks} sinks"
-         f"{', FA decode' if args.fa_decode else ''}: {count} of {num_layers} layers full")
+         f"{', FA decode' if args.fa_decode else ''}: {count} of {num_layers} layers full "
+         f"(by {args.metric})")
     return selection
 
 
