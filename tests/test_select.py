@@ -81,7 +81,8 @@ def test_the_cli_names_the_budget_argument(tmp_path, capsys):
 def test_calibration_scores_the_gold_answer_after_the_task_s_own_lead_in():
     tokenizer = byte_tokenizer()  # one token per byte: decoded text is exact
     batch = calibration_set(tokenizer, ["passkey", "variable_tracking", "natural"], 900, 2, seed=1)
-    assert [e.family for e in batch] == ["passkey"] * 2 + ["variable_tracking"] * 2 + ["natural"] * 2
+    families = ["passkey"] * 2 + ["variable_tracking"] * 2 + ["natural"] * 2
+    assert [e.family for e in batch] == families
     assert batch == calibration_set(tokenizer, ["passkey", "variable_tracking", "natural"], 900, 2,
                                     seed=1)
     passkey = batch[0]
@@ -171,6 +172,20 @@ def test_resumed_forwards_give_the_whole_forwards_scores(arch, monkeypatch):
     for a, b in zip(resumed.scores, whole.scores):
         assert a.kl == pytest.approx(b.kl, rel=1e-6, abs=1e-12)
         assert a.nll_rise == pytest.approx(b.nll_rise, rel=1e-6, abs=1e-12)
+
+
+def test_a_decoder_that_cannot_resume_gets_whole_forwards(monkeypatch):
+    model = tiny_model("llama", seed=5)
+    expected = measure(model, examples(), RECIPE, progress=False).scores
+
+    def refuse(decoder, start):
+        raise TypeError("this decoder cannot start from a layer")
+
+    monkeypatch.setattr(layer_scores, "_only_layers_from", refuse)
+    result = measure(model, examples(), RECIPE, progress=False)
+    assert result.resumed is False
+    for a, b in zip(result.scores, expected):
+        assert a.kl == pytest.approx(b.kl, rel=1e-6, abs=1e-12)
 
 
 def test_packing_gives_each_example_what_it_gets_alone():

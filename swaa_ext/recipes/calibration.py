@@ -52,7 +52,8 @@ def task_example(tokenizer: PreTrainedTokenizerBase, task: str, length: int, ind
     depth = DEPTHS[index % len(DEPTHS)]
     sample = make_sample(tokenizer, task, length, depth, index, seed, options, style)
     # The sample keeps its answers but not its lead-in: the same draw as make_sample's gives it.
-    lead_in = TASKS[task](sample_rng(seed, task, length, index), depth, options).layout.answer_prefix
+    spec = TASKS[task](sample_rng(seed, task, length, index), depth, options)
+    lead_in = spec.layout.answer_prefix
     head, answer = _tokens(tokenizer, lead_in), _tokens(tokenizer, " " + ", ".join(sample.answers))
     return Example(task, tuple(encode(tokenizer, style, sample.prompt)), head + answer, len(head))
 

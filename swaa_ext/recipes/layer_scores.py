@@ -33,11 +33,14 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
 from .. import __version__, hf
 from ..config import SWAAConfig
 from .calibration import Example
 from .finetune.data import PackedCollator
+
+logger = logging.get_logger(__name__)
 
 METHOD = "kl-one-layer-slides/1"  # bump when what is measured changes: old cache lines then miss
 RESUME_TOLERANCE = 1e-3  # max |log-prob| difference between a resumed and a whole forward
@@ -163,7 +166,7 @@ class _Runner:
         return torch.log_softmax(logits.double(), dim=-1)
 
     def full(self) -> torch.Tensor:
-        """Every layer full; keeps each layer's input for resume()."""
+        """Every layer full; keeps each layer's input for resumed()."""
         self._adapt(range(self.num_layers))
         with _capture_layer_inputs(self.decoder.layers) as inputs:
             out = self._logprobs(**self.batch)
@@ -187,7 +190,16 @@ class _Runner:
     def resume_matches(self, full: torch.Tensor) -> bool:
         """Whether a forward resumed halfway, under the full config, gives the full logits."""
         self._adapt(range(self.num_layers))
-        return bool((self.resumed(self.num_layers // 2) - full).abs().max() <= RESUME_TOLERANCE)
+        try:
+            difference = (self.resumed(self.num_layers // 2) - full).abs().max().item()
+        except Exception as e:  # a decoder that cannot start from a layer's input: whole runs
+            logger.warning(f"layer scores: resuming from a layer failed ({e!r}); every run is a "
+                           "whole forward")
+            return False
+        if not difference <= RESUME_TOLERANCE:
+            logger.warning(f"layer scores: a resumed forward differs from the whole one by "
+                           f"{difference:.3g} in log-probability; every run is a whole forward")
+        return difference <= RESUME_TOLERANCE
 
     def per_example(self, full: torch.Tensor, other: torch.Tensor) -> list[tuple[float, float]]:
         """(KL(full || other), NLL rise) of each example, averaged over its scored tokens."""
