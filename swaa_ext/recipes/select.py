@@ -26,12 +26,12 @@ import torch
 
 from ..config import LAYER_PATTERNS, SWAAConfig
 from .calibration import DEFAULT_FAMILIES, FAMILIES, calibration_set
+from .eval import DTYPES
 from .layer_scores import METHOD, MeasurementCache, mean_over, measure
 from .models import PACKAGED, load
 from .prompts import PromptStyle
 from .tasks import TaskOptions
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SELECTION, PLOT, CACHE = "selection.json", "layer_scores.png", "measurements.jsonl"
 METRICS = ("kl", "nll_rise")  # what the ranking can use; both are measured and reported
 
