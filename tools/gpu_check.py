@@ -12,8 +12,8 @@ Prints one summary table; exit status 0 if everything passed, 1 if anything fail
 of time, 2 without a GPU (one line, nothing built). Logs and JSON: build-gpu-check/.
 docs/gpu-check.md says what each step runs and how long it takes.
 
-    python tests/gpu_check.py            # what `make gpu-check` runs
-    python tests/gpu_check.py --why-not  # prints why there is no usable GPU (nothing if there is)
+    python tools/gpu_check.py            # what `make gpu-check` runs
+    python tools/gpu_check.py --why-not  # prints why there is no usable GPU (nothing if there is)
 """
 
 from __future__ import annotations
@@ -104,11 +104,11 @@ def device_intrinsics(sm: str, timeout: float) -> Row:
 
 def spill_check(sm: str, timeout: float) -> Row:
     """Every CUDA instantiation compiled for this GPU by this machine's nvcc with the extension's
-    flags and ptxas -v (bench/sass/build.py, what `make sass-check` runs for sm_80 / sm_90 on
+    flags and ptxas -v (tools/sass/build.py, what `make sass-check` runs for sm_80 / sm_90 on
     the development machine): any spill store or load fails the row."""
     if str(ROOT) not in sys.path:  # (run as a script: the checkout is not on the path)
         sys.path.insert(0, str(ROOT))
-    from bench.sass import build as sass_build
+    from tools.sass import build as sass_build
 
     start = time.monotonic()
     spilled, kernels = [], 0
