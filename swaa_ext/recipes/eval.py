@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .grid import DEFAULT_RECIPES, build_grid, describe
-from .models import PACKAGED, load
+from .models import add_model_argument, load
 from .prompts import PromptStyle
 from .report import markdown, plot, summarize, write_json
 from .runner import run_grid
@@ -35,9 +35,7 @@ def _csv(kind: type) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.eval", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=PACKAGED,
-                   help=f"'{PACKAGED}' (packaged SmolLM2-135M-Instruct, offline) or a transformers "
-                        "causal-LM directory")
+    add_model_argument(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tasks", type=_csv(str), default=["passkey"],

@@ -14,13 +14,13 @@ import torch
 
 from .eval import DTYPES, _csv
 from .grid import RECOMMENDED, build_grid
-from .models import PACKAGED, load
+from .models import add_model_argument, load
 from .runner import _Switch
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.prefill", description=__doc__)
-    p.add_argument("--model", default=PACKAGED)
+    add_model_argument(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--lengths", type=_csv(int), default=[1024, 2048])
     p.add_argument("--configs", type=_csv(str),

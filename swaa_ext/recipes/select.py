@@ -28,7 +28,7 @@ from ..config import LAYER_PATTERNS, SWAAConfig
 from .calibration import DEFAULT_FAMILIES, FAMILIES, calibration_set
 from .eval import DTYPES
 from .layer_scores import METHOD, MeasurementCache, mean_over, measure
-from .models import PACKAGED, load
+from .models import add_model_argument, load
 from .prompts import PromptStyle
 from .tasks import TaskOptions
 
@@ -116,9 +116,7 @@ def default_cache_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.select", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=PACKAGED,
-                   help=f"'{PACKAGED}' (packaged SmolLM2-135M-Instruct, offline) or a transformers "
-                        "causal-LM directory (default: %(default)s)")
+    add_model_argument(p)
     p.add_argument("--budget", type=_budget, required=True,
                    help="layers to keep full: a count (8) or a fraction of the layers (1/4, 0.25, "
                         "25%%; rounded down)")

@@ -31,7 +31,7 @@ import torch
 from ... import hf
 from ..eval import DTYPES, _csv
 from ..grid import RECOMMENDED, parse_recipe
-from ..models import PACKAGED, load
+from ..models import add_model_argument, load
 from ..prompts import PromptStyle
 from ..tasks import TASKS
 from . import distill as distilling
@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=("all", "distill", "train", "evaluate"), nargs="?",
                    default="all")
-    p.add_argument("--model", default=PACKAGED, help=f"'{PACKAGED}' (packaged SmolLM2-135M-"
-                   "Instruct, offline) or a transformers causal-LM directory")
+    add_model_argument(p)
     p.add_argument("--out", type=Path, default=Path("finetune_results"))
     p.add_argument("--quick", action="store_true", help="short smoke run (~10-15 min on 2 cores)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
