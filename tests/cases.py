@@ -10,19 +10,26 @@ import torch
 
 @dataclass(frozen=True)
 class Case:
-    batch: int
-    heads_q: int
-    heads_kv: int
+    """One attention problem: lengths, the rule, heads and batch. `head_dim` where the case fixes
+    it (the CPU suites); None where the suite runs each case at every head dim it covers (the
+    CUDA suites, cuda_kernel_cases.py). `transposed`: q/k/v as (B, H, L, D) views of (B, L, H, D)
+    tensors, the layout of a projection output."""
+
     len_q: int
     len_k: int
-    head_dim: int
     window: int | None
     sinks: int = 0
+    heads_q: int = 2
+    heads_kv: int = 2
+    batch: int = 1
     full_from: tuple[int, ...] | int | None = None  # tuple = one value per batch row
+    head_dim: int | None = None
+    transposed: bool = False
 
     def __str__(self) -> str:
         return (f"B{self.batch}-H{self.heads_q}/{self.heads_kv}-Lq{self.len_q}-Lk{self.len_k}"
-                f"-D{self.head_dim}-w{self.window}-s{self.sinks}-ff{self.full_from}")
+                f"-D{self.head_dim}-w{self.window}-s{self.sinks}-ff{self.full_from}"
+                + ("-T" if self.transposed else ""))
 
     def full_from_arg(self, device: torch.device | str = "cpu") -> torch.Tensor | int | None:
         if isinstance(self.full_from, tuple):
@@ -34,25 +41,34 @@ class Case:
 # 1, 2, small, >= Lk and None, sinks 0 / inside the window / beyond it / not a tile multiple,
 # full_from before, inside and after the prompt, per batch row.
 CASES = [
-    Case(1, 1, 1, 1, 1, 16, None),
-    Case(2, 2, 2, 7, 7, 16, 3, 0),
-    Case(1, 4, 2, 63, 63, 32, 17, 5),
-    Case(1, 4, 2, 64, 64, 32, 64, 0),
-    Case(2, 4, 1, 65, 65, 32, 1, 0),
-    Case(1, 2, 2, 65, 65, 32, 2, 1),
-    Case(1, 8, 1, 1, 1000, 64, 100, 4),             # decode row, MQA
-    Case(2, 8, 2, 1, 333, 32, 50, 70),              # decode row, sinks beyond the window
-    Case(1, 2, 1, 40, 1030, 32, 200, 10),           # Lq < Lk
-    Case(1, 4, 4, 1030, 1030, 16, 129, 67),         # sinks not a tile multiple, long
-    Case(1, 8, 1, 300, 300, 48, 7, 100),            # sinks reach past the window start
-    Case(2, 2, 1, 150, 150, 32, 20, 3, (0, 75)),    # full_from before / inside, per row
-    Case(2, 2, 2, 100, 200, 32, 16, 2, (150, 10**6)),  # inside the prompt / never
-    Case(1, 2, 1, 128, 128, 32, 10, 0, 200),        # full_from after the sequence
-    Case(1, 2, 2, 77, 77, 32, 1000, 0),             # window >= Lk
-    Case(1, 3, 1, 70, 90, 256, 30, 2),              # largest CPU head dim
-    Case(1, 2, 1, 50, 50, 1, 5, 1),                 # head dim 1
-    Case(1, 2, 1, 130, 130, 16, 2, 0),              # window edge lands on a tile's last key
-    Case(1, 2, 1, 200, 200, 16, 66, 0),             # window one tile + 2
+    Case(1, 1, window=None, heads_q=1, heads_kv=1, head_dim=16),
+    Case(7, 7, window=3, heads_q=2, heads_kv=2, batch=2, head_dim=16),
+    Case(63, 63, window=17, sinks=5, heads_q=4, heads_kv=2, head_dim=32),
+    Case(64, 64, window=64, heads_q=4, heads_kv=2, head_dim=32),
+    Case(65, 65, window=1, heads_q=4, heads_kv=1, batch=2, head_dim=32),
+    Case(65, 65, window=2, sinks=1, heads_q=2, heads_kv=2, head_dim=32),
+    Case(1, 1000, window=100, sinks=4, heads_q=8, heads_kv=1, head_dim=64),  # decode row, MQA
+    # decode row, sinks beyond the window
+    Case(1, 333, window=50, sinks=70, heads_q=8, heads_kv=2, batch=2, head_dim=32),
+    Case(40, 1030, window=200, sinks=10, heads_q=2, heads_kv=1, head_dim=32),  # Lq < Lk
+    # sinks not a tile multiple, long
+    Case(1030, 1030, window=129, sinks=67, heads_q=4, heads_kv=4, head_dim=16),
+    # sinks reach past the window start
+    Case(300, 300, window=7, sinks=100, heads_q=8, heads_kv=1, head_dim=48),
+    # full_from before / inside, per row
+    Case(150, 150, window=20, sinks=3, heads_q=2, heads_kv=1, batch=2, head_dim=32,
+         full_from=(0, 75)),
+    # inside the prompt / never
+    Case(100, 200, window=16, sinks=2, heads_q=2, heads_kv=2, batch=2, head_dim=32,
+         full_from=(150, 10**6)),
+    # full_from after the sequence
+    Case(128, 128, window=10, heads_q=2, heads_kv=1, head_dim=32, full_from=200),
+    Case(77, 77, window=1000, heads_q=2, heads_kv=2, head_dim=32),  # window >= Lk
+    Case(70, 90, window=30, sinks=2, heads_q=3, heads_kv=1, head_dim=256),  # largest CPU head dim
+    Case(50, 50, window=5, sinks=1, heads_q=2, heads_kv=1, head_dim=1),  # head dim 1
+    # window edge lands on a tile's last key
+    Case(130, 130, window=2, heads_q=2, heads_kv=1, head_dim=16),
+    Case(200, 200, window=66, heads_q=2, heads_kv=1, head_dim=16),  # window one tile + 2
 ]
 
 
@@ -61,6 +77,7 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str = "cpu", *, seed: in
     """q (B, Hq, Lq, D), k, v (B, Hkv, Lk, D). With `transposed`, each is a (B, H, L, D) view of
     a (B, L, H, D) tensor, the layout of a projection output."""
     gen = torch.Generator().manual_seed(seed)
+    transposed = transposed or case.transposed
 
     def rand(heads: int, length: int) -> torch.Tensor:
         shape = (case.batch, length, heads, case.head_dim) if transposed else (

@@ -1,37 +1,21 @@
 """Sample inputs shared by the CUDA kernels' tests (emulated and real GPU): small shapes that are
 ragged around the kernels' tiles (forward: 128 query rows, 32 per warp as two 16-row m-tiles; dQ
-and decode: 64 query rows; 64 keys for head dim 64, 32 for head dim 128; dK/dV: 128 keys, 64 / 32
-query rows), and the same-precision PyTorch attention that
-sets each case's error budget, forward and backward."""
+and decode: 64 query rows; forward and dQ: 64 keys for head dim 64, 32 for head dim 128; decode:
+128 / 64 keys; dK/dV: 128 keys, 64 / 32 query rows), and the same-precision PyTorch attention that
+sets each case's error budget, forward and backward. The Case type is tests/cases.py's."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from cases import Case
 from swaa_ext import reference
 
 # What the CUDA kernel is instantiated for (csrc/swaa/cuda/generate_instantiations.py).
 DTYPES = [torch.float16, torch.bfloat16]
 HEAD_DIMS = [64, 128]
-
-@dataclass(frozen=True)
-class Case:
-    len_q: int
-    len_k: int
-    window: int | None
-    sinks: int = 0
-    heads_q: int = 2
-    heads_kv: int = 2
-    batch: int = 1
-    full_from: tuple[int, ...] | int | None = None
-    transposed: bool = False  # q/k/v as (B, H, L, D) views of (B, L, H, D) tensors
-
-    def __str__(self) -> str:
-        return "-".join(f"{k}={v}" for k, v in vars(self).items())
-
 
 CASES = [
     Case(1, 1, window=1),                                   # one row, one key
@@ -97,10 +81,7 @@ def make_inputs(case: Case, dtype: torch.dtype, head_dim: int, seed: int = 0):
         return torch.randn(case.batch, heads, length, head_dim, generator=gen).to(dtype)
 
     q, k, v = rand(case.heads_q, case.len_q), rand(case.heads_kv, case.len_k), rand(case.heads_kv, case.len_k)
-    full_from = case.full_from
-    if isinstance(full_from, tuple):
-        full_from = torch.tensor(full_from, dtype=torch.int64)
-    return q, k, v, full_from
+    return q, k, v, case.full_from_arg()
 
 
 def same_precision_attention(q, k, v, window, sinks, full_from, return_lse=False):

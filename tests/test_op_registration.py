@@ -7,9 +7,9 @@ import swaa_ext
 from cases import Case, make_inputs
 
 OP_CASES = [
-    (Case(2, 4, 2, 9, 13, 8, 3, 1), None),
-    (Case(1, 2, 1, 5, 5, 4, 2, 0), (3,)),
-    (Case(1, 2, 2, 1, 6, 4, None, 0), None),
+    (Case(9, 13, window=3, sinks=1, heads_q=4, heads_kv=2, batch=2, head_dim=8), None),
+    (Case(5, 5, window=2, heads_q=2, heads_kv=1, head_dim=4), (3,)),
+    (Case(1, 6, window=None, heads_q=2, heads_kv=2, head_dim=4), None),
 ]
 
 
@@ -35,7 +35,7 @@ def test_gradcheck_float64(case, full_from):
 
 
 def test_torch_compile_fullgraph_matches_eager():
-    case = Case(1, 4, 2, 70, 70, 16, 9, 2)
+    case = Case(70, 70, window=9, sinks=2, heads_q=4, heads_kv=2, head_dim=16)
     q, k, v = make_inputs(case, torch.float32, requires_grad=True)
 
     def loss(q, k, v):

@@ -9,10 +9,10 @@ from swaa_ext import reference
 from cases import Case, make_inputs
 
 PEER_CASES = [
-    Case(2, 4, 2, 100, 100, 32, 17),
-    Case(1, 8, 1, 1, 500, 64, 64),
-    Case(1, 4, 4, 70, 300, 32, 1),
-    Case(1, 2, 1, 200, 200, 16, 129),
+    Case(100, 100, window=17, heads_q=4, heads_kv=2, batch=2, head_dim=32),
+    Case(1, 500, window=64, heads_q=8, heads_kv=1, head_dim=64),
+    Case(70, 300, window=1, heads_q=4, heads_kv=4, head_dim=32),
+    Case(200, 200, window=129, heads_q=2, heads_kv=1, head_dim=16),
 ]
 
 

@@ -123,7 +123,8 @@ def test_backward_is_deterministic():
 
 
 # Above the kernels' serial cutoff (tile_ops.h worth_parallel: 16 MFLOP), so OpenMP shares it.
-PARALLEL_CASE = Case(1, 4, 2, 1500, 1500, 64, 300, 20, (1200,))
+PARALLEL_CASE = Case(1500, 1500, window=300, sinks=20, heads_q=4, heads_kv=2, head_dim=64,
+                     full_from=(1200,))
 
 
 def test_parallel_path_matches_reference_and_thread_count():
