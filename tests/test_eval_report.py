@@ -33,6 +33,22 @@ def test_preset_recipe_takes_the_grid_window():
         (want.sinks, want.full_attention_layers, want.fa_decode)
 
 
+def test_explicit_layer_list_recipe():
+    """A calibrated choice (recipes/select.py) names its layers: layers:<i>.<j>..."""
+    from swaa_ext.recipes.grid import layers_token
+
+    recipe = "swa+sinks+fa_decode+" + layers_token([14, 4, 7])
+    assert recipe.endswith("layers:4.7.14")
+    cfg = parse_recipe(recipe, 0.125, 64).swaa_config(2048)
+    assert (cfg.full_attention_layers, cfg.sinks, cfg.fa_decode, cfg.window) == \
+        ((4, 7, 14), 64, True, 256)
+    for bad in ("swa+layers:", "swa+layers:4,7", "swa+layers:4.x", "swa+layers:-1"):
+        with pytest.raises(ValueError, match="layer indices joined by '.'"):
+            parse_recipe(bad, 0.25, 0)
+    with pytest.raises(ValueError, match="duplicates"):
+        parse_recipe("swa+layers:3.3", 0.25, 0).swaa_config(100)
+
+
 @pytest.mark.parametrize("bad", ["sinks", "swa+odd+bogus", "preset:nope", ""])
 def test_bad_recipes(bad):
     with pytest.raises(ValueError):

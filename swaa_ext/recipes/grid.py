@@ -7,6 +7,8 @@ A recipe is "+"-joined tokens:
   sinks | sinks<N>     keep the first N tokens visible (N defaults to the grid's `sinks`);
   fa_decode            generated tokens see the whole context;
   odd | even | every_4th | every_8th   these layers stay on full attention (interleaving);
+  layers:<i>.<j>...    these layers stay on full attention, by index (e.g. a calibrated choice,
+                       swaa_ext.recipes.select: "layers:4.7.8.14.17.18.20");
   preset:<name>        one of swaa_ext.PRESETS, with the grid's window in place of its own.
 e.g. "swa+sinks64+fa_decode+odd". Windows are given as fractions of the context length, so the
 same grid means the same thing at every length."""
@@ -55,6 +57,20 @@ def _from_preset(name: str, recipe: str, fraction: float) -> GridEntry:
                      layers if isinstance(layers, str) else tuple(layers), cfg.fa_decode, True)
 
 
+def layers_token(layers: Sequence[int]) -> str:
+    """The recipe token that keeps `layers` full: what select.py prints for its choice."""
+    return "layers:" + ".".join(str(i) for i in sorted(layers))
+
+
+def _layer_list(token: str, recipe: str) -> tuple[int, ...]:
+    indices = token.removeprefix("layers:").split(".")
+    if not all(re.fullmatch(r"\d+", i) for i in indices):
+        raise ValueError(f"token {token!r} in recipe {recipe!r} must list layer indices joined by "
+                         "'.', e.g. layers:4.7.8")
+    # SWAAConfig checks them (duplicates; beyond the model's layers at adapt time).
+    return tuple(int(i) for i in indices)
+
+
 def parse_recipe(recipe: str, window_fraction: float, default_sinks: int) -> GridEntry:
     """One grid entry from a recipe string (see the module docstring)."""
     tokens = [t.strip() for t in recipe.split("+") if t.strip()]
@@ -73,9 +89,11 @@ def parse_recipe(recipe: str, window_fraction: float, default_sinks: int) -> Gri
             fa_decode = True
         elif token in LAYER_PATTERNS:
             layers = token
+        elif token.startswith("layers:"):
+            layers = _layer_list(token, recipe)
         else:
             raise ValueError(f"unknown token {token!r} in recipe {recipe!r}; expected sinks[N], "
-                             f"fa_decode or one of {sorted(LAYER_PATTERNS)}")
+                             f"fa_decode, layers:<i>.<j>... or one of {sorted(LAYER_PATTERNS)}")
     if not 0.0 < window_fraction <= 1.0:
         raise ValueError(f"window fraction must be in (0, 1], got {window_fraction}")
     return GridEntry(f"{recipe}@{window_fraction:g}", recipe, window_fraction, sinks, layers,

@@ -27,6 +27,7 @@ import torch
 from ..config import LAYER_PATTERNS, SWAAConfig
 from .calibration import DEFAULT_FAMILIES, FAMILIES, calibration_set
 from .eval import DTYPES
+from .grid import layers_token
 from .layer_scores import METHOD, MeasurementCache, mean_over, measure
 from .models import add_model_argument, load
 from .prompts import PromptStyle
@@ -266,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     selection = run(args)
     timing = selection["timing"]
     print(f"full_attention_layers: {selection['full_attention_layers']} "
-          f"({selection['budget']['layers']} of {selection['budget']['of']}); "
+          f"({selection['budget']['layers']} of {selection['budget']['of']}; as a recipe token: "
+          f"{layers_token(selection['full_attention_layers'])}); "
           f"{timing['measured_examples']} examples measured, {timing['cached_examples']} cached, "
           f"{timing['total_s']:.0f} s")
     return 0
