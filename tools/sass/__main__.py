@@ -41,7 +41,8 @@ def main() -> int:
             failures = report.check(fresh, json.load(f))
         for line in failures:
             print("sass-check FAILED:", line, file=sys.stderr)
-        print("sass-check:", "failed" if failures else "ok (no spills, no hot loop > 10 % up, every kernel within its target)")
+        print("sass-check:", "failed" if failures else
+              "ok (no spills, no hot loop > 10 % up, every kernel within its target)")
         return 1 if failures else 0
     with open(json_path, "w") as f:
         json.dump(fresh, f, indent=1)

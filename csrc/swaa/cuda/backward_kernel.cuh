@@ -238,7 +238,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
 // grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
 // varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) dq_kernel(const AttentionBackwardParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
+    dq_kernel(const AttentionBackwardParams p) {
   using Element = typename Traits::Element;
   constexpr int kBlockN = Traits::kBlockN;
   SWAA_DYNAMIC_SMEM(smem_raw);

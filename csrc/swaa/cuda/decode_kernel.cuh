@@ -106,8 +106,10 @@ __device__ __forceinline__ void store_decode_output(const DecodeParams& p, const
                             pr.query * p.o_row_stride,
                         o, h, inv_sum, lane);
       // No visible key (unreachable: every row sees itself): +inf, as the forward (params.h).
-      if (lane % 4 == 0)
-        static_cast<float*>(p.lse)[lse_index] = sum > 0.f ? st.lse(h, sum, float(p.scale)) : INFINITY;
+      if (lane % 4 == 0) {
+        const float lse = sum > 0.f ? st.lse(h, sum, float(p.scale)) : INFINITY;
+        static_cast<float*>(p.lse)[lse_index] = lse;
+      }
       continue;
     }
     const int64_t partial = db.split * p.partial_split_stride + lse_index;
@@ -122,7 +124,8 @@ __device__ __forceinline__ void store_decode_output(const DecodeParams& p, const
 // kSmemBytes; blockIdx.x = row group * num_splits + split. Varlen: len_q = max_seqlen_q, and
 // row groups past a shorter sequence's rows return at once.
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
+    decode_kernel(const DecodeParams p) {
   using Element = typename Traits::Element;
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages;
   SWAA_DYNAMIC_SMEM(smem_raw);

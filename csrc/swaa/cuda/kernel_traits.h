@@ -92,7 +92,7 @@ struct TileTraits {
   static_assert(kHeadDim % kSwizzleSpan == 0, "the head dim is whole swizzle groups");
 };
 
-// ---- Forward (forward_kernel.cuh) ----------------------------------------------------------------
+// ---- Forward (forward_kernel.cuh) ---------------------------------------------------------------
 // Shape of the work (sm_80-style, FlashAttention-2 layout):
 //   - one thread block owns kBlockM = 128 query rows of one (batch, query head); each of its 4
 //     warps owns kRowsPerWarp = 32 of them, as kMTiles = 2 m16n8k16 M tiles, so the softmax
