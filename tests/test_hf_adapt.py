@@ -39,6 +39,8 @@ def test_restore_gives_exact_original_logits(arch):
     swaa_ext.restore(model)
     assert model.config._attn_implementation == "sdpa" and not hasattr(model.config, "swaa")
     assert "generate" not in model.__dict__
+    # Nothing adapt or the attention function put on the modules stays behind.
+    assert not any(set(m.__dict__) & {"_swaa_adapted", "_swaa_rule"} for m in model.modules())
     assert torch.equal(logits(model, ids), expected)
 
 

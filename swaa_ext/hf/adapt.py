@@ -13,7 +13,7 @@ from transformers.cache_utils import StaticCache
 from transformers.utils import logging
 
 from ..config import ORIGINAL_ATTN_IMPLEMENTATION, SWAAConfig
-from .attention import ADAPTED, ATTN_IMPLEMENTATION, prompt_boundary
+from .attention import ADAPTED, ATTN_IMPLEMENTATION, RULE, prompt_boundary
 from .cache import SWAACache, window_only_layers
 from .mask import left_padding
 from .registration import register
@@ -112,6 +112,7 @@ def restore(model: torch.nn.Module) -> torch.nn.Module:
     delattr(model, _PREVIOUS)
     for module in model.modules():
         module.__dict__.pop(ADAPTED, None)
+        module.__dict__.pop(RULE, None)  # the attention function's parsed settings
     for name, value in getattr(model, _NATIVE).items():
         setattr(text_config, name, value)
     delattr(model, _NATIVE)

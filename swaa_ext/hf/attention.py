@@ -49,7 +49,7 @@ _IGNORED_KWARGS = {"position_ids", "seq_idx", "num_items_in_batch", "cache_posit
 _REFUSED_KWARGS = {"softcap": "logit soft-capping", "s_aux": "learned sink logits"}
 
 
-_RULE = "_swaa_rule"  # module attribute: (the config.swaa it was read from, its LayerRule)
+RULE = "_swaa_rule"  # module attribute: (the config.swaa it was read from, its LayerRule)
 
 
 def layer_attention(module: torch.nn.Module) -> LayerRule:
@@ -64,10 +64,10 @@ def layer_attention(module: torch.nn.Module) -> LayerRule:
                            "swaa_ext.adapt(model) to apply its saved config.swaa (generate then "
                            "sets the FA decode boundary and the sink + window cache)")
     # Parsed once per settings dict (adapt writes a new one each time), not on every forward.
-    cached = getattr(module, _RULE, None)
+    cached = getattr(module, RULE, None)
     if cached is None or cached[0] is not swaa:
         cached = (swaa, SWAAConfig.from_saved(swaa).layer_rule(module.layer_idx))
-        setattr(module, _RULE, cached)
+        setattr(module, RULE, cached)
     return cached[1]
 
 

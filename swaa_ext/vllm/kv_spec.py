@@ -71,6 +71,7 @@ class SinkWindowManager(SlidingWindowManager):
     def __init__(self, kv_cache_spec: SinkWindowSpec, **kwargs) -> None:
         super().__init__(kv_cache_spec, **kwargs)
         self.sink_blocks = kv_cache_spec.sink_blocks
+        self.rule = LayerRule(window=kv_cache_spec.sliding_window, sinks=kv_cache_spec.sinks)
 
     def get_num_skipped_tokens(self, num_computed_tokens: int) -> int:
         # vLLM reads this as "the first N tokens are no longer needed" (it pads them with null
@@ -85,8 +86,7 @@ class SinkWindowManager(SlidingWindowManager):
         # The next query (position `processed_computed_tokens`) sees keys from
         # processed_computed_tokens - (window - 1) on: blocks wholly before that and after the
         # sink blocks are no longer read.
-        next_query = LayerRule(window=self.sliding_window)
-        window_start = max(0, next_query.window_start(processed_computed_tokens + 1)
+        window_start = max(0, self.rule.window_start(processed_computed_tokens + 1)
                            - self.extra_retained_tokens)
         self._remove_blocks_in_range(request_id, self.sink_blocks,
                                      window_start // self.block_size)
