@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from . import _C_emulated  # noqa: F401  (loads the library that registers swaa_emulated ops)
-from .ops import (_bwd_fake, _check_int, _fwd_fake, _fwd_varlen_fake, op_arguments,
-                  register_autograd, varlen_op_arguments)
+from .ops import (_bwd_fake, _check_int, _fwd_fake, _fwd_paged_fake, _fwd_paged_out_fake,
+                  _fwd_varlen_fake, op_arguments, paged_op_arguments, register_autograd,
+                  run_paged_op, varlen_op_arguments)
 
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
 MODES = ("default", "random", "warp_serial", "race_check")
@@ -92,6 +93,32 @@ def sliding_attention_varlen(
     return (out, lse) if return_lse else out
 
 
+def sliding_attention_paged(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    block_table: Tensor,
+    cu_seqlens_q: Tensor,
+    seqused_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    window: int | None,
+    sinks: int = 0,
+    *,
+    full_from: Tensor | int | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+    out: Tensor | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """`swaa_ext.sliding_attention_paged` through the emulated CUDA kernels: the tile kernel, or
+    the split-KV decode kernel for len_q <= 16 (planned as for an A100), each reading K/V through
+    the block table (same limits as `sliding_attention` here; kv_layout "rows")."""
+    args = paged_op_arguments(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
+                              max_seqlen_q, max_seqlen_k, window, sinks, full_from, scale,
+                              "rows")
+    return run_paged_op(torch.ops.swaa_emulated, args, "rows", return_lse, out)
+
+
 def decode_forward(
     q: Tensor,
     k: Tensor,
@@ -135,5 +162,7 @@ torch.library.register_fake("swaa_emulated::fwd")(_fwd_fake)
 torch.library.register_fake("swaa_emulated::bwd")(_bwd_fake)
 torch.library.register_fake("swaa_emulated::fwd_varlen")(_fwd_varlen_fake)
 torch.library.register_fake("swaa_emulated::bwd_varlen")(_bwd_fake)
+torch.library.register_fake("swaa_emulated::fwd_paged")(_fwd_paged_fake)
+torch.library.register_fake("swaa_emulated::fwd_paged_out")(_fwd_paged_out_fake)
 register_autograd("swaa_emulated::fwd", torch.ops.swaa_emulated.bwd)
 register_autograd("swaa_emulated::fwd_varlen", torch.ops.swaa_emulated.bwd_varlen)

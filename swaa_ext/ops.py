@@ -126,9 +126,13 @@ def sliding_attention_paged(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
     (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
-    Forward only, on the CPU: float32 / float64, or bfloat16 / float16 caches converted to
+    Forward only. On the CPU: float32 / float64, or bfloat16 / float16 caches converted to
     float32 tile by tile as they are read (never as a whole); bfloat16 on a CPU with AMX is
     multiplied as it is, on AMX tiles with float32 sums (probabilities rounded to bfloat16).
+    On a CUDA device: float16 / bfloat16, head dim 64 or 128, the tile kernel for prompts and
+    chunks and the split-KV decode kernel for len_q <= 16, both reading the pages through the
+    block table; every page, head and row stride of the caches a whole 16 bytes; the index
+    tensors' values are trusted there (checking them would sync), as in FlashAttention.
 
     q: (total_q, Hq, D) packed by cu_seqlens_q (int32 (n + 1,)); k_cache, v_cache:
     (num_pages, Hkv, page_size, D), last dim contiguous (other strides are free, e.g. the key and
@@ -146,29 +150,43 @@ def sliding_attention_paged(
     of 32 (head dim at most 256), on a CPU where `cpu_has_amx()`. Every work item then runs on
     AMX with no repacking, decode included.
     """
+    args = paged_op_arguments(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
+                              max_seqlen_q, max_seqlen_k, window, sinks, full_from, scale,
+                              kv_layout)
+    return run_paged_op(torch.ops.swaa_ext, args, kv_layout, return_lse, out)
+
+
+def paged_op_arguments(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: Tensor,
+                       cu_seqlens_q: Tensor, seqused_k: Tensor, max_seqlen_q: int,
+                       max_seqlen_k: int, window: int | None, sinks: int,
+                       full_from: Tensor | int | None, scale: float | None,
+                       kv_layout: str) -> tuple:
+    """The fwd_paged op's positional arguments up to kv_layout, checked and normalised."""
     scale = _rule_arguments(q, k_cache, v_cache, window, sinks, scale, names=("q", "k_cache",
                                                                              "v_cache"))
     _check_index_tensors(block_table=block_table, cu_seqlens_q=cu_seqlens_q,
                          seqused_k=seqused_k)
     _check_int("max_seqlen_q", max_seqlen_q)
     _check_int("max_seqlen_k", max_seqlen_k)
-    if q.device.type != "cpu":
-        raise NotImplementedError(f"sliding_attention_paged runs on the CPU only, got q on "
-                                  f"{q.device}; gather the pages and call "
-                                  "sliding_attention_varlen")
-    if out is not None and not isinstance(out, Tensor):
-        raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
     n = max(cu_seqlens_q.shape[0] - 1, 0) if cu_seqlens_q.dim() == 1 else 0
     full_from = full_from_tensor(full_from, n, q.device, what="sequences")
     _check_kv_layout(kv_layout)
-    args = (q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, int(max_seqlen_q),
+    return (q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, int(max_seqlen_q),
             int(max_seqlen_k), window, sinks, full_from, scale)
+
+
+def run_paged_op(namespace, args: tuple, kv_layout: str, return_lse: bool,
+                 out: Tensor | None) -> Tensor | tuple[Tensor, Tensor]:
+    """Calls `namespace`.fwd_paged, or fwd_paged_out into `out` (and an LSE only if asked for)."""
+    if out is not None and not isinstance(out, Tensor):
+        raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
     if out is None and return_lse:
-        return torch.ops.swaa_ext.fwd_paged(*args, kv_layout)
+        return namespace.fwd_paged(*args, kv_layout)
+    q = args[0]
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if return_lse else None
-    torch.ops.swaa_ext.fwd_paged_out(*args, out, lse, kv_layout)
+    namespace.fwd_paged_out(*args, out, lse, kv_layout)
     return (out, lse) if return_lse else out
 
 

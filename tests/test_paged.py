@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from backends import assert_close
+from paged_cases import PAGE_SIZES, paged, seqused, unread_pages
 from varlen_cases import VarlenCase, pack
 
 import swaa_ext
@@ -27,56 +28,6 @@ CASES = [
     VarlenCase(((50, 50), (80, 100), (30, 30)), 2, 1, window=6, sinks=1, full_from=(0, 60, 1000)),
     VarlenCase(((32, 200), (0, 20)), 4, 4, window=17, sinks=3, slack=9),  # a chunk of a prompt
 ]
-PAGE_SIZES = [16, 32, 64, 128, 48, 5]  # 48 and 5: pages that are not tiles (tiles narrow)
-
-
-def paged(k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor, page_size: int,
-          unread: list[set[int]] | None = None, seed: int = 0):
-    """k, v (total_k, Hkv, D) scattered over shuffled pages of one vLLM-style
-    (num_pages, Hkv, page_size, 2 * D) cache whose other slots hold NaN. Pages listed in
-    `unread[s]` point at a page of NaN instead (vLLM's null block after freeing). Returns the
-    key and value halves and the block table (int32)."""
-    lengths = (cu_k[1:] - cu_k[:-1]).tolist()
-    needed = [-(-n // page_size) for n in lengths]
-    heads, dim = k.shape[1], k.shape[2]
-    num_pages = sum(needed) + 3  # page 0: the NaN page; two spare
-    cache = torch.full((num_pages, heads, page_size, 2 * dim), float("nan"), dtype=k.dtype)
-    order = torch.randperm(num_pages - 1, generator=torch.Generator().manual_seed(seed)) + 1
-    table = torch.zeros(len(lengths), max(needed, default=0) + 1, dtype=torch.int32)
-    next_page = 0
-    for s, n in enumerate(lengths):
-        for i in range(needed[s]):
-            page = int(order[next_page])
-            next_page += 1
-            rows = slice(i * page_size, min((i + 1) * page_size, n))
-            start = int(cu_k[s])
-            chunk = slice(start + rows.start, start + rows.stop)
-            cache[page, :, : rows.stop - rows.start, :dim] = k[chunk].transpose(0, 1)
-            cache[page, :, : rows.stop - rows.start, dim:] = v[chunk].transpose(0, 1)
-            table[s, i] = 0 if unread and i in unread[s] else page
-    return cache[..., :dim], cache[..., dim:], table
-
-
-def unread_pages(case: VarlenCase, page_size: int) -> list[set[int]]:
-    """Per sequence, the pages holding no key that any of its queries may see (reference rule)."""
-    out = []
-    for s, (lq, lk) in enumerate(case.lens):
-        ff = case.full_from[s] if isinstance(case.full_from, tuple) else case.full_from
-        window = lk if case.window is None else case.window
-        seen = set()
-        for i in range(lq):
-            p = lk - lq + i
-            for j in range(p + 1):
-                if p - j < window or j < case.sinks or (ff is not None and p >= ff):
-                    seen.add(j // page_size)
-        out.append({page for page in range(-(-lk // page_size)) if page not in seen})
-    return out
-
-
-def seqused(cu_k: torch.Tensor) -> torch.Tensor:
-    return (cu_k[1:] - cu_k[:-1]).to(torch.int32)
-
-
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
@@ -282,11 +233,14 @@ def test_write_paged_cache_bad_input(change, error, match):
                                    args["slots"])
 
 
-def test_other_devices_are_refused():
-    args = _arguments()
-    args["q"] = args["q"].to("meta")
-    with pytest.raises(NotImplementedError, match="CPU only"):
-        swaa_ext.sliding_attention_paged(**args)
+def test_meta_tensors_give_the_shapes():
+    """On the meta device (torch.compile's tracing) the op gives out and LSE shapes, no kernel."""
+    args = {name: t.to("meta") if isinstance(t, torch.Tensor) else t
+            for name, t in _arguments().items()}
+    out, lse = swaa_ext.sliding_attention_paged(**args, return_lse=True)
+    assert out.device.type == "meta" and out.shape == args["q"].shape
+    assert lse.shape == (args["q"].shape[1], args["q"].shape[0])
+
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

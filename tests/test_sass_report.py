@@ -128,7 +128,8 @@ def test_ptxas_and_res_usage():
 
 def test_instantiations_and_flags_match_the_build():
     found = {i.name for i in build.instantiations()}
-    assert found == {f"{d}_{t}_hdim{h}" for d in ("forward", "backward", "decode")
+    assert found == {f"{d}_{t}_hdim{h}"
+                     for d in ("forward", "backward", "decode", "forward_paged", "decode_paged")
                      for t in ("fp16", "bf16") for h in (64, 128)}
     assert all(os.path.isfile(i.source) for i in build.instantiations())
     # The report compiles with the extension's own settings (build_config.py) and torch's flags.
@@ -158,7 +159,8 @@ def test_occupancy():
 
 def test_estimate_of_a_forward_like_loop():
     counts = loops.LoopCounts(start=0, end=0, instructions_masked=1147, instructions_unmasked=906,
-                              hmma=64, inner_loops=2, calls=0, smem_read_bytes_unmasked=16384,
+                              hmma=64, inner_loops=2, inner_loop_body=0, calls=0,
+                              smem_read_bytes_unmasked=16384,
                               smem_write_bytes_unmasked=0, by_mnemonic={})
     traits = {"kernel": "forward", "warps": 4, "block_m": 64, "block_n": 32, "head_dim": 128,
               "stages": 3, "smem_bytes": 65536, "streamed_rows": 32, "element_bytes": 2}
@@ -172,6 +174,19 @@ def test_estimate_of_a_forward_like_loop():
     assert est["limited_by"] == "issue" and est["tensor_utilisation_bound"] == 0.565
     h100 = model.estimate(H100, counts, build.PtxasFunction(224, 0, 0, 0, 0), traits)
     assert h100["bound"]["issue"] == round(64 * 4 / 906, 3) and h100["blocks_per_sm"] == 2
+
+
+def test_paged_row_loop_counts_the_rolled_body_once_per_row():
+    """A paged forward at D=64 copies 64 keys x 8 chunks with 128 threads: 4 rows per thread, so
+    the rolled row loop, counted once statically, runs 3 more times per tile."""
+    counts = loops.LoopCounts(start=0, end=0, instructions_masked=1083, instructions_unmasked=730,
+                              hmma=128, inner_loops=2, inner_loop_body=50, calls=0,
+                              smem_read_bytes_unmasked=0, smem_write_bytes_unmasked=0,
+                              by_mnemonic={})
+    traits = {"warps": 4, "block_n": 64, "head_dim": 64, "element_bytes": 2}
+    assert report.paged_row_loop(counts, traits) == {
+        "rows_per_thread": 4, "instructions_unmasked_issued": 880,
+        "per_hmma_unmasked_issued": 6.88}
 
 
 def _row(kernel="forward", spill=0, unmasked=900, masked=1100, per_hmma=5.0, arch="sm_80"):
@@ -227,7 +242,8 @@ def test_committed_rows_are_what_loops_and_the_model_compute(host_build):
     tile_traits = host_build[2]
     for r in committed["kernels"]:
         where = "{kernel} {dtype} D={head_dim} {arch}".format(**r)
-        traits = tile_traits[(r["kernel"], r["dtype"], r["head_dim"])]
+        # A paged variant has its packed kernel's tiles.
+        traits = tile_traits[(r["kernel"].removesuffix("_paged"), r["dtype"], r["head_dim"])]
         assert r["tile"] == {k: traits[k] for k in r["tile"]}, where
         loop = r.get("hot_loop")
         if loop is None:  # no HMMA loop, no estimate
@@ -239,6 +255,10 @@ def test_committed_rows_are_what_loops_and_the_model_compute(host_build):
         assert loop["per_hmma_masked"] == round(counts.per_hmma_masked, 2), where
         assert loop["flops_per_warp"] == counts.flops, where
         assert loop["groups"] == loops.group_counts(counts.by_mnemonic), where
+        if r["kernel"].endswith("_paged"):
+            assert counts.inner_loop_body > 0, where
+            paged = report.paged_row_loop(counts, traits)
+            assert {k: loop[k] for k in paged} == paged, where
         # Static shared memory is not a column of its own: the rest of the block's share.
         static_smem = r["estimate"]["smem_per_block_bytes"] - traits["smem_bytes"]
         ptxas = build.PtxasFunction(r["registers"], r["stack_bytes"], r["spill_store_bytes"],
@@ -260,8 +280,10 @@ def test_committed_report_covers_every_instantiation():
     rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
     # HMMA per warp per tile, from the traits' shapes (forward: two m-tiles per warp; decode: one
     # m-tile, key tiles twice the forward's).
-    hmma = {"forward": 128, "dkdv": 128, "dq": 96, "decode": 128}
-    kernels = {"forward": ("forward",), "backward": ("dkdv", "dq"), "decode": ("decode",)}
+    hmma = {"forward": 128, "dkdv": 128, "dq": 96, "decode": 128, "forward_paged": 128,
+            "decode_paged": 128}
+    kernels = {"forward": ("forward",), "backward": ("dkdv", "dq"), "decode": ("decode",),
+               "forward_paged": ("forward_paged",), "decode_paged": ("decode_paged",)}
     for inst in build.instantiations():
         for kernel in kernels[inst.direction]:
             for arch in build.ARCHS:
@@ -271,7 +293,7 @@ def test_committed_report_covers_every_instantiation():
                 loop = r["hot_loop"]
                 assert loop["instructions_unmasked"] < loop["instructions_masked"]
                 assert 0 < r["estimate"]["tensor_utilisation_bound"] <= 1
-    assert len(rows) == 32
+    assert len(rows) == 48
 
 
 def test_committed_report_has_the_decode_launch_shape():

@@ -5,9 +5,10 @@ then, within a budget of 8 minutes: the SIMT intrinsic tests built by nvcc and r
 (the inline PTX of csrc/swaa/simt/device.h against the PTX ISA layouts the emulator is tested
 against), a spill check of every CUDA instantiation compiled by this machine's nvcc for this GPU,
 the CUDA forward suite (tile kernel, decode kernel with one and several splits, decode through
-the varlen op with empty sequences), the backward suite and the varlen suite against the float64
-reference (the emulated-vs-GPU cases reported as a row of their own), and a short benchmark
-writing JSON.
+the varlen op with empty sequences), the paged suite (the tile and decode kernels reading K/V
+through a block table, a decode step in a CUDA graph), the backward suite and the varlen suite
+against the float64 reference (the emulated-vs-GPU cases reported as a row of their own), and a
+short benchmark writing JSON.
 Prints one summary table; exit status 0 if everything passed, 1 if anything failed or ran out
 of time, 2 without a GPU (one line, nothing built). Logs and JSON: build-gpu-check/.
 docs/gpu-check.md says what each step runs and how long it takes.
@@ -33,7 +34,7 @@ OUT = ROOT / "build-gpu-check"
 BUDGET_S = 8 * 60  # everything after the build
 # Per step: the most it may take of what is left (compile + run, or pytest with its CUDA start-up).
 CAPS_S = {"device": 90, "spills": 60, "forward": 150, "backward": 120, "varlen": 60,
-          "bench": 120}
+          "paged": 90, "bench": 120}
 
 
 @dataclass
@@ -215,6 +216,7 @@ def main() -> int:
         rows.append(device_intrinsics(f"{major}{minor}", left("device")))
         rows.append(spill_check(f"{major}{minor}", left("spills")))
         rows += pytest_rows("forward", "tests/test_cuda_forward.py", left("forward"))
+        rows += pytest_rows("paged", "tests/test_cuda_paged.py", left("paged"))
         rows += pytest_rows("backward", "tests/test_cuda_backward.py", left("backward"))
         rows += pytest_rows("varlen", "tests/test_varlen.py", left("varlen"), select="cuda")
         rows.append(benchmark(left("bench")))

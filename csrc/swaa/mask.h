@@ -186,19 +186,25 @@ SWAA_HOST_DEVICE TwoRanges to_block_ranges(Range a, Range b, int64_t block, int6
   return r;
 }
 
+// The keys that query rows [m0, m1) (m0 < m1) see, in two ordered ranges: the sinks, then the
+// window. Rows at or past full_from see every key up to the diagonal: one interval, `first`.
+SWAA_HOST_DEVICE TwoRanges key_ranges(const MaskRule& rule, int64_t m0, int64_t m1) {
+  const int64_t p_min = m0 + rule.offset;
+  const int64_t p_max = m1 - 1 + rule.offset;
+  if (p_max >= rule.full_from) return {{0, p_max + 1}, {p_max + 1, p_max + 1}};
+  const Range window = {max64(p_min - rule.window + 1, 0), p_max + 1};
+  return {{0, min64(rule.sinks, window.begin)}, window};
+}
+
 // Key blocks that query rows [m0, m1) must visit: the sink blocks, then the window blocks.
-// Rows at or past full_from need every key up to the diagonal, so the range becomes one interval.
 SWAA_HOST_DEVICE TwoRanges key_blocks(const MaskRule& rule, int64_t m0, int64_t m1,
                                       int64_t block_n, int64_t lk) {
   const int64_t n_blocks = ceil_div(lk, block_n);
-  const int64_t p_min = m0 + rule.offset;
-  const int64_t p_max = m1 - 1 + rule.offset;
   if (m1 <= m0) return {{0, 0}, {0, 0}};
-  if (p_max >= rule.full_from) return to_block_ranges({0, p_max + 1}, {0, 0}, block_n, n_blocks);
-  const Range window = {max64(p_min - rule.window + 1, 0), p_max + 1};
-  const Range sinks = {0, min64(rule.sinks, window.begin)};
-  if (sinks.empty()) return to_block_ranges(window, {0, 0}, block_n, n_blocks);
-  return to_block_ranges(sinks, window, block_n, n_blocks);
+  const TwoRanges keys = key_ranges(rule, m0, m1);
+  if (keys.first.empty()) return to_block_ranges(keys.second, {0, 0}, block_n, n_blocks);
+  if (keys.second.empty()) return to_block_ranges(keys.first, {0, 0}, block_n, n_blocks);
+  return to_block_ranges(keys.first, keys.second, block_n, n_blocks);
 }
 
 // Query blocks (of `block_m` rows) that see at least one key of [n0, n1), for the backward pass:

@@ -36,12 +36,12 @@ struct AttentionParams {
   // for a dense batch.
   const int32_t* cu_seqlens_q;
   const int32_t* cu_seqlens_k;
-  // Paged keys (block_table != nullptr; varlen only, CPU forward only): k/v are caches of pages
+  // Paged keys (block_table != nullptr; varlen only, forward only): k/v are caches of pages
   // (num_pages, Hkv, page_size, D), their batch strides the page strides, and key j of sequence
   // b is row j % page_size of page block_table[b * block_table_stride + j / page_size]
   // (vLLM's block table). cu_seqlens_k then holds the prefix sums of the sequences' key counts
-  // (for their lengths only; they locate no rows). Kernels address key rows through
-  // Sequence::k_row_offset / v_row_offset.
+  // (for their lengths only; they locate no rows). The CPU kernels address key rows through
+  // Sequence::k_row_offset / v_row_offset, the CUDA ones through PagedKVSource (tile_load.cuh).
   const int32_t* block_table;
   int64_t block_table_stride;
   int64_t page_size;

@@ -60,7 +60,11 @@ struct Sequence {
            (n % p.page_size) * p.v_row_stride;
   }
   SWAA_HOST_DEVICE int64_t page_of(const AttentionParams& p, int64_t n) const {
-    return p.block_table[b * p.block_table_stride + n / p.page_size];
+    return page_row(p)[n / p.page_size];
+  }
+  // This sequence's row of the block table: its pages in key order.
+  SWAA_HOST_DEVICE const int32_t* page_row(const AttentionParams& p) const {
+    return p.block_table + b * p.block_table_stride;
   }
   // lse and (backward) delta share one layout.
   SWAA_HOST_DEVICE int64_t lse_offset(const AttentionParams& p, int64_t h) const {

@@ -161,24 +161,9 @@ void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor&
   const bool amx = amx_layout(kv_layout, k_cache, v_cache);
   check_head_dim(q, kCpuMaxHeadDim, "CPU");
   constexpr bool packed = true;
-  TORCH_CHECK_VALUE(out.sizes() == q.sizes() && out.scalar_type() == q.scalar_type() &&
-                        out.device() == q.device(),
-                    "out must have q's shape ", q.sizes(), ", dtype ", q.scalar_type(),
-                    " and device, got ", out.sizes(), " ", out.scalar_type(), " on ",
-                    out.device());
-  TORCH_CHECK_VALUE(out.size(2) <= 1 || out.stride(2) == 1,
-                    "out must have a contiguous last dim, got strides ", out.strides());
-  const at::ScalarType lse_dtype = compute_dtype(q);
+  check_paged_outputs(q, out, lse, compute_dtype(q));
   at::Tensor lse_view;  // undefined unless asked for: the kernel skips it
-  if (lse.has_value()) {
-    TORCH_CHECK_VALUE(lse->sizes() == at::IntArrayRef(lse_shape(q, packed)) &&
-                          lse->scalar_type() == lse_dtype && lse->is_contiguous() &&
-                          lse->device() == q.device(),
-                      "lse must be a contiguous ", lse_dtype, " tensor of shape (heads, total_q)",
-                      " = ", at::IntArrayRef(lse_shape(q, packed)), ", got ", lse->sizes(), " ",
-                      lse->scalar_type());
-    lse_view = lse_rows(*lse, packed);
-  }
+  if (lse.has_value()) lse_view = lse_rows(*lse, packed);
   const at::Tensor ff = normalized_full_from(full_from);
   AttentionParams p = make_params(PackedHeadsRows{q}, k_cache, v_cache, PackedHeadsRows{out},
                                   lse_view, window, sinks, ff, scale);

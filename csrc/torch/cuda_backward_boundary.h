@@ -6,6 +6,8 @@
 #include "../swaa/cuda/backward_switch.h"
 #include "cuda_forward_boundary.h"
 
+#include <string_view>
+
 namespace swaa::torch_boundary {
 
 // A launch-ready backward: the tensors the params point into stay alive with it.
@@ -26,7 +28,7 @@ inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
                                           double scale, const char* backend,
                                           const Varlen* varlen) {
   CudaBackward g;
-  g.dtype = check_cuda_kernel_inputs(q, scale, backend, varlen);
+  g.dtype = check_cuda_kernel_inputs(q, scale, backend, batch_size(q, varlen), varlen != nullptr);
   check_backward_inputs(grad_out, grad_lse, q, out, lse, lse_shape(q, varlen));
   g.q = aligned_for_kernel(heads_rows(q, varlen));
   g.k = aligned_for_kernel(heads_rows(k, varlen));
@@ -57,7 +59,8 @@ inline CudaBackward prepare_cuda_backward(const at::Tensor& grad_out,
   return g;
 }
 
-// The four ops (fwd, bwd, fwd_varlen, bwd_varlen) of a CUDA-kernel backend, real or emulated.
+// The ops (fwd, bwd, fwd_varlen, bwd_varlen, fwd_paged, fwd_paged_out) of a CUDA-kernel backend,
+// real or emulated.
 // `Backend` supplies `kName`, `guard(q)` (an RAII object: device guard, or a device check) and
 // `forward(params, dtype)` / `decode(params, dtype)` / `backward(params, dtype)` that launch the
 // kernels, and `num_sms(q)`, the SM count decode_plan.h sizes the decode grid by.
@@ -117,7 +120,57 @@ struct CudaKernelOps {
                    &varlen);
   }
 
+  // The paged forward: K/V read through the block table in the kernels, never gathered; the
+  // "rows" layout only ("amx" is the CPU kernels').
+  static std::tuple<at::Tensor, at::Tensor> fwd_paged(
+      const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+      const at::Tensor& block_table, const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
+      int64_t max_seqlen_q, int64_t max_seqlen_k, std::optional<int64_t> window, int64_t sinks,
+      const std::optional<at::Tensor>& full_from, double scale, std::string_view kv_layout) {
+    const at::Tensor out = at::empty(q.sizes(), q.options());
+    const at::Tensor lse = at::empty(lse_shape(q, true), q.options().dtype(at::kFloat));
+    run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+              max_seqlen_k, window, sinks, full_from, scale, out, lse, kv_layout);
+    return {out, lse};
+  }
+
+  static void fwd_paged_out(const at::Tensor& q, const at::Tensor& k_cache,
+                            const at::Tensor& v_cache, const at::Tensor& block_table,
+                            const at::Tensor& cu_seqlens_q, const at::Tensor& seqused_k,
+                            int64_t max_seqlen_q, int64_t max_seqlen_k,
+                            std::optional<int64_t> window, int64_t sinks,
+                            const std::optional<at::Tensor>& full_from, double scale,
+                            const at::Tensor& out, const std::optional<at::Tensor>& lse,
+                            std::string_view kv_layout) {
+    run_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+              max_seqlen_k, window, sinks, full_from, scale, out, lse, kv_layout);
+  }
+
  private:
+  static void run_paged(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                        const at::Tensor& block_table, const at::Tensor& cu_seqlens_q,
+                        const at::Tensor& seqused_k, int64_t max_seqlen_q, int64_t max_seqlen_k,
+                        std::optional<int64_t> window, int64_t sinks,
+                        const std::optional<at::Tensor>& full_from, double scale,
+                        const at::Tensor& out, const std::optional<at::Tensor>& lse,
+                        std::string_view kv_layout) {
+    [[maybe_unused]] const auto guard = Backend::guard(q);
+    TORCH_CHECK_VALUE(kv_layout == "rows", "kv_layout must be \"rows\" on ", Backend::kName,
+                      " (\"amx\" is the CPU kernels' layout), got \"", kv_layout, "\"");
+    const Paged paged = checked_paged(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
+                                      max_seqlen_q, max_seqlen_k, window, sinks, full_from);
+    check_paged_outputs(q, out, lse, at::kFloat);
+    // The kernels store pairs of elements: an out whose rows are not aligned for that (a view at
+    // an odd offset) is written through a scratch tensor.
+    const bool direct = rows_aligned_for_kernel(heads_rows(out, true));
+    const at::Tensor target = direct ? out : at::empty(q.sizes(), q.options());
+    CudaForward f = prepare_cuda_paged(q, k_cache, v_cache, paged, window, sinks, full_from, scale,
+                                       target, lse.has_value() ? *lse : at::Tensor(),
+                                       Backend::kName, KernelChoice{Backend::num_sms(q)});
+    launch_forward(f);
+    if (!direct) out.copy_(target);
+  }
+
   static std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v,
                                                     std::optional<int64_t> window, int64_t sinks,

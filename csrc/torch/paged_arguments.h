@@ -1,7 +1,8 @@
-// The paged layout's argument check and params (swaa_ext::fwd_paged, CPU only): queries packed
-// as in the varlen layout, keys and values in caches of pages read where they are, through a
-// block table (vLLM's, FlashAttention's flash_attn_with_kvcache). The values of every index
-// tensor are read and checked: the op runs on the CPU, where that costs no sync.
+// The paged layout's argument check and params (swaa_ext::fwd_paged): queries packed as in the
+// varlen layout, keys and values in caches of pages read where they are, through a block table
+// (vLLM's, FlashAttention's flash_attn_with_kvcache). On the CPU (the CPU kernels and the
+// emulated CUDA ones) the values of every index tensor are read and checked; on a GPU they are
+// trusted, as the varlen op trusts cu_seqlens there: reading them would sync.
 #pragma once
 #include "arguments.h"
 
@@ -9,9 +10,16 @@ namespace swaa::torch_boundary {
 
 struct Paged {
   at::Tensor cu_seqlens_q, block_table;
-  std::vector<int32_t> cu_seqlens_k;  // prefix sums of seqused_k (the CPU kernel reads them)
+  // Prefix sums of seqused_k, which the kernels read for the sequences' key counts: on the host
+  // for CPU tensors, else on the device (computed there, no sync).
+  std::vector<int32_t> cu_seqlens_k;
+  at::Tensor cu_seqlens_k_device;
   int64_t max_seqlen_q, max_seqlen_k, page_size;
   int64_t sequences() const { return cu_seqlens_q.size(0) - 1; }
+  const int32_t* cu_seqlens_k_data() const {
+    return cu_seqlens_k_device.defined() ? cu_seqlens_k_device.data_ptr<int32_t>()
+                                         : cu_seqlens_k.data();
+  }
 };
 
 // q (total_q, Hq, D); k_cache/v_cache (num_pages, Hkv, page_size, D), last dim contiguous (any
@@ -49,11 +57,16 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
 
   const at::Tensor cq = cu_seqlens_q.contiguous(), used = seqused_k.contiguous();
   const at::Tensor table = block_table.contiguous();
+  const int64_t page_size = k_cache.size(2);
+  if (!q.device().is_cpu()) {
+    at::Tensor cu_k = at::zeros({n + 1}, used.options());
+    if (n > 0) cu_k.slice(0, 1).copy_(used.cumsum(0, at::kInt));
+    return {cq, table, {}, cu_k, max_seqlen_q, max_seqlen_k, page_size};
+  }
   const int32_t* cuq = cq.data_ptr<int32_t>();
   const int32_t* lens = used.data_ptr<int32_t>();
   const int32_t* pages = table.data_ptr<int32_t>();
-  const int64_t page_size = k_cache.size(2), num_pages = k_cache.size(0);
-  const int64_t max_pages = table.size(1);
+  const int64_t num_pages = k_cache.size(0), max_pages = table.size(1);
   TORCH_CHECK_VALUE(n == 0 || cuq[0] == 0, "cu_seqlens_q must start at 0, got ", cuq[0]);
   TORCH_CHECK_VALUE(cuq[n] == q.size(0), "cu_seqlens_q must end at q.size(0) = ", q.size(0),
                     ", got ", cuq[n]);
@@ -80,7 +93,27 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
                       "seqused_k sums past int32");
     cuk[s + 1] = static_cast<int32_t>(cuk[s] + len_k);
   }
-  return {cq, table, std::move(cu_k), max_seqlen_q, max_seqlen_k, page_size};
+  return {cq, table, std::move(cu_k), at::Tensor(), max_seqlen_q, max_seqlen_k, page_size};
+}
+
+// The caller's buffers of fwd_paged_out: `out` like q with a contiguous last dim (any other
+// strides, e.g. vLLM's output buffer), `lse` (when given) (Hq, total_q), contiguous, lse_dtype.
+inline void check_paged_outputs(const at::Tensor& q, const at::Tensor& out,
+                                const std::optional<at::Tensor>& lse, at::ScalarType lse_dtype) {
+  TORCH_CHECK_VALUE(out.sizes() == q.sizes() && out.scalar_type() == q.scalar_type() &&
+                        out.device() == q.device(),
+                    "out must have q's shape ", q.sizes(), ", dtype ", q.scalar_type(),
+                    " and device, got ", out.sizes(), " ", out.scalar_type(), " on ",
+                    out.device());
+  TORCH_CHECK_VALUE(out.size(2) <= 1 || out.stride(2) == 1,
+                    "out must have a contiguous last dim, got strides ", out.strides());
+  if (!lse.has_value()) return;
+  const auto shape = lse_shape(q, true);
+  TORCH_CHECK_VALUE(lse->sizes() == at::IntArrayRef(shape) && lse->scalar_type() == lse_dtype &&
+                        lse->is_contiguous() && lse->device() == q.device(),
+                    "lse must be a contiguous ", lse_dtype, " tensor of shape (heads, total_q)",
+                    " = ", at::IntArrayRef(shape), " on q's device, got ", lse->sizes(), " ",
+                    lse->scalar_type(), " on ", lse->device());
 }
 
 // Params filled by make_params from heads_rows views of q / out (varlen) and the caches as
@@ -88,7 +121,7 @@ inline Paged checked_paged(const at::Tensor& q, const at::Tensor& k_cache,
 // encoded against max_seqlen_k, not a page's length.
 inline void apply_paged(AttentionParams& p, const Paged& paged, std::optional<int64_t> window) {
   p.cu_seqlens_q = paged.cu_seqlens_q.data_ptr<int32_t>();
-  p.cu_seqlens_k = paged.cu_seqlens_k.data();
+  p.cu_seqlens_k = paged.cu_seqlens_k_data();
   p.block_table = paged.block_table.data_ptr<int32_t>();
   p.block_table_stride = paged.block_table.size(1);
   p.page_size = paged.page_size;

@@ -14,6 +14,12 @@ struct Problem {
   int64_t b, hq, hkv, lq, lk, d, window, sinks, full_from;
 };
 
+// The larger of a running error and a new difference, NaN counting as infinite (std::fmax
+// drops a NaN, which would let an output of NaN pass).
+inline double max_error(double err, double diff) {
+  return std::isnan(diff) ? INFINITY : std::fmax(err, diff);
+}
+
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0;
   for (size_t i = 0; i < a.size(); ++i) m = std::fmax(m, std::fabs(a[i] - b[i]));

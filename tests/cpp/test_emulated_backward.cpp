@@ -12,20 +12,8 @@
 #include <vector>
 
 #include "swaa/cuda/backward_switch.h"  // first: the SIMT layer precedes every CUDA header
-#include "swaa/cuda/backward_launch.cuh"
-#include "swaa/cuda/forward_launch.cuh"
+#include "swaa/cuda/emulated_instantiations.h"
 #include "naive_attention.h"
-
-namespace swaa::cuda {
-#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
-#include "swaa/cuda/instantiations/forward_list.inc"
-#undef SWAA_FORWARD_INSTANTIATION
-#define SWAA_BACKWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_backward<ELEMENT, HEAD_DIM>(const AttentionBackwardParams&, cudaStream_t);
-#include "swaa/cuda/instantiations/backward_list.inc"
-#undef SWAA_BACKWARD_INSTANTIATION
-}  // namespace swaa::cuda
 
 using namespace swaa;
 using swaa::testing::Problem;

@@ -1,28 +1,18 @@
 // The CUDA forward kernels' own source (the tile kernel and the split-KV decode kernel with its
-// combine step) in SIMT host mode, against the naive double loop, under every emulator mode. Built plainly (ctest) and with ASan + UBSan (`make ctest-asan`), which
+// combine step), with K/V packed and paged, in SIMT host mode, against the naive double loop,
+// under every emulator mode. Built plainly (ctest) and with ASan + UBSan (`make ctest-asan`), which
 // catches out-of-bounds loads and stores that a wrong answer might not show.
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
+#include <memory>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "swaa/cuda/forward_switch.h"  // first: the SIMT layer precedes every CUDA header
-#include "swaa/cuda/decode_launch.cuh"
-#include "swaa/cuda/forward_launch.cuh"
+#include "swaa/cuda/emulated_instantiations.h"
 #include "naive_attention.h"
-
-namespace swaa::cuda {
-#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
-#include "swaa/cuda/instantiations/forward_list.inc"
-#undef SWAA_FORWARD_INSTANTIATION
-#define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_decode<ELEMENT, HEAD_DIM>(const DecodeParams&, cudaStream_t);
-#include "swaa/cuda/instantiations/decode_list.inc"
-#undef SWAA_DECODE_INSTANTIATION
-}  // namespace swaa::cuda
 
 using namespace swaa;
 using swaa::testing::Problem;
@@ -32,12 +22,50 @@ static double rounded(double x) {
   return double(float(Element(float(x))));
 }
 
+// K and V of a dense problem moved into a paged cache (num_pages, Hkv, page_size, D): batch row
+// b's pages in shuffled order, one NaN page between any two used ones, NaN rows past Lk and NaN
+// in every key no query sees (the kernels may not read those: params.h), so a read of a row
+// the rule or the table does not name shows as NaN; the block table is sized exactly, so ASan
+// sees a read past it.
+template <typename Element>
+struct PagedCopy {
+  std::vector<Element> k, v;
+  std::vector<int32_t> table;
+  int64_t pages_per_row, num_pages;
+  PagedCopy(const Problem& pr, const std::vector<Element>& k_rows,
+            const std::vector<Element>& v_rows, int64_t page_size, std::mt19937& gen) {
+    pages_per_row = ceil_div(pr.lk, page_size);
+    num_pages = 2 * pr.b * pages_per_row + 1;
+    std::vector<int32_t> order(pr.b * pages_per_row);
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(2 * i + 1);  // odd pages
+    std::shuffle(order.begin(), order.end(), gen);
+    table = order;
+    const int64_t page_elems = pr.hkv * page_size * pr.d;
+    k.assign(num_pages * page_elems, Element(NAN));
+    v.assign(num_pages * page_elems, Element(NAN));
+    const MaskRule rule{pr.window, pr.sinks, pr.full_from, pr.lk - pr.lq};
+    std::vector<bool> seen(pr.lk, false);
+    for (int64_t i = 0; i < pr.lq; ++i)
+      for (int64_t n = 0; n < pr.lk; ++n) seen[n] = seen[n] || rule.visible(i, n);
+    for (int64_t b = 0; b < pr.b; ++b)
+      for (int64_t h = 0; h < pr.hkv; ++h)
+        for (int64_t n = 0; n < pr.lk; ++n)
+          for (int64_t c = 0; c < pr.d && seen[n]; ++c) {
+            const int64_t page = table[b * pages_per_row + n / page_size];
+            const int64_t to = page * page_elems + (h * page_size + n % page_size) * pr.d + c;
+            const int64_t from = ((b * pr.hkv + h) * pr.lk + n) * pr.d + c;
+            k[to] = k_rows[from], v[to] = v_rows[from];
+          }
+  }
+};
+
 // Runs one problem on the emulated tile kernel (num_splits 0) or decode kernel with num_splits
-// key splits; returns the max error of output and LSE against the naive loop on the same rounded
-// inputs, relative to the tolerance of the element type.
+// key splits, with K/V packed or (page_size > 0) read from a PagedCopy; returns the max error of
+// output and LSE against the naive loop on the same rounded inputs, relative to the tolerance
+// of the element type.
 template <typename Element>
 static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mode,
-                int64_t num_splits = 0) {
+                int64_t num_splits = 0, int64_t page_size = 0) {
   std::mt19937 gen(7);
   std::normal_distribution<double> normal;
   auto randn = [&](int64_t n) {
@@ -71,6 +99,15 @@ static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mod
   p.batch = pr.b, p.heads_q = pr.hq, p.heads_kv = pr.hkv, p.len_q = pr.lq, p.len_k = pr.lk;
   p.head_dim = pr.d, p.window = pr.window, p.sinks = pr.sinks, p.full_from = full_from.data();
   p.scale = 1.0 / std::sqrt(double(pr.d));
+  std::unique_ptr<PagedCopy<Element>> paged;
+  if (page_size > 0) {
+    paged = std::make_unique<PagedCopy<Element>>(pr, ke, ve, page_size, gen);
+    p.k = paged->k.data(), p.v = paged->v.data();
+    p.k_batch_stride = p.v_batch_stride = pr.hkv * page_size * pr.d;  // the page stride
+    p.k_head_stride = p.v_head_stride = page_size * pr.d;
+    p.block_table = paged->table.data();
+    p.block_table_stride = paged->pages_per_row, p.page_size = page_size;
+  }
 
   simt::set_mode(mode, 11);
   cudaError_t err;
@@ -91,12 +128,14 @@ static bool run(const Problem& pr, cuda::Dtype dtype, double tol, simt::Mode mod
     err = cuda::decode(dp, dtype, cudaStream_t{});
   }
   double err_o = 0, err_lse = 0;
-  for (int64_t i = 0; i < nq; ++i) err_o = std::fmax(err_o, std::fabs(float(oe[i]) - o[i]));
-  for (size_t i = 0; i < lse.size(); ++i) err_lse = std::fmax(err_lse, std::fabs(lse_e[i] - lse[i]));
+  for (int64_t i = 0; i < nq; ++i)
+    err_o = testing::max_error(err_o, std::fabs(float(oe[i]) - o[i]));
+  for (size_t i = 0; i < lse.size(); ++i)
+    err_lse = testing::max_error(err_lse, std::fabs(lse_e[i] - lse[i]));
   const bool ok = err == cudaSuccess && err_o < tol && err_lse < 1e-3;
-  std::printf("%s %s mode=%d D=%lld lq=%lld lk=%lld hq=%lld hkv=%lld w=%lld s=%lld ff=%lld: "
+  std::printf("%s %s%s mode=%d D=%lld lq=%lld lk=%lld hq=%lld hkv=%lld w=%lld s=%lld ff=%lld: "
               "out %.1e lse %.1e\n", ok ? "ok  " : "FAIL", num_splits ? "decode" : "tiles ",
-              int(mode), (long long)pr.d,
+              page_size ? " paged" : "", int(mode), (long long)pr.d,
               (long long)pr.lq, (long long)pr.lk, (long long)pr.hq, (long long)pr.hkv,
               (long long)pr.window, (long long)pr.sinks, (long long)pr.full_from, err_o, err_lse);
   return ok;
@@ -171,9 +210,10 @@ static bool run_varlen(cuda::Dtype dtype, double tol, simt::Mode mode) {
       for (int64_t r = 0; r < lq; ++r) {
         const int64_t row = cu_q[s] + r;
         for (int64_t c = 0; c < d; ++c)
-          err_o = std::fmax(err_o, std::fabs(float(oe[(row * hq + h) * d + c]) -
+          err_o = testing::max_error(err_o, std::fabs(float(oe[(row * hq + h) * d + c]) -
                                              os[(h * lq + r) * d + c]));
-        err_lse = std::fmax(err_lse, std::fabs(lse_e[h * tq + row] - lses[h * lq + r]));
+        err_lse =
+            testing::max_error(err_lse, std::fabs(lse_e[h * tq + row] - lses[h * lq + r]));
       }
     }
   }
@@ -215,6 +255,19 @@ int main() {
         passed += a + b;
         failed += !a + !b;
       }
+    }
+    // Paged K/V: pages smaller than a key tile, not dividing it, and larger; tiles and decode.
+    // The chunk and both decode problems leave keys no query sees (NaN in the cache).
+    const Problem chunk{2, 2, 1, 70, 300, 64, 30, 4, 300};  // a prompt chunk after 230 keys
+    const std::pair<Problem, int64_t> paged[] = {{problems[0], 16}, {problems[2], 48},
+                                                 {problems[3], 128}, {chunk, 16},
+                                                 {decode_problems[0], 32}, {decode_problems[1], 24}};
+    for (const auto& [pr, page_size] : paged) {
+      const int64_t splits = pr.lq <= cuda::kDecodeMaxQueries ? 3 : 0;
+      const bool a = run<__half>(pr, cuda::Dtype::fp16, 4e-3, mode, splits, page_size);
+      const bool b = run<__nv_bfloat16>(pr, cuda::Dtype::bf16, 3e-2, mode, splits, page_size);
+      passed += a + b;
+      failed += !a + !b;
     }
     const bool a = run_varlen<__half>(cuda::Dtype::fp16, 4e-3, mode);
     const bool b = run_varlen<__nv_bfloat16>(cuda::Dtype::bf16, 3e-2, mode);

@@ -22,17 +22,19 @@ INSTANTIATIONS = os.path.join(CUDA_DIR, "instantiations")
 # importing cpp_extension guesses a CUDA_HOME and warns; tests/test_sass_report.py compares), so
 # the SASS read here is the SASS the extension ships.
 ARCHS = build_config.sass_archs()
-DIRECTIONS = ("forward", "backward", "decode")  # generate_instantiations.py's
+# generate_instantiations.py's
+DIRECTIONS = ("forward", "backward", "decode", "forward_paged", "decode_paged")
 TORCH_NVCC_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
                     "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
                     "--expt-relaxed-constexpr")
 NVCC_FLAGS = (*build_config.NVCC_FLAGS, *TORCH_NVCC_FLAGS)
-_LIST_ENTRY = re.compile(r"SWAA_(FORWARD|BACKWARD|DECODE)_INSTANTIATION\((\w+),\s*([\w:]+),\s*(\d+)\)")
+_LIST_ENTRY = re.compile(r"SWAA_(FORWARD_PAGED|DECODE_PAGED|FORWARD|BACKWARD|DECODE)_INSTANTIATION"
+                         r"\((\w+),\s*([\w:]+),\s*(\d+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Instantiation:
-    direction: str  # "forward" | "backward" | "decode"
+    direction: str  # "forward" | "backward" | "decode" | "forward_paged" | "decode_paged"
     dtype: str  # "fp16" | "bf16"
     element: str  # C++ element type
     head_dim: int

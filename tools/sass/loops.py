@@ -117,6 +117,7 @@ class LoopCounts:
     instructions_unmasked: int  # body minus the mask-only instructions
     hmma: int
     inner_loops: int  # back-edges inside the body (runtime-trip-count copy loops)
+    inner_loop_body: int  # instructions of the largest inner loop (0: none), counted once above
     calls: int  # CALLs inside the body (e.g. 64-bit division subroutines)
     smem_read_bytes_unmasked: int  # per warp per trip: LDSM + LDS
     smem_write_bytes_unmasked: int  # per warp per trip: STS (cp.async writes are not counted here)
@@ -152,6 +153,7 @@ def count(fn: Function, ranges: dict[str, list[tuple[int, int]]]) -> LoopCounts 
         instructions_unmasked=len(unmasked),
         hmma=sum(i.mnemonic == "HMMA" for i in ins),
         inner_loops=len(inner),
+        inner_loop_body=max((len(body(fn, lp)) for lp in inner), default=0),
         calls=sum(i.mnemonic == "CALL" and i.target is not None and i.target.startswith("$")
                   for i in ins),
         smem_read_bytes_unmasked=sum(

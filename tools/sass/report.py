@@ -30,6 +30,12 @@ def kernel_kind(mangled: str) -> str | None:
     return next((k.removesuffix("_kernel") for k in KERNELS if k in mangled), None)
 
 
+def row_kernel(kind: str, direction: str) -> str:
+    """The report's name of a kernel: its kind, "_paged" for the variants reading K/V through a
+    block table (the forward_paged / decode_paged instantiations)."""
+    return kind + "_paged" if direction.endswith("_paged") else kind
+
+
 def tool_version(tool: str) -> str:
     out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"\bV(\d+\.\d+\.\d+)", out)
@@ -58,7 +64,7 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
                     raise SystemExit(f"sass-report: {name}: ptxas says {p.registers} registers, "
                                      f"cuobjdump -res-usage {usage.get(name)}")
                 row = {
-                    "kernel": kind, "dtype": inst.dtype, "head_dim": inst.head_dim, "arch": arch,
+                    "kernel": row_kernel(kind, inst.direction), "dtype": inst.dtype, "head_dim": inst.head_dim, "arch": arch,
                     "source": os.path.relpath(inst.source, build.ROOT),
                     "registers": p.registers, "stack_bytes": p.stack_bytes,
                     "spill_store_bytes": p.spill_store_bytes,
@@ -70,6 +76,8 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
                 }
                 if counts:
                     loop = dataclasses.asdict(counts)
+                    if inst.direction.endswith("_paged"):
+                        loop.update(paged_row_loop(counts, t))
                     loop.update(start=hex(counts.start), end=hex(counts.end),
                                 per_hmma_unmasked=round(counts.per_hmma_unmasked, 2),
                                 per_hmma_masked=round(counts.per_hmma_masked, 2),
@@ -87,7 +95,21 @@ def analyse(nvcc: str, nvdisasm: str, cuobjdump: str, out_dir: str, log=print) -
                 nvcc, out_dir, tile_traits[("forward", "fp16", decode.HEAD_DIM)]["block_m"])}
 
 
-HEADER = (f"{'kernel':<8}{'dtype':<6}{'D':>4} {'arch':<6}{'regs':>5}{'spill':>6}{'smem KiB':>9}"
+def paged_row_loop(counts: loops.LoopCounts, traits: dict) -> dict:
+    """The paged variants load each thread's K/V rows of a tile in a rolled loop (one page lookup
+    per row: tile_load.cuh, PagedKVSource), which the static count holds once. Its body runs once
+    per row a thread copies: the count per tile the key loop really issues is the static one plus
+    (rows - 1) bodies."""
+    rows = (traits["block_n"] * traits["head_dim"] * traits["element_bytes"] // 16
+            // (traits["warps"] * 32))
+    extra = (rows - 1) * counts.inner_loop_body
+    return {"rows_per_thread": rows,
+            "instructions_unmasked_issued": counts.instructions_unmasked + extra,
+            "per_hmma_unmasked_issued": round((counts.instructions_unmasked + extra)
+                                              / counts.hmma, 2)}
+
+
+HEADER = (f"{'kernel':<14}{'dtype':<6}{'D':>4} {'arch':<6}{'regs':>5}{'spill':>6}{'smem KiB':>9}"
           f"{'blk/SM r,s':>11}{'loop ins u/m':>13}{'HMMA':>5}{'ins/HMMA u/m':>14}"
           f"{'smem B/F':>9}{'gl B/F':>8}{'bound':>7} limiter")
 
@@ -95,7 +117,7 @@ HEADER = (f"{'kernel':<8}{'dtype':<6}{'D':>4} {'arch':<6}{'regs':>5}{'spill':>6}
 def table_row(r: dict) -> str:
     loop, est = r.get("hot_loop"), r.get("estimate")
     spill = r["spill_store_bytes"] + r["spill_load_bytes"]
-    head = (f"{r['kernel']:<8}{r['dtype']:<6}{r['head_dim']:>4} {r['arch']:<6}{r['registers']:>5}"
+    head = (f"{r['kernel']:<14}{r['dtype']:<6}{r['head_dim']:>4} {r['arch']:<6}{r['registers']:>5}"
             f"{spill:>6}")
     if not loop:
         return head + "  (no HMMA loop)"
@@ -144,6 +166,7 @@ def markdown(report: dict) -> str:
         goal = GOALS.get((kernel, head_dim), target)
         lines.append(f"| {kernel} | {head_dim} | {now} | {target} | {goal}"
                      f"{'' if now is not None and now <= goal else ' (not met)'} |")
+    lines += paged_markdown(report)
     lines += [""] + decode.markdown(report.get("decode_launch", []))
     lines += ["## How to read it", "", HOW_TO_READ, "## Machine model (assumed, not measured)",
               "", "| | " + " | ".join(m["name"] for m in report["machines"].values()) + " |",
@@ -153,6 +176,29 @@ def markdown(report: dict) -> str:
             f"{m[field]:g}" if isinstance(m[field], float) else str(m[field])
             for m in report["machines"].values()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paged_markdown(report: dict) -> list[str]:
+    """What reading K/V through the block table adds per key tile, on TARGET_ARCH (fp16)."""
+    rows = {(r["kernel"], r["head_dim"]): r["hot_loop"] for r in report["kernels"]
+            if r["arch"] == TARGET_ARCH and r["dtype"] == "fp16" and r.get("hot_loop")}
+    lines = ["", "## Paged variants", "",
+             "The `*_paged` kernels read K/V through the block table (`PagedKVSource`, "
+             "tile_load.cuh): per row a thread copies, one block-table load and the page's "
+             "address, in a loop kept rolled (unrolled, it spills the forward). The table above "
+             f"counts that loop's body once; per key tile it runs once per row. On {TARGET_ARCH}, "
+             "unmasked path, against the packed kernel:", "",
+             "| kernel | D | packed | paged, static | rows per thread | row-loop body | "
+             "paged, issued per tile | instr./HMMA issued |", "|---|---|---|---|---|---|---|---|"]
+    for (kernel, head_dim), loop in sorted(rows.items()):
+        if not kernel.endswith("_paged") or "instructions_unmasked_issued" not in loop:
+            continue
+        packed = rows.get((kernel.removesuffix("_paged"), head_dim), {})
+        lines.append(f"| {kernel} | {head_dim} | {packed.get('instructions_unmasked')} | "
+                     f"{loop['instructions_unmasked']} | {loop['rows_per_thread']} | "
+                     f"{loop['inner_loop_body']} | {loop['instructions_unmasked_issued']} | "
+                     f"{loop['per_hmma_unmasked_issued']} |")
+    return lines
 
 
 MACHINE_FIELDS = ("arch", "sms", "clock_ghz", "tensor_flops_per_clk_sm", "schedulers_per_sm",
@@ -181,6 +227,9 @@ HOW_TO_READ = """\
   100 %. fp16 and bf16 compile to the same counts. No latency, stall
   or bank-conflict model; on H100 the peak is wgmma's, which mma.sync does not reach. **An
   estimate, not a measurement.**
+- **\*_paged** rows: the same kernels reading K/V through a block table; their counts and
+  bounds are static (the rolled row loop once): the "Paged variants" section gives what a tile
+  issues.
 - **decode** rows: the split-KV decode kernel (len_q <= 16) has twice the forward's key tiles
   (128 keys at D=64, 64 at D=128) and one 16-row m-tile per warp (64 packed rows per block), so
   one trip is one key tile of twice the keys; its tensor-core bound is moot: with

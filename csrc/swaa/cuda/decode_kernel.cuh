@@ -122,8 +122,9 @@ __device__ __forceinline__ void store_decode_output(const DecodeParams& p, const
 
 // grid = (row_groups * num_splits, heads_kv, batch), block = kNThreads, dynamic smem =
 // kSmemBytes; blockIdx.x = row group * num_splits + split. Varlen: len_q = max_seqlen_q, and
-// row groups past a shorter sequence's rows return at once.
-template <typename Traits>
+// row groups past a shorter sequence's rows return at once. kPaged: K/V read through the block
+// table (params.h), the paged op's variant.
+template <typename Traits, bool kPaged>
 __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
     decode_kernel(const DecodeParams p) {
   using Element = typename Traits::Element;
@@ -148,7 +149,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
   db.t_begin = int(min64(db.split * per_split, order.n_visits));
   db.t_end = int(min64(db.t_begin + per_split, order.n_visits));
   const int n_visits = db.t_end - db.t_begin;
-  const KVSource<Traits, kBlockN> kv = kv_source<Traits, kBlockN>(p, seq, db.h_kv);
+  const auto kv = kv_source<Traits, kBlockN, kPaged>(p, seq, db.h_kv);
   auto load_kv = [&](int stage, int t) {
     kv.load(smem_k + stage * Traits::kSmemKVElems, smem_v + stage * Traits::kSmemKVElems,
             int64_t(order.block(db.t_begin + t)) * kBlockN);

@@ -23,54 +23,67 @@
 
 namespace swaa::cuda {
 
-// Where one thread block works: its query rows, the heads it reads and writes, its rule.
-template <typename Traits>
+// Where one thread block works: its query rows, the heads it reads, its rule. (Where it writes,
+// BlockOutput, is found after the key loop: nothing of it is held in registers through the loop.)
+template <typename Traits, bool kPaged>
 struct BlockProblem {
   using Element = typename Traits::Element;
   const Element* q;  // row 0 of this (batch, query head)
-  KVSource<Traits, Traits::kBlockN> kv;
-  Element* o;
-  float* lse;
+  KVSourceOf<Traits, Traits::kBlockN, kPaged> kv;
   int64_t m0, m1;    // query rows [m0, m1) of this block, m1 <= len_q (m0 >= m1: past the end)
   int64_t len_q;     // the sequence's (Q tile loads zero-fill past it)
   MaskRule rule;
 };
 
-template <typename Traits>
-__device__ __forceinline__ BlockProblem<Traits> block_problem(const AttentionParams& p) {
+template <typename Traits, bool kPaged>
+__device__ __forceinline__ BlockProblem<Traits, kPaged> block_problem(const AttentionParams& p) {
   using Element = typename Traits::Element;
   const int64_t h = blockIdx.y, h_kv = h / p.group_size();
   const Sequence seq(p, blockIdx.z);
   const int64_t m0 = int64_t(blockIdx.x) * Traits::kBlockM;
   return {static_cast<const Element*>(p.q) + seq.q_offset(p, h),
-          kv_source<Traits, Traits::kBlockN>(p, seq, h_kv),
-          static_cast<Element*>(p.o) + seq.o_offset(p, h),
-          static_cast<float*>(p.lse) + seq.lse_offset(p, h),
+          kv_source<Traits, Traits::kBlockN, kPaged>(p, seq, h_kv),
           m0,
           min64(m0 + Traits::kBlockM, seq.len_q),
           seq.len_q,
           seq.rule};
 }
 
+// Row 0 of this block's (sequence, query head) in o and lse.
+template <typename Traits>
+struct BlockOutput {
+  typename Traits::Element* o;
+  float* lse;
+};
+
+template <typename Traits>
+__device__ __forceinline__ BlockOutput<Traits> block_output(const AttentionParams& p) {
+  const Sequence seq(p, blockIdx.z);
+  return {static_cast<typename Traits::Element*>(p.o) + seq.o_offset(p, blockIdx.y),
+          static_cast<float*>(p.lse) + seq.lse_offset(p, blockIdx.y)};
+}
+
 // out <- o / rowsum and lse <- scale * max + log(rowsum) (natural log) for rows < m1 of one m-tile.
 template <typename Traits>
-__device__ __forceinline__ void store_output(const BlockProblem<Traits>& bp, int64_t o_row_stride,
+__device__ __forceinline__ void store_output(const BlockOutput<Traits>& out, int64_t m1,
+                                             int64_t o_row_stride,
                                              const float (&o)[Traits::kDTiles][4],
                                              const RowStats& st, float scale, int64_t row0,
                                              int lane) {
   for (int h = 0; h < 2; ++h) {
     const int64_t row = row0 + Accumulator::half_row(lane, h);
     const float sum = quad_sum(st.sum[h]);  // every lane of the quad, before any leaves
-    if (row >= bp.m1) continue;
-    store_row<Traits>(bp.o + row * o_row_stride, o, h, sum > 0.f ? 1.f / sum : 0.f, lane);
+    if (row >= m1) continue;
+    store_row<Traits>(out.o + row * o_row_stride, o, h, sum > 0.f ? 1.f / sum : 0.f, lane);
     // A row with no visible key gets +inf, so a backward's exp(s - lse) is 0 there (params.h).
-    if (lane % 4 == 0) bp.lse[row] = sum > 0.f ? st.lse(h, sum, scale) : INFINITY;
+    if (lane % 4 == 0) out.lse[row] = sum > 0.f ? st.lse(h, sum, scale) : INFINITY;
   }
 }
 
 // grid = (ceil(len_q / kBlockM), heads_q, batch), block = kNThreads, dynamic smem = kSmemBytes;
 // varlen: len_q = max_seqlen_q, and blocks past their sequence's queries return at once.
-template <typename Traits>
+// kPaged: K/V read through the block table (params.h), the paged op's variant.
+template <typename Traits, bool kPaged>
 __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const AttentionParams p) {
   using Element = typename Traits::Element;
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kMTiles = Traits::kMTiles;
@@ -80,7 +93,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   Element* smem_v = smem_k + kStages * Traits::kSmemKVElems;  // kStages V tiles
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-  const BlockProblem<Traits> bp = block_problem<Traits>(p);
+  const BlockProblem<Traits, kPaged> bp = block_problem<Traits, kPaged>(p);
   if (bp.m0 >= bp.m1) return;  // the whole block, before any barrier
   const VisitOrder order(key_blocks(bp.rule, bp.m0, bp.m1, kBlockN, bp.kv.len_k()));
   auto load_kv = [&](int stage, int t) {
@@ -118,8 +131,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
     pv_accumulate<Traits>(o, s, smem_v + ring.stage * Traits::kSmemKVElems, lane);
     ring.advance();
   }
+  const BlockOutput<Traits> out = block_output<Traits>(p);
   SWAA_UNROLL for (int mt = 0; mt < kMTiles; ++mt)
-    store_output<Traits>(bp, p.o_row_stride, o[mt], st[mt], float(p.scale),
+    store_output<Traits>(out, bp.m1, p.o_row_stride, o[mt], st[mt], float(p.scale),
                          warp_row0 + mt * kMmaM, lane);
 }
 

@@ -37,23 +37,42 @@ inline bool forward_supports(Dtype dtype, int64_t head_dim) {
 template <typename Element, int kHeadDim>
 cudaError_t run_decode(const DecodeParams& params, cudaStream_t stream);
 
-// Launches the forward kernel on `stream`. Callers check forward_supports first.
+// The paged variants (K/V through params.block_table), same pairs.
+template <typename Element, int kHeadDim>
+cudaError_t run_forward_paged(const AttentionParams& params, cudaStream_t stream);
+template <typename Element, int kHeadDim>
+cudaError_t run_decode_paged(const DecodeParams& params, cudaStream_t stream);
+
+// Launches the forward kernel on `stream`, its paged variant when params has a block table.
+// Callers check forward_supports first.
 inline cudaError_t forward(const AttentionParams& params, Dtype dtype, cudaStream_t stream) {
+  const bool paged = params.block_table != nullptr;
 #define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  if (dtype == Dtype::NAME && params.head_dim == HEAD_DIM)  \
+  if (!paged && dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
     return run_forward<ELEMENT, HEAD_DIM>(params, stream);
 #include "instantiations/forward_list.inc"
 #undef SWAA_FORWARD_INSTANTIATION
+#define SWAA_FORWARD_PAGED_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  if (paged && dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
+    return run_forward_paged<ELEMENT, HEAD_DIM>(params, stream);
+#include "instantiations/forward_paged_list.inc"
+#undef SWAA_FORWARD_PAGED_INSTANTIATION
   return cudaErrorInvalidValue;
 }
 
-// Launches the split-KV decode kernel (and its combine step) on `stream`; same pairs.
+// Launches the split-KV decode kernel (and its combine step) on `stream`; same pairs and choice.
 inline cudaError_t decode(const DecodeParams& params, Dtype dtype, cudaStream_t stream) {
+  const bool paged = params.block_table != nullptr;
 #define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  if (dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
+  if (!paged && dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
     return run_decode<ELEMENT, HEAD_DIM>(params, stream);
 #include "instantiations/decode_list.inc"
 #undef SWAA_DECODE_INSTANTIATION
+#define SWAA_DECODE_PAGED_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
+  if (paged && dtype == Dtype::NAME && params.head_dim == HEAD_DIM) \
+    return run_decode_paged<ELEMENT, HEAD_DIM>(params, stream);
+#include "instantiations/decode_paged_list.inc"
+#undef SWAA_DECODE_PAGED_INSTANTIATION
   return cudaErrorInvalidValue;
 }
 

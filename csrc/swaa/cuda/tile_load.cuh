@@ -3,6 +3,7 @@
 // tiles through. Same source on the GPU (nvcc) and on the CPU through the SIMT emulator.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "../params.h"
 #include "../sequence.h"
@@ -72,12 +73,80 @@ struct KVSource {
   __device__ __forceinline__ int64_t len_k() const { return k.len; }
 };
 
+// The same from a paged cache (params.h): key n of the sequence is row n % page_size of page
+// pages[n / page_size]. Each thread looks its rows' pages up once per tile for K and V together.
+// Rows past `len`, and rows of the gap [gap_begin, gap_end) between the sinks and the window
+// that no query of the sequence sees, read no table entry and no cache byte (src-size 0: zeros):
+// their pages may hold anything, NaN included (a freed page, vLLM's null block), and a zero row
+// adds 0 to P.V where the masked probability is 0. A template variant of the kernels
+// (kv_source's kPaged), so the packed kernels' loops do not carry the lookups.
 template <typename Traits, int kRows>
-__device__ __forceinline__ KVSource<Traits, kRows> kv_source(const AttentionParams& p,
-                                                             const Sequence& seq, int64_t h_kv) {
+struct PagedKVSource {
   using Element = typename Traits::Element;
-  return {{static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv), p.k_row_stride, seq.len_k},
-          {static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv), p.v_row_stride, seq.len_k}};
+  using Copy = TileCopy<Traits, kRows>;  // its thread-to-chunk mapping
+
+  // The caches, strides (V shares K's: the boundary checks), page size and block table are read
+  // where the kernel's parameters live (constant memory) at each tile rather than held in
+  // registers through the loop: the forward kernel has none to spare.
+  const AttentionParams* p;
+  int b, h_kv;  // sequence (its block-table row) and KV head
+  int len;
+  int gap_begin, gap_end;  // keys no query sees (gap_begin == gap_end: none)
+
+  __device__ __forceinline__ void load(Element* smem_k, Element* smem_v, int64_t n0) const {
+    const int row = threadIdx.x / Traits::kChunksPerRow;
+    const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
+    const int smem = Traits::smem_offset(row, col);
+    const int rows_left = len - int(n0) - row;
+    const int page_size = int(p->page_size);
+    const int32_t* pages = p->block_table + b * p->block_table_stride;
+    const Element* k = static_cast<const Element*>(p->k) + h_kv * p->k_head_stride + col;
+    const Element* v = static_cast<const Element*>(p->v) + h_kv * p->k_head_stride + col;
+    // Key n = n0 + row + i kRowStep sits at row in_page of table entry `entry`: one division per
+    // tile, then steps of kRowStep (one wrap at most for pages of kRowStep keys or more).
+    int n = int(n0) + row;
+    int entry = n / page_size, in_page = n - entry * page_size;
+    SWAA_NO_UNROLL for (int i = 0; i < Copy::kPerThread; ++i) {
+      if (i > 0) {
+        n += Copy::kRowStep, in_page += Copy::kRowStep;
+        while (in_page >= page_size) in_page -= page_size, ++entry;
+      }
+      const bool in_range = i * Copy::kRowStep < rows_left &&
+                            unsigned(n - gap_begin) >= unsigned(gap_end - gap_begin);
+      // Pages and rows are non-negative and below 2^31: unsigned 32-bit products, one wide.
+      const uint32_t page = in_range ? uint32_t(pages[entry]) : 0u;
+      const uint64_t offset = uint64_t(page) * uint64_t(p->k_batch_stride) +
+                              uint32_t(in_page) * uint32_t(p->k_row_stride);
+      const int to = smem + i * Copy::kRowStep * Traits::kHeadDim;
+      simt::cp_async_16(smem_k + to, k + offset, in_range);
+      simt::cp_async_16(smem_v + to, v + offset, in_range);
+    }
+  }
+  __device__ __forceinline__ int64_t len_k() const { return len; }
+};
+
+template <typename Traits, int kRows, bool kPaged>
+using KVSourceOf = std::conditional_t<kPaged, PagedKVSource<Traits, kRows>, KVSource<Traits, kRows>>;
+
+// The K/V source of one (sequence, KV head): packed rows, or (kPaged) pages through the block
+// table, whose presence the launcher checked (params.block_table != nullptr).
+template <typename Traits, int kRows, bool kPaged = false>
+__device__ __forceinline__ KVSourceOf<Traits, kRows, kPaged> kv_source(const AttentionParams& p,
+                                                                      const Sequence& seq,
+                                                                      int64_t h_kv) {
+  using Element = typename Traits::Element;
+  const auto* k = static_cast<const Element*>(p.k);
+  const auto* v = static_cast<const Element*>(p.v);
+  if constexpr (kPaged) {
+    const TwoRanges seen = key_ranges(seq.rule, 0, max64(seq.len_q, 1));
+    const int64_t gap_begin = seen.second.empty() ? seq.len_k : seen.first.end;
+    const int64_t gap_end = seen.second.empty() ? seq.len_k : seen.second.begin;
+    return {&p, int(seq.b), int(h_kv), int(seq.len_k), int(gap_begin),
+            int(max64(gap_end, gap_begin))};
+  } else {
+    return {{k + seq.k_offset(p, h_kv), p.k_row_stride, seq.len_k},
+            {v + seq.v_offset(p, h_kv), p.v_row_stride, seq.len_k}};
+  }
 }
 
 // The cp.async ring every kernel streams its tiles through: kStages shared-memory stages, one

@@ -48,6 +48,7 @@
 //   }
 //   SWAA_DYNAMIC_SMEM(name);  // `char* name`: the block's dynamic shared memory, 128-B aligned
 //   SWAA_UNROLL for (...)     // unroll this loop (nvcc `#pragma unroll`, g++ `GCC unroll`)
+//   SWAA_NO_UNROLL for (...)  // keep it rolled (`unroll 1`)
 //
 // Host mode refuses what a GPU would not do, naming the file:line, block and thread: ldmatrix /
 // cp.async / ld_shared / st_shared addresses outside the block's shared memory (the thread's
@@ -100,8 +101,12 @@
 
 // Before a loop over fragment arrays that nvcc might not unroll on its own (an array indexed
 // by a runtime index leaves registers for the stack). The host compiler takes its own spelling.
+// SWAA_NO_UNROLL: keep a loop rolled, so one trip's values are live at a time (register
+// pressure over instruction count).
 #if defined(__CUDACC__)
 #define SWAA_UNROLL _Pragma("unroll")
+#define SWAA_NO_UNROLL _Pragma("unroll 1")
 #else
 #define SWAA_UNROLL _Pragma("GCC unroll 16")
+#define SWAA_NO_UNROLL _Pragma("GCC unroll 1")
 #endif

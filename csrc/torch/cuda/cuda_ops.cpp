@@ -1,4 +1,5 @@
-// CUDA registrations of swaa_ext::fwd / bwd / fwd_varlen / bwd_varlen: the tensor-core kernels
+// CUDA registrations of swaa_ext::fwd / bwd / fwd_varlen / bwd_varlen / fwd_paged (_out): the
+// tensor-core kernels
 // (csrc/swaa/cuda) on the current stream, without syncing. Host code only, so g++ compiles it (nvcc through the
 // torch headers takes minutes); the kernels are the .cu files.
 #include "../cuda_backward_boundary.h"
@@ -49,12 +50,15 @@ using Ops = CudaKernelOps<Cuda>;
 
 }  // namespace
 
-// The varlen ops trust cu_seqlens' values on the GPU (checking them would sync; arguments.h).
+// The varlen and paged ops trust their index tensors' values on the GPU (checking them would
+// sync; arguments.h, paged_arguments.h).
 TORCH_LIBRARY_IMPL(swaa_ext, CUDA, m) {
   m.impl("fwd", &Ops::fwd);
   m.impl("bwd", &Ops::bwd);
   m.impl("fwd_varlen", &Ops::fwd_varlen);
   m.impl("bwd_varlen", &Ops::bwd_varlen);
+  m.impl("fwd_paged", &Ops::fwd_paged);
+  m.impl("fwd_paged_out", &Ops::fwd_paged_out);
 }
 
 }  // namespace swaa::torch_boundary

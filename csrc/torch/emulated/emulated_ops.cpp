@@ -4,15 +4,16 @@
 //   swaa_emulated::fwd(q, k, v, window, sinks, full_from, scale) -> (out, lse)
 //   swaa_emulated::bwd(grad_out, grad_lse, q, k, v, out, lse, window, sinks, full_from, scale)
 //       -> (dq, dk, dv)
-//   swaa_emulated::fwd_varlen / bwd_varlen  (swaa_ext's varlen schemas)
+//   swaa_emulated::fwd_varlen / bwd_varlen / fwd_paged / fwd_paged_out  (swaa_ext's schemas;
+//       the paged ops take kv_layout "rows" only)
 //   swaa_emulated::set_mode(mode, seed)  the emulator's schedule (process-wide)
 //   swaa_emulated::fwd_decode(q, k, v, window, sinks, full_from, scale, num_splits) -> (out, lse)
 //       the split-KV decode kernel with num_splits splits, whatever decode_plan.h would pick
 //   swaa_emulated::decode_plan(batch, heads_q, heads_kv, len_q, len_k, head_dim, window, sinks,
 //       with_full_from, num_sms) -> [use_decode, row_groups, key_tiles, num_splits, blocks]
 // fwd / fwd_varlen plan the decode kernel for kEmulatedSms SMs.
-// The instantiations come from the generated lists (csrc/swaa/cuda/instantiations/*_list.inc),
-// the same ones the nvcc build compiles.
+// The instantiations come from the generated lists (emulated_instantiations.h reads
+// csrc/swaa/cuda/instantiations/*_list.inc), the same ones the nvcc build compiles.
 #include "../cuda_backward_boundary.h"  // first: the SIMT layer precedes every CUDA header
 
 #include <Python.h>
@@ -20,24 +21,7 @@
 
 #include <string>
 
-#include "../../swaa/cuda/backward_launch.cuh"
-#include "../../swaa/cuda/decode_launch.cuh"
-#include "../../swaa/cuda/forward_launch.cuh"
-
-namespace swaa::cuda {
-#define SWAA_FORWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_forward<ELEMENT, HEAD_DIM>(const AttentionParams&, cudaStream_t);
-#include "../../swaa/cuda/instantiations/forward_list.inc"
-#undef SWAA_FORWARD_INSTANTIATION
-#define SWAA_BACKWARD_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_backward<ELEMENT, HEAD_DIM>(const AttentionBackwardParams&, cudaStream_t);
-#include "../../swaa/cuda/instantiations/backward_list.inc"
-#undef SWAA_BACKWARD_INSTANTIATION
-#define SWAA_DECODE_INSTANTIATION(NAME, ELEMENT, HEAD_DIM) \
-  template cudaError_t run_decode<ELEMENT, HEAD_DIM>(const DecodeParams&, cudaStream_t);
-#include "../../swaa/cuda/instantiations/decode_list.inc"
-#undef SWAA_DECODE_INSTANTIATION
-}  // namespace swaa::cuda
+#include "../../swaa/cuda/emulated_instantiations.h"
 
 // `import swaa_ext._C_emulated` loads this library, which runs the registrations below.
 extern "C" PyObject* PyInit__C_emulated(void) {
@@ -133,6 +117,13 @@ TORCH_LIBRARY(swaa_emulated, m) {
         " Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q,"
         " int max_seqlen_k, int? window, int sinks, Tensor? full_from, float scale)"
         " -> (Tensor, Tensor, Tensor)");
+  m.def("fwd_paged(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
+        " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
+        " int sinks, Tensor? full_from, float scale, str kv_layout=\"rows\") -> (Tensor, Tensor)");
+  m.def("fwd_paged_out(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_table,"
+        " Tensor cu_seqlens_q, Tensor seqused_k, int max_seqlen_q, int max_seqlen_k, int? window,"
+        " int sinks, Tensor? full_from, float scale, Tensor(a!) out, Tensor(b!)? lse,"
+        " str kv_layout=\"rows\") -> ()");
   m.def("set_mode(str mode, int seed) -> ()", &set_mode);
   m.def("fwd_decode(Tensor q, Tensor k, Tensor v, int? window, int sinks, Tensor? full_from,"
         " float scale, int num_splits) -> (Tensor, Tensor)");
@@ -146,6 +137,8 @@ TORCH_LIBRARY_IMPL(swaa_emulated, CPU, m) {
   m.impl("fwd_varlen", &Ops::fwd_varlen);
   m.impl("bwd_varlen", &Ops::bwd_varlen);
   m.impl("fwd_decode", &fwd_decode);
+  m.impl("fwd_paged", &Ops::fwd_paged);
+  m.impl("fwd_paged_out", &Ops::fwd_paged_out);
 }
 
 }  // namespace swaa::torch_boundary
