@@ -11,11 +11,14 @@ settings and ours for a SWAA model: vLLM builds both while the model's config is
 Each layer's rule: sliding layers see their window plus the sinks (the first keys of each
 request), full layers see everything, and with FA decode the queries at or past each request's
 prompt length see everything. Attention is one call per layer and step, prefill and decode
-alike. On the CPU, `sliding_attention_paged` reads the paged cache in place through vLLM's block
-table, in any dtype, and writes into vLLM's output buffer; the cache write is one C++ op
-(`write_paged_cache`). Both use the block layout vLLM's own CPU attention would (paged.py:
-AMX tiles for bfloat16 on a CPU with AMX, rows otherwise). On other devices the keys are gathered from the cache for
-`sliding_attention_varlen` (paged.py).
+alike: `sliding_attention_paged` reads the paged cache in place through vLLM's block table and
+writes into vLLM's output buffer, on the CPU (any dtype) and on CUDA (float16 / bfloat16, head
+sizes 64 and 128: the tile and decode kernels read the pages themselves); no keys are gathered
+and nothing in a layer synchronises with the host. The cache write is one C++ op on the CPU
+(`write_paged_cache`) and tensor indexing elsewhere (paged.write). Both use the block layout
+vLLM's own CPU attention would (paged.py: AMX tiles for bfloat16 on a CPU with AMX, rows
+otherwise). CUDA graphs: the builder declares none (vLLM runs attention outside its graphs):
+the op is capturable (tests/test_cuda_paged.py), but the backend has not run on a GPU yet.
 
 The prompt boundary: vLLM hands attention builders each request's prompt length
 (`CommonAttentionMetadata.rswa_prefix_lens`, from the runner's `num_prompt_tokens`) only when the
@@ -26,7 +29,7 @@ preemption (a resumed request keeps its prompt length while its generated tokens
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -34,14 +37,14 @@ from torch import Tensor
 from vllm.config import VllmConfig, get_current_vllm_config, get_current_vllm_config_or_none
 from vllm.logger import init_logger
 from vllm.platforms import current_platform
-from vllm.v1.attention.backend import (AttentionBackend, AttentionImpl, AttentionLayer,
-                                       AttentionMetadataBuilder, AttentionType,
+from vllm.v1.attention.backend import (AttentionBackend, AttentionCGSupport, AttentionImpl,
+                                       AttentionLayer, AttentionMetadataBuilder, AttentionType,
                                        CommonAttentionMetadata, MultipleOf)
 from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttentionBackendImpl,
                                                  CPUAttentionMetadataBuilder)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from ..ops import sliding_attention_varlen  # (importing ops also registers the custom ops)
+from .. import ops  # noqa: F401  (importing ops registers the custom ops)
 from . import kv_spec, paged
 from .paged import CacheViews
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
@@ -148,29 +151,12 @@ class SWAAMetadata:
     max_seq_len: int
     block_table: Tensor  # (n, max_blocks)
     prompt_lens: Tensor | None  # (n,) int64: FA decode boundary; None without FA decode
-    # (block_size, window or None) -> (slots, cu_seqlens_k, max_seqlen_k), shared by the layers
-    _keys: dict = field(default_factory=dict)
-
-    def keys(self, block_size: int, rule: LayerRule) -> tuple[Tensor, Tensor, int]:
-        """Which cached keys a layer with `rule` reads: all of them, or for a window-only layer
-        (no FA decode) the sinks and the window of the step's queries."""
-        window_only = rule.window_only
-        cache_key = (block_size, rule.window if window_only else None,
-                     rule.sinks if window_only else 0)
-        if cache_key not in self._keys:
-            ends = self.seq_lens.to(torch.int64)
-            starts = torch.zeros_like(ends)
-            if window_only:
-                query_lens = (self.query_start_loc[1:] - self.query_start_loc[:-1]).to(torch.int64)
-                starts = rule.window_start(ends, query_lens).clamp(min=0)
-            slots, cu_k = paged.key_slots(self.block_table, block_size, starts, ends,
-                                          cache_key[2])
-            max_k = int((cu_k[1:] - cu_k[:-1]).max()) if cu_k.numel() > 1 else 0
-            self._keys[cache_key] = (slots, cu_k, max_k)
-        return self._keys[cache_key]
 
 
 class SWAAMetadataBuilder(AttentionMetadataBuilder[SWAAMetadata]):
+    # Declared, not inherited: no CUDA graphs until the backend has run under them on a GPU.
+    _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.NEVER
+
     def __init__(self, kv_cache_spec: AttentionSpec, layer_names: list[str],
                  vllm_config: VllmConfig, device: torch.device) -> None:
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
@@ -275,21 +261,14 @@ class SWAAImpl(AttentionImpl):
         tokens = meta.num_actual_tokens
         full_from = meta.prompt_lens if rule.fa_decode else None
         out = output[:tokens].view(tokens, self.num_heads, self.head_size)
-        if paged.reads_in_place(kv_cache):
-            # The op itself (swaa_ext.sliding_attention_paged without its Python argument
-            # checks, which vLLM's values pass by construction; the C++ boundary still checks
-            # every argument): this runs for every layer and step.
-            views = self._views(kv_cache)
-            _FWD_PAGED_OUT(
-                query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
-                meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
-                full_from, self.scale, out, None, views.layout)
-        else:
-            slots, cu_seqlens_k, max_seqlen_k = meta.keys(paged.block_size(kv_cache), rule)
-            k, v = paged.gather(kv_cache, self.head_size, slots)  # (total_k, Hkv, D)
-            out.copy_(sliding_attention_varlen(
-                query[:tokens], k, v, meta.query_start_loc, cu_seqlens_k, meta.max_query_len,
-                max_seqlen_k, rule.window, rule.sinks, full_from=full_from, scale=self.scale))
+        # The op itself (swaa_ext.sliding_attention_paged without its Python argument checks,
+        # which vLLM's values pass by construction; the C++ boundary still checks every
+        # argument): this runs for every layer and step.
+        views = self._views(kv_cache)
+        _FWD_PAGED_OUT(
+            query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
+            meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
+            full_from, self.scale, out, None, views.layout)
         return output
 
     def _views(self, kv_cache: Tensor) -> CacheViews:
@@ -301,8 +280,8 @@ class SWAAImpl(AttentionImpl):
 
     def do_kv_cache_update(self, layer: torch.nn.Module, key: Tensor, value: Tensor,
                            kv_cache: Tensor, slot_mapping: Tensor) -> None:
-        if kv_cache.device.type == "cpu":
-            views = self._views(kv_cache)
+        views = self._views(kv_cache)
+        if paged.uses_cpu_ops(kv_cache):
             _WRITE_PAGED_CACHE(key, value, views.keys, views.values, slot_mapping, views.layout)
         else:
-            paged.write(kv_cache, key, value, slot_mapping)
+            paged.write(views.keys, views.values, key, value, slot_mapping)

@@ -207,20 +207,21 @@ def test_preemption(model_dir, prompts, reference):
 
 
 @pytest.mark.parametrize("config", [FA_DECODE, WINDOW_ONLY], ids=["fa_decode", "window_only"])
-def test_gather_path(model_dir, prompts, reference, config, monkeypatch):
-    """The path CUDA and half-precision caches take (keys gathered from the pages, then the
-    varlen op), forced here on the fp32 CPU cache that the paged op otherwise reads in place;
-    chunked prefill, so that chunks gather the sinks and a window of earlier keys."""
+def test_non_cpu_path(model_dir, prompts, reference, config, monkeypatch):
+    """What a CUDA cache takes, forced here on the CPU cache: the "rows" page layout whatever the
+    CPU, and the tensor-indexing cache write (paged.write, no host sync) instead of the C++ one;
+    the paged op reads the pages in place either way. Chunked prefill, so that chunks read the
+    sinks and a window of earlier keys."""
     from swaa_ext.vllm import paged
 
-    gathers = []
-    gather = paged.gather
-    monkeypatch.setattr(paged, "reads_in_place", lambda kv_cache: False)
-    monkeypatch.setattr(paged, "gather", lambda *a: gathers.append(1) or gather(*a))
+    writes = []
+    write = paged.write
+    monkeypatch.setattr(paged, "uses_cpu_ops", lambda kv_cache: False)
+    monkeypatch.setattr(paged, "write", lambda *a: writes.append(1) or write(*a))
     with engine(model_dir, hf_overrides=hf_overrides(config), enable_chunked_prefill=True,
                 max_num_batched_tokens=32, max_num_seqs=2) as llm:
         assert_same(continuations(generate(llm, prompts)), reference(config, prompts))
-    assert gathers, "the forced gather path was never taken"
+    assert writes, "the forced indexing write was never taken"
 
 
 _BF16_CHILD = """

@@ -1,6 +1,5 @@
 """The plugin's parts without an engine: version range (outside it the plugin registers nothing),
-settings, the KV-cache specs of SWAA layers, vLLM's CPU cache layout, the cache write and the
-gather."""
+settings, the KV-cache specs of SWAA layers, vLLM's CPU cache layout and the cache writes."""
 
 from __future__ import annotations
 
@@ -76,10 +75,6 @@ def test_bad_settings():
         settings.layer_index("lm_head")
 
 
-def _cache(num_blocks=12, heads=2, block_size=4, dim=3):
-    return torch.zeros(num_blocks, heads, block_size, 2 * dim)
-
-
 def test_cache_layout_is_vllms_cpu_layout():
     """paged.split_cache gives the key and value views vLLM's own CPU backend takes of one
     layer's cache (cpu_attn.py: key rows of a block, then its value rows)."""
@@ -90,18 +85,26 @@ def test_cache_layout_is_vllms_cpu_layout():
     assert keys.data_ptr() == vllm_keys.data_ptr() and values.data_ptr() == vllm_values.data_ptr()
 
 
+@pytest.mark.parametrize("slots", [[13, 2, -1, 47, 0, 5], [-1, -1, 7, 3, -1, 9],
+                                   [-1, -1, -1, -1, -1, 9], [4, 8, 15, 16, 23]],
+                         ids=["padding_inside", "padding_first", "all_padding", "no_padding"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_cpu_cache_write_equals_the_indexing_write(dtype):
-    """The C++ write (CPU, do_kv_cache_update) and the torch-indexing write (other devices)
-    store the same bytes."""
+def test_cpu_cache_write_equals_the_indexing_write(dtype, slots):
+    """The C++ write (CPU, do_kv_cache_update) and the torch-indexing write (other devices,
+    without a host sync) store the same bytes, padding tokens (slot < 0, also the first ones,
+    or all of them: slot_mapping may be longer than the tokens) writing nothing."""
     from swaa_ext import write_paged_cache
 
     key, value = torch.randn(5, 2, 3).to(dtype), torch.randn(5, 2, 3).to(dtype)
-    slots = torch.tensor([13, 2, -1, 47, 0, 5])
-    a, b = _cache().to(dtype), _cache().to(dtype)
-    paged.write(a, key, value, slots)
+    slots = torch.tensor(slots)
+    a = torch.randn(12, 2, 4, 6).to(dtype)
+    b, before = a.clone(), a.clone()
+    paged.write(*paged.split_cache(a, 3), key, value, slots)
     write_paged_cache(key, value, *paged.split_cache(b, 3), slots)
-    assert torch.equal(a, b) and int((a != 0).sum()) > 0
+    assert torch.equal(a, b)
+    written = int((slots[:5] >= 0).sum())
+    for now, was in zip(paged.split_cache(a, 3), paged.split_cache(before, 3)):
+        assert int((now != was).any(-1).sum()) == written * 2  # one row per token and KV head
 
 
 def test_kv_specs_of_swaa_layers():
@@ -134,35 +137,6 @@ def test_kv_specs_of_swaa_layers():
         kv_spec.check_spec(sliding, None)
     finally:
         kv_spec.record_model(None)
-
-
-def test_write_then_gather_roundtrip():
-    cache = _cache()
-    key, value = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
-    slots = torch.tensor([13, 2, -1, 47, 0])  # -1: a padding token, not written
-    paged.write(cache, key, value, slots)
-    k, v = paged.gather(cache, 3, torch.tensor([13, 2, 47, 0]))
-    real = torch.tensor([0, 1, 3, 4])
-    assert torch.equal(k, key[real]) and torch.equal(v, value[real])
-    assert int((cache != 0).sum()) == 4 * 2 * 6  # four tokens, two heads, key + value
-
-
-def test_key_slots_against_a_loop():
-    block_size, sinks = 4, 2
-    block_table = torch.tensor([[5, 1, 7, 3], [2, 8, 0, 0], [9, 6, 4, 10]])
-    ends = torch.tensor([15, 6, 13])
-    starts = torch.tensor([9, 0, 3])  # request 2: the tail starts at 3, just after the sinks
-    slots, cu = paged.key_slots(block_table, block_size, starts, ends, sinks)
-    expected, lengths = [], []
-    for r in range(3):
-        keep = list(range(ends[r])) if starts[r] <= sinks else (
-            list(range(sinks)) + list(range(starts[r], ends[r])))
-        expected += [int(block_table[r, p // block_size]) * block_size + p % block_size
-                     for p in keep]
-        lengths.append(len(keep))
-    assert slots.tolist() == expected
-    assert cu.tolist() == [0] + torch.tensor(lengths).cumsum(0).tolist()
-    assert cu.dtype == torch.int32
 
 
 def _llama_config(**extra):
