@@ -20,7 +20,7 @@ TF457_PINS := transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2 da
 	httpx==0.28.1 httpcore==1.0.9
 
 .PHONY: venv build ctest ctest-asan simt-device-check gpu-check test test-fast test-install \
-	test-hf-tf457 demo bench bench-varlen clean test-vllm
+	test-hf-tf457 demo bench bench-varlen bench-sinks clean test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -110,6 +110,11 @@ demo: build
 BENCH_ARGS ?=
 bench: build
 	$(PY) -m bench.kernels $(BENCH_ARGS)
+
+# Learned sink logits (bench/sink_logits.py): swaa_ext vs gpt-oss's eager attention and compiled
+# FlexAttention, interleaved (a few minutes; BENCH_ARGS=--quick: about a minute).
+bench-sinks: build
+	$(PY) -m bench.sink_logits $(BENCH_ARGS)
 
 # Ragged batches (bench/varlen.py): one varlen call vs a per-sequence loop vs padded SDPA.
 bench-varlen: build

@@ -179,6 +179,24 @@ class SWAAConfig:
         return cls(**data)
 
     @classmethod
+    def native(cls, model_config: Any, sinks: int = 0, fa_decode: bool = False) -> "SWAAConfig":
+        """The model's own sliding window as settings (gpt-oss, Mistral, Qwen2's sliding layers),
+        read from its (text) config before `adapt` replaces it: `sliding_window`, and the layers
+        whose `layer_types` entry is not "sliding_attention" kept full (with no `layer_types`,
+        every layer slides). `sinks` and `fa_decode` are added on top; learned sinks (gpt-oss's
+        `sinks` parameters) are honoured by the attention function either way."""
+        text = model_config.get_text_config() if hasattr(model_config, "get_text_config") \
+            else model_config
+        window = getattr(text, "sliding_window", None)
+        if window is None:
+            raise ValueError(f"{type(text).__name__} has no native sliding window "
+                             "(sliding_window is None): pass the settings explicitly")
+        layer_types = getattr(text, "layer_types", None)
+        full = [] if layer_types is None else [
+            i for i, kind in enumerate(layer_types) if kind != "sliding_attention"]
+        return cls(window=window, sinks=sinks, full_attention_layers=full, fa_decode=fa_decode)
+
+    @classmethod
     def from_json(cls, path: str | os.PathLike) -> "SWAAConfig":
         """The settings in a JSON file: the fields themselves, or a file that holds them under
         `config` (the layer selection's selection.json, docs/layer-selection.md)."""

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from . import _C_emulated  # noqa: F401  (loads the library that registers swaa_emulated ops)
+from . import sink_logits as learned_sinks
 from .ops import (_bwd_fake, _check_int, _fwd_fake, _fwd_paged_fake, _fwd_paged_out_fake,
-                  _fwd_varlen_fake, op_arguments, paged_op_arguments, register_autograd,
+                  _fwd_varlen_fake, finish, op_arguments, paged_op_arguments, register_autograd,
                   run_paged_op, varlen_op_arguments)
 
 # Schedules the emulator offers; see csrc/swaa/simt/simt.h.
@@ -61,13 +62,15 @@ def sliding_attention(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`swaa_ext.sliding_attention` through the emulated CUDA kernel: CPU tensors, float16 or
     bfloat16, head dim 64 or 128. Differentiable through out and LSE: the backward runs the CUDA
     backward kernels, emulated."""
-    out, lse = torch.ops.swaa_emulated.fwd(*op_arguments(q, k, v, window, sinks, full_from,
-                                                         scale))
-    return (out, lse) if return_lse else out
+    args = op_arguments(q, k, v, window, sinks, full_from, scale)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 4 else 0)
+    out, lse = torch.ops.swaa_emulated.fwd(*args)
+    return finish(out, lse, sink_logits, False, return_lse)
 
 
 def sliding_attention_varlen(
@@ -84,13 +87,15 @@ def sliding_attention_varlen(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`swaa_ext.sliding_attention_varlen` through the emulated CUDA kernels (same limits as
     `sliding_attention` here); differentiable through out and LSE."""
-    out, lse = torch.ops.swaa_emulated.fwd_varlen(*varlen_op_arguments(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks,
-        full_from, scale))
-    return (out, lse) if return_lse else out
+    args = varlen_op_arguments(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                               window, sinks, full_from, scale)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 3 else 0)
+    out, lse = torch.ops.swaa_emulated.fwd_varlen(*args)
+    return finish(out, lse, sink_logits, True, return_lse)
 
 
 def sliding_attention_paged(
@@ -109,6 +114,7 @@ def sliding_attention_paged(
     scale: float | None = None,
     return_lse: bool = False,
     out: Tensor | None = None,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`swaa_ext.sliding_attention_paged` through the emulated CUDA kernels: the tile kernel, or
     the split-KV decode kernel for len_q <= 16 (planned as for an A100), each reading K/V through
@@ -116,7 +122,8 @@ def sliding_attention_paged(
     args = paged_op_arguments(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
                               max_seqlen_q, max_seqlen_k, window, sinks, full_from, scale,
                               "rows")
-    return run_paged_op(torch.ops.swaa_emulated, args, "rows", return_lse, out)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 3 else 0)
+    return run_paged_op(torch.ops.swaa_emulated, args, "rows", return_lse, out, sink_logits)
 
 
 def decode_forward(

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _C  # noqa: F401  (loads the library that registers the ops)
+from . import sink_logits as learned_sinks
 
 
 def _lse_dtype(q: Tensor) -> torch.dtype:
@@ -58,6 +59,7 @@ def sliding_attention(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Sink + sliding-window attention (docs/architecture.md, "The masking rule").
 
@@ -67,9 +69,23 @@ def sliding_attention(
     full causal attention. `full_from` is an int or an int64 tensor (B,). `scale` defaults to
     1/sqrt(D). Returns the output like q, and with `return_lse` also the natural-log LSE
     (B, Hq, Lq) in float32 (float64 for float64 inputs).
+
+    `sink_logits` (Hq,) (float32, float64 or q's dtype): learned sinks as in gpt-oss, one more
+    key per query head that every query sees, with that logit (in the scaled-score domain) and a
+    zero value; combinable with `sinks`, the window and `full_from`; differentiable; the LSE then
+    includes it (swaa_ext/sink_logits.py).
     """
     args = op_arguments(q, k, v, window, sinks, full_from, scale)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 4 else 0)
     out, lse = torch.ops.swaa_ext.fwd(*args)
+    return finish(out, lse, sink_logits, False, return_lse)
+
+
+def finish(out: Tensor, lse: Tensor, sink_logits: Tensor | None, packed: bool,
+           return_lse: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """A kernel's (out, lse) as the public functions return it, with the learned sinks added."""
+    if sink_logits is not None:
+        out, lse = learned_sinks.apply(out, lse, sink_logits, packed)
     return (out, lse) if return_lse else out
 
 
@@ -87,6 +103,7 @@ def sliding_attention_varlen(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`sliding_attention` over a packed batch of variable-length sequences, in FlashAttention's
     `flash_attn_varlen_func` layout.
@@ -102,8 +119,9 @@ def sliding_attention_varlen(
     """
     args = varlen_op_arguments(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                window, sinks, full_from, scale)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 3 else 0)
     out, lse = torch.ops.swaa_ext.fwd_varlen(*args)
-    return (out, lse) if return_lse else out
+    return finish(out, lse, sink_logits, True, return_lse)
 
 
 def sliding_attention_paged(
@@ -123,6 +141,7 @@ def sliding_attention_paged(
     return_lse: bool = False,
     out: Tensor | None = None,
     kv_layout: str = "rows",
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """`sliding_attention_varlen` with the keys and values read in place from a paged KV cache
     (vLLM's block table; FlashAttention's `flash_attn_varlen_func(..., block_table=...)`).
@@ -153,7 +172,8 @@ def sliding_attention_paged(
     args = paged_op_arguments(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k,
                               max_seqlen_q, max_seqlen_k, window, sinks, full_from, scale,
                               kv_layout)
-    return run_paged_op(torch.ops.swaa_ext, args, kv_layout, return_lse, out)
+    sink_logits = learned_sinks.check(sink_logits, q, q.shape[1] if q.dim() == 3 else 0)
+    return run_paged_op(torch.ops.swaa_ext, args, kv_layout, return_lse, out, sink_logits)
 
 
 def paged_op_arguments(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: Tensor,
@@ -176,18 +196,23 @@ def paged_op_arguments(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table:
 
 
 def run_paged_op(namespace, args: tuple, kv_layout: str, return_lse: bool,
-                 out: Tensor | None) -> Tensor | tuple[Tensor, Tensor]:
-    """Calls `namespace`.fwd_paged, or fwd_paged_out into `out` (and an LSE only if asked for)."""
+                 out: Tensor | None, sink_logits: Tensor | None = None,
+                 ) -> Tensor | tuple[Tensor, Tensor]:
+    """Calls `namespace`.fwd_paged, or fwd_paged_out into `out` (and an LSE only if asked for,
+    or needed for the learned sinks)."""
     if out is not None and not isinstance(out, Tensor):
         raise TypeError(f"out must be None or a torch.Tensor, got {type(out).__name__}")
-    if out is None and return_lse:
-        return namespace.fwd_paged(*args, kv_layout)
-    q = args[0]
-    if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if return_lse else None
-    namespace.fwd_paged_out(*args, out, lse, kv_layout)
-    return (out, lse) if return_lse else out
+    need_lse = return_lse or sink_logits is not None
+    if out is None and need_lse:
+        result, lse = namespace.fwd_paged(*args, kv_layout)
+    else:
+        q = args[0]
+        result = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+        lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if need_lse else None
+        namespace.fwd_paged_out(*args, result, lse, kv_layout)
+    if sink_logits is not None:
+        result, lse = learned_sinks.apply(result, lse, sink_logits, True, into=out)
+    return (result, lse) if return_lse else result
 
 
 def write_paged_cache(key: Tensor, value: Tensor, k_cache: Tensor, v_cache: Tensor,

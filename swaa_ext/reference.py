@@ -46,11 +46,14 @@ def sliding_attention(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Same contract as `swaa_ext.sliding_attention`, computed densely in float64.
 
     Returns the output in q's dtype and, with `return_lse`, the float32 log-sum-exp (float64 for
-    float64 inputs), exactly like the kernels.
+    float64 inputs), exactly like the kernels. `sink_logits` (Hq,): one more key per query head,
+    always visible, with that logit and a zero value (gpt-oss's `sinks`), written out as a
+    column of the scores.
     """
     batch, heads_q, len_q, head_dim = q.shape
     heads_kv, len_k = k.shape[1], k.shape[2]
@@ -62,6 +65,10 @@ def sliding_attention(
     scores = torch.matmul(q64, k64.transpose(-1, -2)) * scale  # (B, Hq, Lq, Lk)
     mask = visible(len_q, len_k, window, sinks, full_from, device=q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
+    if sink_logits is not None:  # the virtual key: column Lk, value 0
+        column = sink_logits.double().view(1, heads_q, 1, 1).expand(batch, heads_q, len_q, 1)
+        scores = torch.cat([scores, column], dim=-1)
+        v64 = torch.cat([v64, v64.new_zeros(v64.shape[0], heads_q, 1, head_dim)], dim=2)
     lse = torch.logsumexp(scores, dim=-1)  # (B, Hq, Lq)
     out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), v64).to(q.dtype)
     if not return_lse:
@@ -83,6 +90,7 @@ def sliding_attention_varlen(
     full_from: Tensor | int | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    sink_logits: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Same contract as `swaa_ext.sliding_attention_varlen`: each sequence alone through
     `sliding_attention` (so `visible` stays the one rule), in float64. q (total_q, Hq, D), k/v
@@ -100,7 +108,7 @@ def sliding_attention_varlen(
 
         out, lse = sliding_attention(heads_first(q, q0, q1), heads_first(k, k0, k1),
                                      heads_first(v, k0, k1), window, sinks, full_from=ff,
-                                     scale=scale, return_lse=True)
+                                     scale=scale, return_lse=True, sink_logits=sink_logits)
         outs.append(out[0].transpose(0, 1))  # (len_q, Hq, D)
         lses.append(lse[0])                  # (Hq, len_q)
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32

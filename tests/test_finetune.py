@@ -498,9 +498,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks=0, *, full_from=None,
-                     scale=None, return_lse=False):
+                     scale=None, return_lse=False, sink_logits=None):
     return reference.sliding_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks,
-                                              full_from=full_from, scale=scale)
+                                              full_from=full_from, scale=scale,
+                                              sink_logits=sink_logits)
 
 
 def test_packed_gradients_match_the_reference_attention():

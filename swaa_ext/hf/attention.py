@@ -46,7 +46,9 @@ _IGNORED_KWARGS = {"position_ids", "seq_idx", "num_items_in_batch", "cache_posit
                    "output_attentions", "output_hidden_states", "output_router_logits", "return_dict",
                    "position_embeddings"}
 # Forwarded by some models and changing what attention computes: refused, never ignored.
-_REFUSED_KWARGS = {"softcap": "logit soft-capping", "s_aux": "learned sink logits"}
+_REFUSED_KWARGS = {"softcap": "logit soft-capping"}
+# gpt-oss's learned sinks, one logit per query head (swaa_ext/sink_logits.py).
+SINK_LOGITS_KWARG = "s_aux"
 
 
 RULE = "_swaa_rule"  # module attribute: (the config.swaa it was read from, its LayerRule)
@@ -112,6 +114,7 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
     rule = layer_attention(module)
     window, sinks, fa_decode = rule.window, rule.sinks, rule.fa_decode
     explicit = kwargs.pop(FULL_FROM_KWARG, None)
+    sink_logits = kwargs.pop(SINK_LOGITS_KWARG, None)
     boundary = (_BOUNDARY.get() if explicit is None else explicit) if fa_decode else None
     if attention_mask is not None and not isinstance(attention_mask, SWAAMask):
         raise TypeError("swaa attention got a precomputed mask it cannot honour "
@@ -131,14 +134,15 @@ def swaa_attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, 
     if ragged is None and pad is None:  # one dense call for the batch; query, key: (B, H, S, D)
         full_from = _full_from(boundary, batch, query.device)
         out = sliding_attention(query, _keys(key, sinks, head), _keys(value, sinks, head),
-                                window, sinks, full_from=full_from, scale=scaling)
+                                window, sinks, full_from=full_from, scale=scaling,
+                                sink_logits=sink_logits)
         return out.transpose(1, 2), None  # (B, S, H, D)
     if ragged is None:  # left padding: row b is one sequence starting at its first real token
         ragged = ragged_batches.from_padding(pad, len_q, key.shape[2], total, sinks, head)
         boundary = _full_from(boundary, batch, query.device)
     full_from = ragged_batches.per_sequence_full_from(ragged, boundary)
     out = ragged_batches.varlen_attention(ragged, query, key, value, window, sinks, full_from,
-                                          scaling)
+                                          scaling, sink_logits)
     return out, None  # (B, S, H, D)
 
 

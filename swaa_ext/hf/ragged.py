@@ -155,14 +155,15 @@ def _flatten(states: Tensor, index: Tensor | None) -> Tensor:
 
 def varlen_attention(ragged: Ragged, query: Tensor, key: Tensor, value: Tensor,
                      window: int | None, sinks: int, full_from: Tensor | None,
-                     scale: float | None) -> Tensor:
+                     scale: float | None, sink_logits: Tensor | None = None) -> Tensor:
     """One varlen call for the whole batch; returns (B, Lq, H, D) with zeros at padding
     queries (they see no real key)."""
     batch, heads, len_q, head_dim = query.shape
     out = ops.sliding_attention_varlen(
         _flatten(query, ragged.query_index), _flatten(key, ragged.key_index),
         _flatten(value, ragged.key_index), ragged.cu_seqlens_q, ragged.cu_seqlens_k,
-        ragged.max_seqlen_q, ragged.max_seqlen_k, window, sinks, full_from=full_from, scale=scale)
+        ragged.max_seqlen_q, ragged.max_seqlen_k, window, sinks, full_from=full_from, scale=scale,
+        sink_logits=sink_logits)
     if ragged.query_index is not None:
         out = out.new_zeros(batch * len_q, heads, head_dim).index_copy(0, ragged.query_index, out)
     return out.view(batch, len_q, heads, head_dim)

@@ -45,6 +45,7 @@ from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttenti
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
 from .. import ops  # noqa: F401  (importing ops registers the custom ops)
+from .. import sink_logits as learned_sinks
 from . import kv_spec, paged
 from .paged import CacheViews
 from .settings import LayerRule, layer_index, layer_rule, swaa_config
@@ -118,6 +119,10 @@ class SWAABackend(AttentionBackend):
     @classmethod
     def supports_attn_type(cls, attn_type: str) -> bool:
         return attn_type == AttentionType.DECODER
+
+    @classmethod
+    def supports_sink(cls) -> bool:
+        return True  # learned sink logits (gpt-oss), swaa_ext/sink_logits.py
 
 
 class SWAACPUBackend(CPUAttentionBackend):
@@ -209,7 +214,6 @@ class SWAAImpl(AttentionImpl):
                  kv_sharing_target_layer_name: str | None = None,
                  sinks: Tensor | None = None, **unsupported) -> None:
         refused = {"alibi_slopes": alibi_slopes, "logits_soft_cap": logits_soft_cap or None,
-                   "sinks (learned sink logits)": sinks,
                    "kv_sharing_target_layer_name": kv_sharing_target_layer_name,
                    **{k: v for k, v in unsupported.items() if v is not None}}
         refused = [name for name, value in refused.items() if value is not None]
@@ -238,6 +242,12 @@ class SWAAImpl(AttentionImpl):
         self.num_layers = text_config.num_hidden_layers
         if self.config is not None:
             self.config.full_layers(self.num_layers)  # bad layer indices fail at load
+        # Learned sink logits (gpt-oss), this rank's heads: added to each row's softmax from the
+        # op's LSE (swaa_ext/sink_logits.py).
+        if sinks is not None and sinks.shape != (num_heads,):
+            raise ValueError(f"swaa_ext's vLLM backend needs one sink logit per query head "
+                             f"({num_heads}), got shape {tuple(sinks.shape)}")
+        self.sinks = sinks
         self.rule: LayerRule | None = None  # known at the first forward (the layer's name)
         self._cache_views: tuple[Tensor, CacheViews] | None = None
 
@@ -265,10 +275,16 @@ class SWAAImpl(AttentionImpl):
         # which vLLM's values pass by construction; the C++ boundary still checks every
         # argument): this runs for every layer and step.
         views = self._views(kv_cache)
+        lse = None
+        if self.sinks is not None:
+            lse = torch.empty(self.num_heads, tokens, dtype=torch.float64 if query.dtype ==
+                              torch.float64 else torch.float32, device=query.device)
         _FWD_PAGED_OUT(
             query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
             meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,
-            full_from, self.scale, out, None, views.layout)
+            full_from, self.scale, out, lse, views.layout)
+        if lse is not None:
+            learned_sinks.apply(out, lse, self.sinks, True, into=out)
         return output
 
     def _views(self, kv_cache: Tensor) -> CacheViews:

@@ -17,7 +17,8 @@ def mark_window_only_layers(hf_config, settings: dict[str, Any] | None = None) -
     """Sets `config.swaa` to `settings` (when given; else the config's own are used) and marks
     the window-only layers `sliding_attention` in `layer_types`, with `sliding_window` = the SWAA
     window. Returns False, changing nothing, when the config has no SWAA settings. Raises
-    ValueError when the model has sliding-window layers of its own (SWAA replaces them)."""
+    ValueError when the model has sliding-window layers of its own other than exactly the
+    window-only layers with the SWAA window (SWAA replaces them)."""
     text_config = hf_config.get_text_config()
     if settings is not None:
         text_config.swaa = dict(settings)
@@ -28,12 +29,18 @@ def mark_window_only_layers(hf_config, settings: dict[str, Any] | None = None) -
     layers = window_only_layers(config, num_layers)
     if not layers:
         return True
-    own = [t for t in getattr(text_config, "layer_types", None) or []
+    own = [i for i, t in enumerate(getattr(text_config, "layer_types", None) or [])
            if t not in ("full_attention", "attention")]
-    if own or getattr(text_config, "sliding_window", None) is not None:
+    own_window = getattr(text_config, "sliding_window", None)
+    # A model's own sliding layers are fine where SWAA marks exactly those layers with the same
+    # window (SWAAConfig.native, e.g. gpt-oss); any other own window would be applied by vLLM's
+    # model code on top of the SWAA rule.
+    same = own == layers and own_window == config.window
+    if (own or own_window is not None) and not same:
         raise ValueError("the model has its own sliding-window layers; SWAA settings replace "
                          "them, so serve the config saved by swaa_ext.adapt or override "
-                         "sliding_window / layer_types to full attention")
+                         "sliding_window / layer_types to full attention (or adapt with "
+                         "SWAAConfig.native, whose window-only layers are the model's own)")
     text_config.layer_types = ["sliding_attention" if i in layers else "full_attention"
                                for i in range(num_layers)]
     text_config.sliding_window = config.window

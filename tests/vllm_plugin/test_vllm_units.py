@@ -168,11 +168,22 @@ def test_marking_window_only_layers():
 
 
 def test_marking_refuses_a_models_own_sliding_layers():
+    """...unless they are exactly SWAA's window-only layers with the SWAA window
+    (SWAAConfig.native), which the marking then leaves as they are."""
     from swaa_ext.vllm.overrides import mark_window_only_layers
 
     config = _llama_config(swaa={"window": 64}, sliding_window=4096)
     with pytest.raises(ValueError, match="own sliding-window layers"):
         mark_window_only_layers(config)
+    own = ["sliding_attention", "full_attention"] * 3
+    native = SWAAConfig(64, 4, full_attention_layers="odd").to_dict()
+    config = _llama_config(swaa=native, sliding_window=64, layer_types=list(own))
+    assert mark_window_only_layers(config)
+    assert config.layer_types == own and config.sliding_window == 64
+    for other in ({"sliding_window": 128, "layer_types": list(own)},  # another window
+                  {"sliding_window": 64, "layer_types": own[::-1]}):  # other layers
+        with pytest.raises(ValueError, match="own sliding-window layers"):
+            mark_window_only_layers(_llama_config(swaa=native, **other))
 
 
 def test_hf_overrides_callable():
