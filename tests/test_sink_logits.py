@@ -166,7 +166,8 @@ def test_compiles_fullgraph():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule", [("default", 0), ("race_check", 0)], ids=lambda s: s[0])
+@pytest.mark.parametrize("schedule", [("default", 0), ("random", 1), ("warp_serial", 0),
+                                      ("race_check", 0)], ids=lambda s: s[0])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_emulated_cuda_kernels(dtype, schedule):
     """The CUDA forward, decode and backward kernels (emulated) with sink logits: dense (tile and
