@@ -126,7 +126,8 @@ struct PagedKVSource {
 };
 
 template <typename Traits, int kRows, bool kPaged>
-using KVSourceOf = std::conditional_t<kPaged, PagedKVSource<Traits, kRows>, KVSource<Traits, kRows>>;
+using KVSourceOf =
+    std::conditional_t<kPaged, PagedKVSource<Traits, kRows>, KVSource<Traits, kRows>>;
 
 // The K/V source of one (sequence, KV head): packed rows, or (kPaged) pages through the block
 // table, whose presence the launcher checked (params.block_table != nullptr).
@@ -135,8 +136,6 @@ __device__ __forceinline__ KVSourceOf<Traits, kRows, kPaged> kv_source(const Att
                                                                       const Sequence& seq,
                                                                       int64_t h_kv) {
   using Element = typename Traits::Element;
-  const auto* k = static_cast<const Element*>(p.k);
-  const auto* v = static_cast<const Element*>(p.v);
   if constexpr (kPaged) {
     const TwoRanges seen = key_ranges(seq.rule, 0, max64(seq.len_q, 1));
     const int64_t gap_begin = seen.second.empty() ? seq.len_k : seen.first.end;
@@ -144,8 +143,9 @@ __device__ __forceinline__ KVSourceOf<Traits, kRows, kPaged> kv_source(const Att
     return {&p, int(seq.b), int(h_kv), int(seq.len_k), int(gap_begin),
             int(max64(gap_end, gap_begin))};
   } else {
-    return {{k + seq.k_offset(p, h_kv), p.k_row_stride, seq.len_k},
-            {v + seq.v_offset(p, h_kv), p.v_row_stride, seq.len_k}};
+    const auto* k = static_cast<const Element*>(p.k) + seq.k_offset(p, h_kv);
+    const auto* v = static_cast<const Element*>(p.v) + seq.v_offset(p, h_kv);
+    return {{k, p.k_row_stride, seq.len_k}, {v, p.v_row_stride, seq.len_k}};
   }
 }
 
