@@ -42,7 +42,6 @@ Prints a table per dtype x length, writes JSON (every run's row and the settings
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -189,31 +188,17 @@ def plan(args, hf: dict) -> list[dict]:
 
 # --- FLOP model --------------------------------------------------------------------------------
 
-@functools.cache
-def keys_seen(length: int, window: int | None, sinks: int) -> int:
-    """Keys summed over the queries of a causal prompt: all earlier ones (window None), else the
-    last `window` (the query included) plus those of the first `sinks` not among them."""
-    if window is None:
-        return length * (length + 1) // 2
-    return sum(min(p + 1, window) + min(sinks, max(0, p + 1 - window)) for p in range(length))
-
-
 def prompt_flops(hf: dict, setup: Setup, length: int, window: int, sinks: int) -> float:
-    """FLOPs of one prompt: linear layers (2 per weight per token; the LM head once, at the last
-    position, the only one vLLM computes logits for) plus attention, 4 * heads * head_dim per
-    (query, key) pair (QK^T and PV). FA decode changes nothing in a prompt."""
-    hidden, inter = hf["hidden_size"], hf["intermediate_size"]
-    heads, kv_heads = hf["num_attention_heads"], hf["num_key_value_heads"]
-    head_dim = hf.get("head_dim") or hidden // heads
+    """FLOPs of one prompt under `setup` (swaa_ext.recipes.cost's FLOP model; vLLM computes
+    logits at the last position only, as it counts)."""
+    from swaa_ext import SWAAConfig
+    from swaa_ext.recipes.cost import prompt_flops as flops_of
+
     layers = hf["num_hidden_layers"]
-    per_layer = hidden * head_dim * (2 * heads + 2 * kv_heads) + 3 * hidden * inter
-    linear = 2 * per_layer * layers * length + 2 * hidden * hf["vocab_size"]
-    attention = 0
-    for layer in range(layers):
-        pairs = keys_seen(length, None if setup.is_full(layer) else window,
-                          sinks if setup.sinks else 0)
-        attention += 4 * heads * head_dim * pairs
-    return float(linear + attention)
+    if setup.full == "all":
+        return flops_of(hf, length, None)
+    full = [i for i in range(layers) if setup.is_full(i)]
+    return flops_of(hf, length, SWAAConfig(window, sinks if setup.sinks else 0, full))
 
 
 def flop_model(hf: dict, runs: list[dict]) -> dict[tuple[int, str], float]:

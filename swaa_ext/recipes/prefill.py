@@ -15,7 +15,7 @@ import torch
 from .eval import DTYPES, _csv
 from .grid import RECOMMENDED, build_grid
 from .models import add_model_argument, load
-from .runner import _Switch
+from .runner import ConfigSwitch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, _ = load(args.model, DTYPES[args.dtype])
-    grid, switch = build_grid(args.configs, args.window_fractions, args.sinks), _Switch(model)
+    grid, switch = build_grid(args.configs, args.window_fractions, args.sinks), ConfigSwitch(model)
     print(f"threads={torch.get_num_threads()} reps={args.reps} (+1 warm-up)")
     generator = torch.Generator().manual_seed(0)
     try:

@@ -44,7 +44,7 @@ class Record:
     well_formed: bool | None = None
 
 
-class _Switch:
+class ConfigSwitch:
     """Puts the model into one grid configuration at a time (restore, then adapt)."""
 
     def __init__(self, model: PreTrainedModel):
@@ -66,8 +66,9 @@ class _Switch:
             self.adapted = False
 
 
-def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor,
-              max_new_tokens: int, memory: PeakMemory) -> tuple[list[int], float, float, int]:
+def timed_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   ids: torch.Tensor, max_new_tokens: int,
+                   memory: PeakMemory) -> tuple[list[int], float, float, int]:
     """Greedy generation: (new token ids, prefill s, decode s, KV-cache bytes)."""
     clock = StepClock()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -90,7 +91,7 @@ def run_grid(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, samples
              warmup: bool = True, progress: bool = True) -> list[Record]:
     """Every sample under every configuration; the model is left as it was given."""
     device = next(model.parameters()).device
-    memory, switch = PeakMemory(device), _Switch(model)
+    memory, switch = PeakMemory(device), ConfigSwitch(model)
     records: list[Record] = []
     encoded = [torch.tensor([encode(tokenizer, style, s.prompt)], device=device) for s in samples]
     try:
@@ -98,13 +99,13 @@ def run_grid(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, samples
             short = encoded[0][:, -min(64, encoded[0].shape[1]):]
             for entry in grid:
                 switch.set(entry, short.shape[1])
-                _generate(model, tokenizer, short, 2, memory)
+                timed_generate(model, tokenizer, short, 2, memory)
         bar = tqdm(total=len(samples) * len(grid), desc="eval", disable=not progress)
         for sample, ids in zip(samples, encoded):
             for entry in grid:
                 window = switch.set(entry, ids.shape[1])
-                new, prefill, decode, kv = _generate(model, tokenizer, ids, sample.max_new_tokens,
-                                                     memory)
+                new, prefill, decode, kv = timed_generate(model, tokenizer, ids,
+                                                          sample.max_new_tokens, memory)
                 completion = tokenizer.decode(new, skip_special_tokens=True)
                 correct, prediction = exact_match(completion, sample.answers, sample.pattern,
                                                   sample.exclude)
