@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .recipes import cost
-from .recipes.eval import DTYPES, _csv, build_parser, run
+from .recipes.eval import _csv, build_parser, run
 from .recipes.grid import RECOMMENDED, build_grid
-from .recipes.models import load
 
 DEMO_DEFAULTS: dict[str, Any] = dict(
     tasks=["passkey"], lengths=[1024], samples=10, depths=[0.1, 0.3, 0.5, 0.7, 0.9],
@@ -65,10 +64,9 @@ def _add_cost_arguments(parser: argparse.ArgumentParser) -> None:
                        help="their window as a fraction of the prompt length")
 
 
-def long_prompt_section(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Times the cost configurations at the cost lengths, prints the table, appends it to
-    results.md and writes long_prompts.json."""
-    model, tokenizer = load(args.model, DTYPES[args.dtype], args.device)
+def long_prompt_section(args: argparse.Namespace, model, tokenizer) -> list[dict[str, Any]]:
+    """Times the cost configurations at the cost lengths on the evaluated model, prints the
+    table, appends it to results.md and writes long_prompts.json."""
     grid = build_grid(args.cost_configs, [args.cost_window_fraction], args.sinks)
     rows = cost.long_prompt_costs(model, tokenizer, grid, args.cost_lengths)
     table = (f"\n### What it costs at long prompts (random tokens, window "
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result["markdown"])
     print("\n".join(_verdict(result["summary"])))
     if args.cost_lengths:
-        long_prompt_section(args)
+        long_prompt_section(args, result["model"], result["tokenizer"])
     print(f"\nwrote {args.out}/results.json, results.md, tradeoff.png"
           f"{', long_prompts.json' if args.cost_lengths else ''} "
           f"({time.perf_counter() - started:.0f} s)")

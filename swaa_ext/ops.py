@@ -16,7 +16,8 @@ from . import _C  # noqa: F401  (loads the library that registers the ops)
 from . import sink_logits as learned_sinks
 
 
-def _lse_dtype(q: Tensor) -> torch.dtype:
+def lse_dtype(q: Tensor) -> torch.dtype:
+    """The LSE's dtype for inputs like q: float64 for float64, else float32."""
     return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
@@ -208,7 +209,7 @@ def run_paged_op(namespace, args: tuple, kv_layout: str, return_lse: bool,
     else:
         q = args[0]
         result = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
-        lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q)) if need_lse else None
+        lse = q.new_empty((q.shape[1], q.shape[0]), dtype=lse_dtype(q)) if need_lse else None
         namespace.fwd_paged_out(*args, result, lse, kv_layout)
     if sink_logits is not None:
         result, lse = learned_sinks.apply(result, lse, sink_logits, True, into=out)
@@ -299,7 +300,7 @@ def _fwd_fake(q, k, v, window, sinks, full_from, scale):
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, "
                          f"{v.device}")
-    lse = q.new_empty(q.shape[:3], dtype=_lse_dtype(q))
+    lse = q.new_empty(q.shape[:3], dtype=lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
 
@@ -321,7 +322,7 @@ def _fwd_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if t.device != q.device:
             raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
-    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
 
@@ -330,7 +331,7 @@ def _fwd_paged_fake(q, k_cache, v_cache, block_table, cu_seqlens_q, seqused_k, m
                     max_seqlen_k, window, sinks, full_from, scale, kv_layout="rows"):
     torch._check(q.dim() == 3 and k_cache.dim() == 4 and v_cache.dim() == 4,
                  lambda: "q must be 3-D, k_cache and v_cache 4-D")
-    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q))
+    lse = q.new_empty((q.shape[1], q.shape[0]), dtype=lse_dtype(q))
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
 

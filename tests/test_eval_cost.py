@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from eval_fixtures import byte_tokenizer, tiny_llama
 
@@ -79,3 +80,14 @@ def test_demo_end_to_end_on_a_model_directory(tmp_path, capsys):
                       "--depths", "0.5", "--out", str(tmp_path / "no_cost"), "--quiet",
                       "--cost-lengths", ""])
     assert code == 0 and not (tmp_path / "no_cost" / "long_prompts.json").exists()
+
+
+def test_long_prompt_costs_refuses_bad_lengths():
+    tokenizer = byte_tokenizer()
+    model = tiny_llama(len(tokenizer))
+    grid = build_grid(["fa"], [0.125], 4)
+    for lengths, match in (([], "lengths must be"), ([256, 0], "lengths must be")):
+        with pytest.raises(ValueError, match=match):
+            cost.long_prompt_costs(model, tokenizer, grid, lengths)
+    with pytest.raises(ValueError, match="new_tokens must be >= 1"):
+        cost.long_prompt_costs(model, tokenizer, grid, [64], new_tokens=0)

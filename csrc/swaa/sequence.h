@@ -11,6 +11,11 @@
 
 namespace swaa {
 
+// Sequence b's row of the block table (params.h): its pages in key order.
+SWAA_HOST_DEVICE const int32_t* block_table_row(const AttentionParams& p, int64_t b) {
+  return p.block_table + b * p.block_table_stride;
+}
+
 struct Sequence {
   int64_t b;        // batch row / sequence index
   int64_t q_begin;  // first query row in the (varlen: packed) row axis
@@ -62,9 +67,8 @@ struct Sequence {
   SWAA_HOST_DEVICE int64_t page_of(const AttentionParams& p, int64_t n) const {
     return page_row(p)[n / p.page_size];
   }
-  // This sequence's row of the block table: its pages in key order.
   SWAA_HOST_DEVICE const int32_t* page_row(const AttentionParams& p) const {
-    return p.block_table + b * p.block_table_stride;
+    return block_table_row(p, b);
   }
   // lse and (backward) delta share one layout.
   SWAA_HOST_DEVICE int64_t lse_offset(const AttentionParams& p, int64_t h) const {

@@ -53,6 +53,10 @@ def long_prompt_costs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     tokens, configurations alternating at each length after a short warm-up of each; the model
     is left as it was given. Rows: prefill seconds, decode seconds per token, and the prefill
     speedup over the first configuration measured and predicted (the FLOP model)."""
+    if not lengths or any(int(n) < 1 for n in lengths):
+        raise ValueError(f"lengths must be prompt lengths >= 1, got {list(lengths)}")
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
     hf = model.config.get_text_config().to_dict()
     memory, switch = PeakMemory(next(model.parameters()).device), ConfigSwitch(model)
     generator = torch.Generator().manual_seed(seed)

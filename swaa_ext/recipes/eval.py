@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (args.out / "results.md").write_text(table)
     plot(args.out / "tradeoff.png", summary,
          f"{args.model}: {', '.join(args.tasks)} @ {', '.join(map(str, args.lengths))} tokens")
-    return {"meta": meta, "summary": summary, "markdown": table, "records": records}
+    return {"meta": meta, "summary": summary, "markdown": table, "records": records,
+            "model": model, "tokenizer": tokenizer}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttenti
                                                  CPUAttentionMetadataBuilder)
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
-from .. import ops  # noqa: F401  (importing ops registers the custom ops)
+from .. import ops  # (importing ops also registers the custom ops)
 from .. import sink_logits as learned_sinks
 from . import kv_spec, paged
 from .paged import CacheViews
@@ -277,8 +277,8 @@ class SWAAImpl(AttentionImpl):
         views = self._views(kv_cache)
         lse = None
         if self.sinks is not None:
-            lse = torch.empty(self.num_heads, tokens, dtype=torch.float64 if query.dtype ==
-                              torch.float64 else torch.float32, device=query.device)
+            lse = torch.empty(self.num_heads, tokens, dtype=ops.lse_dtype(query),
+                              device=query.device)
         _FWD_PAGED_OUT(
             query[:tokens], views.keys, views.values, meta.block_table, meta.query_start_loc,
             meta.seq_lens, meta.max_query_len, meta.max_seq_len, rule.window, rule.sinks,

@@ -99,7 +99,7 @@ struct PagedKVSource {
     const int smem = Traits::smem_offset(row, col);
     const int rows_left = len - int(n0) - row;
     const int page_size = int(p->page_size);
-    const int32_t* pages = p->block_table + b * p->block_table_stride;
+    const int32_t* pages = block_table_row(*p, b);
     const Element* k = static_cast<const Element*>(p->k) + h_kv * p->k_head_stride + col;
     const Element* v = static_cast<const Element*>(p->v) + h_kv * p->k_head_stride + col;
     // Key n = n0 + row + i kRowStep sits at row in_page of table entry `entry`: one division per
