@@ -178,3 +178,29 @@ def check_decode_on_varlen(varlen_op, device: str, lens_q: list[int], lens_k: li
         atol = 2e-3 if dtype == torch.float16 else 1.6e-2  # bf16 keeps 3 fewer mantissa bits
         torch.testing.assert_close(got.double(), ref, atol=atol, rtol=0)
         torch.testing.assert_close(lse[:, rows][None].double(), ref_lse, atol=1e-3, rtol=1e-4)
+
+
+def check_rows_far_apart(attention, device: str) -> None:
+    """The tile loader addresses a row in 32 bits (row index x stride in bytes): K and V views
+    whose two rows lie 2^30 fp16 elements (2 GiB) apart must be copied by the boundary, not read
+    at a wrapped address. Forward and backward equal the same inputs made contiguous, exactly.
+    The buffers are torch.empty: only the pages the rows touch are ever written."""
+    d, stride = 64, 1 << 30
+    q = torch.randn(1, 1, 2, d, device=device, dtype=torch.float16, requires_grad=True)
+    rows = torch.randn(2, 2, d, device=device, dtype=torch.float16)
+    k, v = [torch.empty(stride + d, device=device, dtype=torch.float16)
+            .as_strided((1, 1, 2, d), (0, 0, stride, 1)) for _ in range(2)]
+    with torch.no_grad():
+        k.copy_(rows[0].view(1, 1, 2, d))
+        v.copy_(rows[1].view(1, 1, 2, d))
+    assert k.stride(2) * k.element_size() >= 1 << 31
+    k.requires_grad_(), v.requires_grad_()
+    out = attention(q, k, v, window=2, sinks=0)
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    expected = attention(*dense, window=2, sinks=0)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    for got, want in zip((q, k, v), dense):
+        torch.testing.assert_close(got.grad, want.grad, atol=0, rtol=0)

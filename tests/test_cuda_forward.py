@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cuda_kernel_cases import (CASES, DECODE_CASES, DTYPES, HEAD_DIMS, Case,
-                               check_decode_on_varlen, make_inputs, max_error)
+                               check_decode_on_varlen, check_rows_far_apart, make_inputs,
+                               max_error)
 
 import swaa_ext
 from swaa_ext import reference
@@ -104,6 +105,10 @@ def test_agrees_with_its_emulated_run(case: Case) -> None:
     out, lse = swaa_ext.sliding_attention(q.cuda(), k.cuda(), v.cuda(), *args, return_lse=True)
     torch.testing.assert_close(out.cpu(), expected, atol=1e-2, rtol=0)
     torch.testing.assert_close(lse.cpu(), expected_lse, atol=1e-4, rtol=1e-5)
+
+
+def test_rows_more_than_2_gib_apart() -> None:
+    check_rows_far_apart(swaa_ext.sliding_attention, "cuda")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cuda_kernel_cases import (BACKWARD_CASES, CASES, DTYPES, HEAD_DIMS, Case, gradient_errors,
+from cuda_kernel_cases import (BACKWARD_CASES, CASES, DTYPES, HEAD_DIMS, Case, check_rows_far_apart,
+                               gradient_errors,
                                gradients, make_inputs)
 
 emulated = pytest.importorskip("swaa_ext.emulated", reason="swaa_ext._C_emulated was not built")
@@ -98,6 +99,10 @@ def test_strided_grad_out_and_misaligned_inputs() -> None:
                                    d_o.contiguous())
     for g, e in zip(grads, expected):
         assert torch.equal(g, e)
+
+
+def test_rows_more_than_2_gib_apart_are_copied_not_misread() -> None:
+    check_rows_far_apart(emulated.sliding_attention, "cpu")
 
 
 def test_backward_bad_input_raises() -> None:

@@ -210,11 +210,11 @@ def test_check_flags_spills_and_regressions_over_ten_percent():
 
 def test_check_holds_each_kernel_to_its_target_on_sm80():
     committed = {"kernels": [_row()]}
-    assert report.TARGETS[("forward", 128)] == 5.2 and report.TARGETS[("dkdv", 128)] == 5.0
-    assert report.check({"kernels": [_row(per_hmma=5.2)]}, committed) == []
-    assert report.check({"kernels": [_row(per_hmma=5.3)]}, committed) == [
-        "forward bf16 D=128 sm_80: 5.3 instructions per HMMA, target 5.2"]
-    assert report.check({"kernels": [_row(per_hmma=5.3, arch="sm_90")]}, committed) == []
+    assert report.TARGETS[("forward", 128)] == 5.0 and report.TARGETS[("dkdv", 128)] == 5.0
+    assert report.check({"kernels": [_row(per_hmma=5.0)]}, committed) == []
+    assert report.check({"kernels": [_row(per_hmma=5.1)]}, committed) == [
+        "forward bf16 D=128 sm_80: 5.1 instructions per HMMA, target 5.0"]
+    assert report.check({"kernels": [_row(per_hmma=5.1, arch="sm_90")]}, committed) == []
     assert report.check({"kernels": [_row(kernel="dkdv", per_hmma=5.1)]}, committed) == [
         "dkdv bf16 D=128 sm_80: 5.1 instructions per HMMA, target 5.0"]
 

@@ -44,10 +44,17 @@ inline bool rows_aligned_for_kernel(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % kAlignBytes == 0 &&
          t.stride(0) % elems == 0 && t.stride(1) % elems == 0 && t.stride(2) % elems == 0;
 }
-// Views that are not (rare: offsets into a wider buffer) get one copy. clone, not contiguous(): a
-// contiguous tensor can still start at a misaligned address.
+// The tile loader addresses a row in 32 bits: row index times the row stride in bytes, which
+// must stay below 2^31 (tile_load.cuh, TileCopy).
+inline bool row_stride_fits_loader(const at::Tensor& t) {
+  return t.stride(2) * t.element_size() < (int64_t(1) << 31);
+}
+// Views that are not (rare: offsets into a wider buffer, rows of more than 2 GiB apart) get one
+// copy. clone, not contiguous(): a contiguous tensor can still start at a misaligned address.
 inline at::Tensor aligned_for_kernel(const at::Tensor& t) {
-  return rows_aligned_for_kernel(t) ? t : t.clone(at::MemoryFormat::Contiguous);
+  return rows_aligned_for_kernel(t) && row_stride_fits_loader(t)
+             ? t
+             : t.clone(at::MemoryFormat::Contiguous);
 }
 
 // The checks every CUDA kernel (forward and backward) needs beyond the common argument check

@@ -15,9 +15,10 @@ namespace swaa::cuda {
 // tiles; rows at or past `len` are zero-filled (cp.async reads no byte of them). Each thread
 // copies the same 16-byte column of rows r, r + kRowStep, ...: a compile-time trip count, and
 // since kRowStep is a multiple of the swizzle period its shared offsets differ by a constant.
-// Per tile: one 64-bit multiply-add for the first row, 32-bit bounds, and per copy a compare, a
-// 64-bit add and the copy. (Holding the thread's offsets across a loop instead costs registers
-// that ptxas then buys back by spilling, in the forward, or recomputing.)
+// Per copy: one 32 x 32 -> 64-bit multiply-add (row index times the row stride in bytes, onto
+// the thread's column), a 32-bit compare and the copy. (Holding the thread's offsets across a
+// loop instead costs registers that ptxas then buys back by spilling, in the forward, or
+// recomputing.)
 template <typename Traits, int kRows>
 struct TileCopy {
   using Element = typename Traits::Element;
@@ -30,24 +31,24 @@ struct TileCopy {
                 "a thread's rows must share one swizzle");
 
   const Element* gmem;  // row 0
-  int64_t row_stride;
+  int row_bytes;        // row stride in bytes: below 2^31 (the torch boundary checks)
   int len;              // lengths are below 2^31
 
   __device__ __forceinline__ TileCopy(const Element* gmem_, int64_t row_stride_, int64_t len_)
-      : gmem(gmem_), row_stride(row_stride_), len(int(len_)) {}
+      : gmem(gmem_), row_bytes(int(row_stride_ * int64_t(sizeof(Element)))), len(int(len_)) {}
 
   // Rows [row0, row0 + kRows) into `smem`. A row past `len` is copied with src-size 0: its
-  // address is formed but never read.
+  // address is formed but never read. Each address is one 32 x 32 -> 64-bit multiply-add.
   __device__ __forceinline__ void load(Element* smem, int64_t row0) const {
     const int row = threadIdx.x / Traits::kChunksPerRow;
     const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
-    const Element* from = gmem + (row0 + row) * row_stride + col;
+    const char* from = reinterpret_cast<const char*>(gmem + col);
     Element* to = smem + Traits::smem_offset(row, col);
-    const int rows_left = len - int(row0) - row;  // this thread's i-th row is in range iff
-    for (int i = 0; i < kPerThread; ++i) {       // i * kRowStep < rows_left
-      simt::cp_async_16(to + i * kRowStep * Traits::kHeadDim, from, i * kRowStep < rows_left);
-      from += kRowStep * row_stride;
-    }
+    const int first = int(row0) + row;
+    const int rows_left = len - first;  // this thread's i-th row is in range iff
+    for (int i = 0; i < kPerThread; ++i)  // i * kRowStep < rows_left
+      simt::cp_async_16(to + i * kRowStep * Traits::kHeadDim,
+                        from + int64_t(first + i * kRowStep) * row_bytes, i * kRowStep < rows_left);
   }
 };
 
@@ -192,8 +193,13 @@ struct CopyRing {
     simt::cp_async_commit();
   }
   __device__ __forceinline__ void advance() {
-    stage = stage + 1 == kStages ? 0 : stage + 1;
-    refill = refill + 1 == kStages ? 0 : refill + 1;
+    if constexpr (kStages == 2) {  // the compiler cannot know the stages are 0 and 1
+      stage ^= 1;
+      refill ^= 1;
+    } else {
+      stage = stage + 1 == kStages ? 0 : stage + 1;
+      refill = refill + 1 == kStages ? 0 : refill + 1;
+    }
   }
 };
 
