@@ -35,3 +35,12 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> transformers.LlamaForCausalLM:
         tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     config._attn_implementation = "sdpa"
     return transformers.LlamaForCausalLM(config).eval()
+
+
+def tiny_model_dir(path) -> str:
+    """The tiny Llama and the byte tokenizer saved as a checkpoint directory (what `--model`
+    takes); returns the directory as a string."""
+    tokenizer = byte_tokenizer()
+    tiny_llama(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

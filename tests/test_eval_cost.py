@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from eval_fixtures import byte_tokenizer, tiny_llama
+from eval_fixtures import byte_tokenizer, tiny_llama, tiny_model_dir
 
 from swaa_ext import SWAAConfig, demo, reference
 from swaa_ext.recipes import cost
@@ -60,12 +60,9 @@ def test_long_prompt_costs_rows_and_the_model_left_alone():
 
 
 def test_demo_end_to_end_on_a_model_directory(tmp_path, capsys):
-    tokenizer = byte_tokenizer()
-    model_dir = tmp_path / "tiny"
-    tiny_llama(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_model_dir(tmp_path / "tiny")
     out = tmp_path / "out"
-    code = demo.main(["--model", str(model_dir), "--lengths", "300", "--samples", "1",
+    code = demo.main(["--model", model_dir, "--lengths", "300", "--samples", "1",
                       "--depths", "0.5", "--sinks", "4", "--out", str(out), "--quiet",
                       "--cost-lengths", "256,384", "--cost-configs", "fa,swa+sinks"])
     assert code == 0
@@ -76,7 +73,7 @@ def test_demo_end_to_end_on_a_model_directory(tmp_path, capsys):
     assert "### What it costs at long prompts" in markdown and "| 384 | swa+sinks@0.125 |" in markdown
     printed = capsys.readouterr().out
     assert "What it costs at long prompts" in printed and "long_prompts.json" in printed
-    code = demo.main(["--model", str(model_dir), "--lengths", "300", "--samples", "1",
+    code = demo.main(["--model", model_dir, "--lengths", "300", "--samples", "1",
                       "--depths", "0.5", "--out", str(tmp_path / "no_cost"), "--quiet",
                       "--cost-lengths", ""])
     assert code == 0 and not (tmp_path / "no_cost" / "long_prompts.json").exists()

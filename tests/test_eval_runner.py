@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from eval_fixtures import byte_tokenizer, tiny_llama
+from eval_fixtures import byte_tokenizer, tiny_llama, tiny_model_dir
 from swaa_ext.recipes import eval as eval_cli
 from swaa_ext.recipes.grid import build_grid
 from swaa_ext.recipes.runner import run_grid
@@ -52,12 +52,9 @@ def test_window_changes_what_the_model_computes():
 
 @pytest.mark.slow  # the whole eval CLI: every recipe over two tasks
 def test_cli_end_to_end_on_a_model_directory(tmp_path, capsys):
-    tokenizer = byte_tokenizer()
-    model_dir = tmp_path / "tiny"
-    tiny_llama(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_model_dir(tmp_path / "tiny")
     out = tmp_path / "out"
-    code = eval_cli.main(["--model", str(model_dir), "--tasks", "passkey,kv_retrieval",
+    code = eval_cli.main(["--model", model_dir, "--tasks", "passkey,kv_retrieval",
                           "--lengths", "400", "--samples", "2", "--configs", ",".join(RECIPES),
                           "--window-fractions", "0.25", "--sinks", "4", "--out", str(out),
                           "--quiet"])

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from eval_fixtures import byte_tokenizer, tiny_llama
+from eval_fixtures import byte_tokenizer, tiny_llama, tiny_model_dir
 
 from swaa_ext.recipes import cost, prefill
 from swaa_ext.recipes.grid import build_grid
@@ -65,12 +65,9 @@ def test_bad_input_is_refused():
 
 
 def test_cli_on_a_model_directory(tmp_path, capsys):
-    tokenizer = byte_tokenizer()
-    model_dir = tmp_path / "tiny"
-    tiny_llama(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_model_dir(tmp_path / "tiny")
     out = tmp_path / "prefill.json"
-    assert prefill.main(["--model", str(model_dir), "--lengths", "128", "--configs", "fa,swa",
+    assert prefill.main(["--model", model_dir, "--lengths", "128", "--configs", "fa,swa",
                          "--window-fractions", "0.25", "--reps", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [(r["length"], r["config"], r["window"]) for r in data["rows"]] == [
@@ -78,5 +75,5 @@ def test_cli_on_a_model_directory(tmp_path, capsys):
     assert data["settings"]["reps"] == 2
     assert "| 128 | swa@0.25 | 32 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        prefill.main(["--model", str(model_dir), "--reps", "0"])
+        prefill.main(["--model", model_dir, "--reps", "0"])
     assert "--reps must be >= 1" in capsys.readouterr().err
