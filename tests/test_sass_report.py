@@ -324,3 +324,20 @@ def test_committed_report_meets_the_forward_targets():
         assert r["estimate"]["smem_bytes_per_flop"] <= 0.05, where
         assert r["spill_store_bytes"] == r["spill_load_bytes"] == 0, where
         assert r["estimate"]["warps_per_sm"] >= 8, where
+
+
+def test_the_unmasked_path_is_what_the_mask_branch_skips():
+    """A loop that branches around its mask: the block the branch skips (mostly mask-function
+    lines) is masked-only, with the instruction the compiler merged into it from another line
+    (the SEL); the mask set-up it hoisted above the branch (the IADD3) runs on every tile. An outer
+    branch that skips mostly other work (the @P5 one) is not taken for the mask."""
+    fn = sass.parse(fixture("mask_branch.sass"))["_Z11mask_kernelv"]
+    loop = loops.key_loop(fn)
+    assert loop == loops.Loop(0x10, 0x110)
+    assert loops.mask_blocks(fn, loop, FIXTURE_MASK) == [(0x70, 0xB0)]
+    c = loops.count(fn, FIXTURE_MASK)
+    assert (c.instructions_masked, c.instructions_unmasked, c.hmma) == (17, 13, 3)
+    assert c.by_mnemonic["IADD3"] == 1 and "SEL" not in c.by_mnemonic
+    assert "FSEL" not in c.by_mnemonic and "ISETP" not in c.by_mnemonic
+    # Without mask functions nothing is masked-only.
+    assert loops.count(fn, {}).instructions_unmasked == 17

@@ -7,9 +7,15 @@ loop's address range once, so a copy loop with a runtime trip count inside it co
 body and its remainder once each (reported as `inner_loops`).
 
 Masked path = the whole body. Unmasked path = the body minus the instructions that only the edge
-tiles run: those whose inline chain (nvcc -lineinfo, nvdisasm -gi) passes through the body of a
-mask function (MASK_FUNCTIONS, found by name in the kernel sources). No markers are emitted into
-the kernel: the kernels keep all PTX inside the SIMT layer (docs/architecture.md, "Testing CUDA kernels without a GPU").
+tiles run. Those are found from the control flow where the kernel branches around its mask: the
+instructions a forward conditional branch inside the body skips, when most of them come from a
+mask function (their inline chain, nvcc -lineinfo / nvdisasm -gi, passes through the body of one
+of MASK_FUNCTIONS, found by name in the kernel sources). That is exact either way the compiler
+moves code: an instruction it merged into the masked block from elsewhere (line info names the
+other source line) runs only on edge tiles, and mask set-up it hoisted before the branch runs on
+every tile. A loop with no such branch falls back to the line-info attribution alone. No markers
+are emitted into the kernel: the kernels keep all PTX inside the SIMT layer
+(docs/architecture.md, "Testing CUDA kernels without a GPU").
 """
 
 from __future__ import annotations
@@ -136,12 +142,39 @@ class LoopCounts:
         return self.hmma * FLOPS_PER_HMMA
 
 
+def mask_blocks(fn: Function, loop: Loop,
+                ranges: dict[str, list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """Address ranges [first, end) inside `loop` that a forward conditional branch skips and that
+    hold mostly mask-function instructions: the code only edge tiles run."""
+    ins = body(fn, loop)
+    found = []
+    for branch in ins:
+        if branch.mnemonic != "BRA" or not branch.predicate or branch.target not in fn.labels:
+            continue
+        target = fn.labels[branch.target]
+        if not branch.address < target <= loop.end:
+            continue
+        skipped = [i for i in ins if branch.address < i.address < target]
+        if 2 * sum(is_mask_only(i, ranges) for i in skipped) > len(skipped):
+            found.append((skipped[0].address, target))
+    return found
+
+
+def unmasked_path(fn: Function, loop: Loop,
+                  ranges: dict[str, list[tuple[int, int]]]) -> list[Instruction]:
+    """The loop body as a tile no mask touches runs it (module docstring)."""
+    blocks = mask_blocks(fn, loop, ranges)
+    if not blocks:
+        return [i for i in body(fn, loop) if not is_mask_only(i, ranges)]
+    return [i for i in body(fn, loop) if not any(lo <= i.address < hi for lo, hi in blocks)]
+
+
 def count(fn: Function, ranges: dict[str, list[tuple[int, int]]]) -> LoopCounts | None:
     loop = key_loop(fn)
     if loop is None:
         return None
     ins = body(fn, loop)
-    unmasked = [i for i in ins if not is_mask_only(i, ranges)]
+    unmasked = unmasked_path(fn, loop, ranges)
     # ptxas pads cp.async sequences with never-executed `@!PT LDS RZ, [RZ]`: counted as
     # instructions (they take issue slots), not as bytes.
     moving = [i for i in unmasked if i.predicate != "@!PT"]

@@ -42,13 +42,13 @@ struct TileCopy {
   __device__ __forceinline__ void load(Element* smem, int64_t row0) const {
     const int row = threadIdx.x / Traits::kChunksPerRow;
     const int col = (threadIdx.x % Traits::kChunksPerRow) * Traits::kChunkElems;
-    const char* from = reinterpret_cast<const char*>(gmem + col);
-    Element* to = smem + Traits::smem_offset(row, col);
     const int first = int(row0) + row;
+    const char* from = reinterpret_cast<const char*>(gmem + col) + int64_t(first) * row_bytes;
+    Element* to = smem + Traits::smem_offset(row, col);
     const int rows_left = len - first;  // this thread's i-th row is in range iff
     for (int i = 0; i < kPerThread; ++i)  // i * kRowStep < rows_left
       simt::cp_async_16(to + i * kRowStep * Traits::kHeadDim,
-                        from + int64_t(first + i * kRowStep) * row_bytes, i * kRowStep < rows_left);
+                        from + int64_t(i * kRowStep) * row_bytes, i * kRowStep < rows_left);
   }
 };
 
