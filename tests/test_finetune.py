@@ -269,6 +269,10 @@ def test_bad_distillation_inputs_are_clear_errors(tmp_path, tokenizer):
         distilling.save_dataset(rejected, tmp_path, "cmd", "t")
     with pytest.raises(ValueError, match="unadapted full-attention model"):
         distilling.teacher_responder(swaa_ext.adapt(tiny_model("llama"), RECIPE), tokenizer)
+    # A portable checkpoint (settings saved in config.swaa, its own attention) can teach.
+    portable = tiny_model("llama")
+    portable.config.swaa = swaa_ext.adapt(tiny_model("llama"), RECIPE).config.swaa
+    assert callable(distilling.teacher_responder(portable, tokenizer))
 
 
 def test_collator_packs_examples_with_their_own_boundaries():

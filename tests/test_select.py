@@ -208,6 +208,21 @@ def test_the_model_is_left_unadapted_and_an_adapted_one_is_refused():
         kl(model)
 
 
+def test_a_portable_checkpoint_is_measured_as_its_base_model(tmp_path):
+    """The fine-tuning recipe's merged model loads with `config.swaa` but runs its own attention:
+    it is measured like the same weights without the settings, which it keeps afterwards."""
+    from transformers import AutoModelForCausalLM
+    swaa_ext.adapt(tiny_model("llama", seed=5), SWAAConfig(
+        window=4, sinks=1, full_attention_layers=[1], fa_decode=True)).save_pretrained(
+            tmp_path, require_swaa=False)
+    portable = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    saved = dict(portable.config.swaa)
+    assert not swaa_ext.hf.is_adapted(portable)
+    assert kl(portable) == kl(tiny_model("llama", seed=5))
+    assert portable.config.swaa == saved and not swaa_ext.hf.is_adapted(portable)
+    assert portable.config._attn_implementation == "sdpa"
+
+
 def _count_forwards(model) -> list[int]:
     calls = [0]
     model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))

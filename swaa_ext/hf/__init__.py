@@ -13,7 +13,7 @@ entry: per-layer window/sinks/FA decode), cache.py (SinkWindowLayer, SWAACache),
 pretrained.py (offline SmolLM2 loader).
 """
 
-from .adapt import adapt, restore
+from .adapt import adapt, is_adapted, restore
 from .attention import ATTN_IMPLEMENTATION, FULL_FROM_KWARG, prompt_boundary
 from .cache import CacheMemory, SWAACache, cache_memory
 from .registration import register
@@ -21,4 +21,4 @@ from .registration import register
 register()
 
 __all__ = ["ATTN_IMPLEMENTATION", "FULL_FROM_KWARG", "CacheMemory", "SWAACache", "adapt",
-           "cache_memory", "prompt_boundary", "restore"]
+           "cache_memory", "is_adapted", "prompt_boundary", "restore"]

@@ -102,10 +102,16 @@ def adapt(model: torch.nn.Module, config: SWAAConfig | None = None) -> torch.nn.
     return model
 
 
+def is_adapted(model: torch.nn.Module) -> bool:
+    """Whether `model` runs SWAA now (adapt() was called and not undone). A portable checkpoint
+    loaded by plain transformers carries `config.swaa` but runs its own attention: not adapted."""
+    return hasattr(model, _PREVIOUS)
+
+
 def restore(model: torch.nn.Module) -> torch.nn.Module:
     """Undo adapt(): the previous attention implementation, no `swaa` settings, the class's
     generate. Weights are never touched, so logits are exactly the original ones."""
-    if not hasattr(model, _PREVIOUS):
+    if not is_adapted(model):
         raise ValueError(f"{type(model).__name__} was not adapted with swaa_ext.adapt")
     text_config = _text_config(model)
     model.set_attn_implementation(getattr(model, _PREVIOUS))

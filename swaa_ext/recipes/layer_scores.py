@@ -223,13 +223,18 @@ def measure(model: PreTrainedModel, examples: Sequence[Example], recipe: SWAACon
             cache: MeasurementCache | None = None, batch_size: int = 1,
             progress: bool = True) -> Measurement:
     """Each example's per-layer scores under `recipe` (its window, sinks and fa_decode; its
-    full_attention_layers are ignored). The model must be unadapted; it is left so."""
+    full_attention_layers are ignored). The model must be unadapted; it is left so. A portable
+    checkpoint's saved settings (`config.swaa` of a model that runs its own attention, as the
+    fine-tuning recipe's merged model loads) are set aside while measuring and put back."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    text_config = model.config.get_text_config(decoder=True)
-    if getattr(text_config, "swaa", None) is not None:
+    if hf.is_adapted(model):
         raise ValueError("measure needs the unadapted model (it adapts it layer by layer): "
                          "call swaa_ext.restore(model) first")
+    text_config = model.config.get_text_config(decoder=True)
+    saved = getattr(text_config, "swaa", None)
+    if saved is not None:
+        del text_config.swaa
     cache = cache or MeasurementCache(None)
     device = next(model.parameters()).device.type
     fingerprint = model_fingerprint(model)
@@ -262,8 +267,10 @@ def measure(model: PreTrainedModel, examples: Sequence[Example], recipe: SWAACon
                         all_sliding_nll_rise=everything[j][1]))
     finally:
         bar.close()
-        if getattr(text_config, "swaa", None) is not None:
+        if hf.is_adapted(model):
             hf.restore(model)
+        if saved is not None:
+            text_config.swaa = saved
     scores = [cache.get(k) for k in keys]
     if any(len(s.kl) != num_layers for s in scores):
         raise RuntimeError("cached scores do not have one value per layer of this model")

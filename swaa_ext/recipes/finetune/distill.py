@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ...hf import is_adapted
 from ..prompts import PromptStyle, encode
 from ..scoring import exact_match
 from ..tasks import FILLERS, TASKS, TaskOptions, haystack_of, make_sample
@@ -149,7 +150,7 @@ def teacher_responder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Generation by the unadapted model (the teacher is the model before SWA): sample 0 of a
     prompt greedy, samples 1, 2, ... drawn at `temperature` (> 0; no top-k / top-p), each from
     a generator seeded by (seed, prompt tokens, sample index), so a rerun draws the same."""
-    if getattr(model.config, "swaa", None) is not None:
+    if is_adapted(model):
         raise ValueError("distillation needs the unadapted full-attention model as the teacher; "
                          "this one was adapted (swaa_ext.restore(model) first)")
     if temperature < 0:
