@@ -9,7 +9,9 @@ import pytest
 
 from swaa_ext import PRESETS
 from swaa_ext.recipes.grid import FULL_WINDOW, build_grid, describe, parse_recipe
-from swaa_ext.recipes.report import markdown, plot, summarize, write_json
+from swaa_ext.recipes.report import main as report_main
+from swaa_ext.recipes.report import markdown, paired, plot, summarize, write_json
+from swaa_ext.recipes.scoring import mcnemar_exact
 from swaa_ext.recipes.runner import Record
 
 
@@ -111,3 +113,51 @@ def test_writers_produce_valid_json_markdown_and_png(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(tmp_path / "p.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_paired_comparisons_count_the_discordant_prompts():
+    grid, records = _fixture()
+    # fa_kernel misses prompts 1 and 2 too; swa@0.25 is right only on prompt 0.
+    records = [r for r in records if not (r.config == "fa_kernel" and r.index in (1, 2))]
+    records += [_record("fa_kernel", 1, False, 3.2), _record("fa_kernel", 2, False, 4.8)]
+    rows = {(p["first"], p["second"]): p for p in paired(records, [e.name for e in grid])}
+    assert list(rows) == [("fa", "fa_kernel"), ("fa", "swa@0.25"), ("fa_kernel", "swa@0.25")]
+    fa_swa = rows[("fa", "swa@0.25")]
+    assert (fa_swa["prompts"], fa_swa["only_first"], fa_swa["only_second"]) == (4, 3, 0)
+    assert fa_swa["p_mcnemar"] == pytest.approx(2 / 8)
+    kernel_swa = rows[("fa_kernel", "swa@0.25")]
+    assert (kernel_swa["only_first"], kernel_swa["only_second"]) == (1, 0)
+    assert rows[("fa", "fa_kernel")]["only_first"] == 2
+    # Pairs are by prompt: a prompt only one configuration ran is not counted.
+    extra = paired(records + [_record("swa@0.25", 9, True, 1.0)], ["fa", "swa@0.25"])
+    assert extra[0]["prompts"] == 4 and extra[0]["only_second"] == 0
+
+
+def test_mcnemar_exact_two_sided_binomial():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(5, 5) == 1.0
+    with pytest.raises(ValueError, match="discordant counts"):
+        mcnemar_exact(-1, 2)
+
+
+def test_rerender_rebuilds_the_report_from_the_records(tmp_path, capsys):
+    grid, records = _fixture()
+    summary = summarize(records, [describe(e) for e in grid])
+    meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "device": "cpu",
+            "threads": 2}
+    write_json(tmp_path / "results.json", meta, summary, records)
+    written = json.loads((tmp_path / "results.json").read_text())
+    del written["paired"]  # as results written before the paired table existed
+    (tmp_path / "results.json").write_text(json.dumps(written))
+    assert report_main([str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["summary"] == json.loads(json.dumps(summary))
+    assert again["paired"] == paired(records, [e.name for e in grid])
+    table = (tmp_path / "results.md").read_text()
+    assert table == markdown(meta, summary, again["paired"]) and "exact McNemar" in table
+    assert "| fa | swa@0.25 | 4 | 3 | 0 | 0.25 |" in table
+    assert capsys.readouterr().out.strip() == table.strip()
+    with pytest.raises(SystemExit, match="results.json not found"):
+        report_main([str(tmp_path / "nope")])

@@ -19,7 +19,7 @@ import torch
 from .grid import DEFAULT_RECIPES, build_grid, describe
 from .models import add_model_argument, load
 from .prompts import PromptStyle
-from .report import markdown, plot, summarize, write_json
+from .report import markdown, paired, plot, summarize, write_json
 from .runner import run_grid
 from .tasks import TASKS, TaskOptions, make_samples
 
@@ -103,9 +103,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "prompt_tokens": sorted({s.n_tokens for s in samples}),
     }
     summary = summarize(records, [describe(e) for e in grid])
+    pairs = paired(records, [row["name"] for row in summary])
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "results.json", meta, summary, records)
-    table = markdown(meta, summary)
+    write_json(args.out / "results.json", meta, summary, records, pairs)
+    table = markdown(meta, summary, pairs)
     (args.out / "results.md").write_text(table)
     plot(args.out / "tradeoff.png", summary,
          f"{args.model}: {', '.join(args.tasks)} @ {', '.join(map(str, args.lengths))} tokens")

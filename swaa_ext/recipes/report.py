@@ -1,20 +1,30 @@
 """Aggregates run records into accuracy (with Wilson 95 % intervals) and cost per configuration,
-overall and by task, length and depth; writes them as JSON, a markdown table and the paper's
-trade-off plot (accuracy against prefill time)."""
+overall and by task, length and depth, and paired comparisons of the configurations (exact
+McNemar on the same prompts); writes them as JSON, a markdown table and the paper's trade-off
+plot (accuracy against prefill time).
+
+    python -m swaa_ext.recipes.report DIR   # rewrite DIR/results.md (and the JSON's summary)
+                                            # from DIR/results.json's records
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import itertools
 import json
 import math
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .grid import GridEntry
 from .runner import Record
-from .scoring import wilson_interval
+from .scoring import mcnemar_exact, wilson_interval
 
 BASELINES = ("fa", "fa_kernel")  # prefill speed-ups are reported against both
 
@@ -77,9 +87,31 @@ def summarize(records: Sequence[Record], configs: Sequence[dict[str, Any]]) -> l
     return rows
 
 
+def _prompt(r: Record) -> tuple[str, int, int]:
+    return r.task, r.target_tokens, r.index
+
+
+def paired(records: Sequence[Record], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Every two configurations (in grid order) on the prompts both ran: how many only the first
+    got right, how many only the second, and the exact McNemar p of that split. Each grid
+    configuration runs the same prompts, so these pairs are the accuracy difference's test."""
+    outcome = {name: {_prompt(r): r.correct for r in group}
+               for name, group in _grouped(records, lambda r: r.config).items()}
+    rows = []
+    for first, second in itertools.combinations([n for n in names if n in outcome], 2):
+        shared = outcome[first].keys() & outcome[second].keys()
+        only_first = sum(outcome[first][k] and not outcome[second][k] for k in shared)
+        only_second = sum(outcome[second][k] and not outcome[first][k] for k in shared)
+        rows.append({"first": first, "second": second, "prompts": len(shared),
+                     "only_first": only_first, "only_second": only_second,
+                     "p_mcnemar": mcnemar_exact(only_first, only_second)})
+    return rows
+
+
 def write_json(path: Path, meta: dict[str, Any], summary: list[dict[str, Any]],
-               records: Sequence[Record]) -> None:
-    path.write_text(json.dumps({"meta": meta, "summary": summary,
+               records: Sequence[Record], pairs: list[dict[str, Any]] | None = None) -> None:
+    pairs = paired(records, [row["name"] for row in summary]) if pairs is None else pairs
+    path.write_text(json.dumps({"meta": meta, "summary": summary, "paired": pairs,
                                 "records": [asdict(r) for r in records]}, indent=1))
 
 
@@ -103,7 +135,18 @@ def _breakdown(summary: list[dict[str, Any]], field: str, title: str) -> list[st
     return lines
 
 
-def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+def _paired_table(pairs: list[dict[str, Any]]) -> list[str]:
+    lines = ["\n**Paired: the same prompts under two configurations (exact McNemar)**\n",
+             "| first | second | prompts | right only with the first | right only with the "
+             "second | p |", "|---|---|---|---|---|---|"]
+    for row in pairs:
+        lines.append(f"| {row['first']} | {row['second']} | {row['prompts']} | "
+                     f"{row['only_first']} | {row['only_second']} | {row['p_mcnemar']:.2g} |")
+    return lines
+
+
+def markdown(meta: dict[str, Any], summary: list[dict[str, Any]],
+             pairs: list[dict[str, Any]] | None = None) -> str:
     lines = [
         "| config | window | sinks | FA layers | FA decode | accuracy [95 % CI] (k/n) | "
         "right form | prefill ms (median) | speed-up vs fa | vs fa_kernel | decode ms/token | "
@@ -125,6 +168,8 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     for field, title in (("by_task", "task"), ("by_length", "length (tokens)"),
                          ("by_depth", "needle depth")):
         lines += _breakdown(summary, field, title)
+    if pairs:
+        lines += _paired_table(pairs)
     header = (f"Model: {meta.get('model')} · tasks: {', '.join(meta.get('tasks', []))} · "
               f"{meta.get('samples')} samples per task and length · seed {meta.get('seed')} · "
               f"{meta.get('device')}, {meta.get('threads')} threads")
@@ -152,3 +197,37 @@ def plot(path: Path, summary: list[dict[str, Any]], title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rerender(folder: Path) -> str:
+    """Rebuild an evaluation's summary, paired comparisons and results.md from the records in
+    folder/results.json (for results written before a table existed, or to check one)."""
+    path = folder / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: pass the --out folder of an evaluation")
+    data = json.loads(path.read_text())
+    records = [Record(**r) for r in data["records"]]
+    entry_fields = [f.name for f in dataclasses.fields(GridEntry)]
+    configs = [{k: row[k] for k in entry_fields if k in row} for row in data["summary"]]
+    summary = summarize(records, configs)
+    pairs = paired(records, [row["name"] for row in summary])
+    write_json(path, data["meta"], summary, records, pairs)
+    table = markdown(data["meta"], summary, pairs)
+    (folder / "results.md").write_text(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.report",
+                                     description=rerender.__doc__)
+    parser.add_argument("folder", type=Path, help="an evaluation's --out folder")
+    args = parser.parse_args(argv)
+    try:
+        print(rerender(args.folder))
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,23 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..scoring import mcnemar_exact
+
 ALL = "all"
-
-
-def mcnemar_exact(only_before: int, only_after: int) -> float:
-    """Two-sided exact McNemar p-value: the probability, under "before and after are equally
-    likely to be the one that is right", of a split of the discordant pairs at least this
-    uneven. 1.0 with no discordant pair."""
-    n = only_before + only_after
-    if n == 0:
-        return 1.0
-    k = min(only_before, only_after)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def _outcomes(evaluation: dict) -> dict[tuple[str, str, int], bool]:
