@@ -14,9 +14,9 @@
 // CPU through the SIMT emulator (g++ -DSWAA_SIMT_HOST).
 //
 // Occupancy: a dkdv block has 256 threads, so at its register count (near the 255 cap) one block
-// of 8 warps fits an SM on both archs: registers, not shared memory, bound it, and a larger
-// D=128 tile would spill. A dq block has 128 threads. Registers, spills, shared memory and the
-// hot loops' SASS counts are measured by `make sass-report` and read in docs/sass-report.md.
+// of 8 warps fits an SM on both archs: registers bind it (at D=128 shared memory too). A dq
+// block has 128 threads. Registers, spills, shared memory and the hot loops' SASS counts are
+// measured by `make sass-report` and read in docs/sass-report.md.
 #pragma once
 #include "../params.h"
 #include "../sequence.h"
@@ -141,10 +141,43 @@ __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int s
   }
 }
 
+// This warp's K and V rows, the A operands of S^T = K Q^T and dP^T = V dO^T. Held: fragments
+// loaded once (hold(), when the block's K/V copies have landed). Not held (the registers go to
+// the dK/dV accumulators and a larger query tile): re-read from shared memory one 16-wide step
+// at a time, on every query tile.
+template <typename Traits, bool kHeld = Traits::kHoldKV>
+struct WarpKV;
+
+template <typename Traits>
+struct WarpKV<Traits, true> {
+  SharedRows<Traits> k_rows, v_rows;
+  uint32_t k[Traits::kDSteps][4], v[Traits::kDSteps][4];
+  __device__ __forceinline__ WarpKV(const KVSmem<Traits>& sm, int warp, int lane)
+      : k_rows(sm.k, warp, lane), v_rows(sm.v, warp, lane) {}
+  __device__ __forceinline__ void hold() {
+    for (int ds = 0; ds < Traits::kDSteps; ++ds) {
+      k_rows.get(0, ds, k[ds]);
+      v_rows.get(0, ds, v[ds]);
+    }
+  }
+  __device__ __forceinline__ RegisterRows<Traits> keys() const { return {k}; }
+  __device__ __forceinline__ RegisterRows<Traits> values() const { return {v}; }
+};
+
+template <typename Traits>
+struct WarpKV<Traits, false> {
+  SharedRows<Traits> k_rows, v_rows;
+  __device__ __forceinline__ WarpKV(const KVSmem<Traits>& sm, int warp, int lane)
+      : k_rows(sm.k, warp, lane), v_rows(sm.v, warp, lane) {}
+  __device__ __forceinline__ void hold() {}
+  __device__ __forceinline__ const SharedRows<Traits>& keys() const { return k_rows; }
+  __device__ __forceinline__ const SharedRows<Traits>& values() const { return v_rows; }
+};
+
 // dV += P^T dO and dK += dS^T Q for this warp's 16 keys and one query stage.
 template <typename Traits>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
-                                          float (&dv)[Traits::kDTiles][4],
+                                          float (&dv)[Traits::kDTiles][4], const WarpKV<Traits>& kv,
                                           const KVSmem<Traits>& sm, int stage, const MaskRule& rule,
                                           bool masked, int64_t key0, int64_t m0, float scale_log2,
                                           int warp, int lane) {
@@ -155,14 +188,10 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   const float* delta = sm.delta + stage * Traits::kBlockM;
 
   // S^T = K Q^T and dP^T = V dO^T: keys are the rows, so P^T and dS^T come out in accumulator
-  // layout, which is the A operand of the two products below. The K/V fragments are reloaded
-  // per stage rather than held: registers go to the dK/dV accumulators.
-  uint32_t frag[Traits::kDSteps][4];
+  // layout, which is the A operand of the two products below.
   float s[kQTiles][4], dp[kQTiles][4];
-  load_row_fragments<Traits>(frag, sm.k, warp, lane);
-  qk_scores<Traits>(s, frag, q, lane);
-  load_row_fragments<Traits>(frag, sm.v, warp, lane);
-  qk_scores<Traits>(dp, frag, d_o, lane);
+  qk_scores<Traits>(s, kv.keys(), q, lane);
+  qk_scores<Traits>(dp, kv.values(), d_o, lane);
   if (masked) apply_mask_transposed(s, rule, key0, m0, lane);
   softmax_backward(s, dp, scale_log2, [&](int nt, int e, float& l, float& d) {
     const int col = nt * kMmaN + Accumulator::col(lane, e);
@@ -209,6 +238,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   simt::cp_async_commit();
   CopyRing<Traits::kStages> ring;
   ring.start(n_visits, load_visit);
+  WarpKV<Traits> kv(sm, warp, lane);
+  if (Traits::kHoldKV && n_visits > 0) {
+    ring.wait_for_resident();  // K and V
+    kv.hold();
+  }
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t key0 = n0 + warp * Traits::kRowsPerWarp;
@@ -221,8 +255,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   for (int t = 0; t < n_visits; ++t) {
     ring.next_tile(t, n_visits, load_visit);
     const int block = order.block(visit.t);
-    dkdv_tile<Traits>(dk, dv, sm, ring.stage, rule, !warp_visibility.fully_visible(block), key0,
-                      int64_t(block) * kBlockM, scale_log2, warp, lane);
+    dkdv_tile<Traits>(dk, dv, kv, sm, ring.stage, rule, !warp_visibility.fully_visible(block),
+                      key0, int64_t(block) * kBlockM, scale_log2, warp, lane);
     visit.advance(order.n_visits);
     ring.advance();
   }
@@ -282,6 +316,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
   uint32_t q_frag[Traits::kDSteps][4], do_frag[Traits::kDSteps][4];
   load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
   load_row_fragments<Traits>(do_frag, smem_do, warp, lane);
+  const RegisterRows<Traits> q_rows{q_frag}, do_rows{do_frag};
 
   const float scale_log2 = float(p.scale * kLog2e);
   // Per warp: only its rows decide whether it masks (rows past len_q have P = 0). Tiles are
@@ -294,8 +329,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
     const int block = order.block(t);
     const Element* k_tile = smem_k + ring.stage * Traits::kSmemKElems;
     float s[Traits::kNTiles][4], dp[Traits::kNTiles][4];
-    qk_scores<Traits>(s, q_frag, k_tile, lane);
-    qk_scores<Traits>(dp, do_frag, smem_v + ring.stage * Traits::kSmemKElems, lane);
+    qk_scores<Traits>(s, q_rows, k_tile, lane);
+    qk_scores<Traits>(dp, do_rows, smem_v + ring.stage * Traits::kSmemKElems, lane);
     if (!warp_visibility.fully_visible(block))
       apply_mask(s, rule, warp_row0, int64_t(block) * kBlockN, lane);
     softmax_backward(s, dp, scale_log2, [&](int, int e, float& l, float& d) {

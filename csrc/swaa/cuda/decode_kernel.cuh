@@ -163,6 +163,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
   ring.wait_for_resident();
   uint32_t q_frag[Traits::kDSteps][4];
   load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
+  const RegisterRows<Traits> q_rows{q_frag};
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t warp_row0 = db.row0 + warp * Traits::kRowsPerWarp;
@@ -180,7 +181,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
     if (warp_has_rows) {
       const int block = order.block(db.t_begin + t);
       float s[Traits::kNTiles][4];
-      qk_scores<Traits>(s, q_frag, smem_k + ring.stage * Traits::kSmemKVElems, lane);
+      qk_scores<Traits>(s, q_rows, smem_k + ring.stage * Traits::kSmemKVElems, lane);
       if (!visibility.fully_visible(block))
         apply_mask_packed(s, seq.rule, query, int64_t(block) * kBlockN, lane);
       online_softmax<Traits>(s, o, st, scale_log2);

@@ -22,18 +22,37 @@ struct Accumulator {
   static __device__ __forceinline__ int pair_col(int lane) { return 2 * (lane % 4); }
 };
 
+// This warp's rows of a shared tile as mma A fragments, read by ldmatrix on every get(): m-tile
+// mt is rows warp * kRowsPerWarp + 16 mt + [0, 16), step ds the head dim's 16-wide slice ds.
+// Costs one step's registers where held fragments cost kDSteps'.
+template <typename Traits>
+struct SharedRows {
+  using Element = typename Traits::Element;
+  const Element* smem;  // this lane's ldmatrix address of m-tile 0, column 0, minus the swizzle
+  int offset[Traits::kStepsPerSpan];  // ...which these add, per 16-wide step of a swizzle span
+
+  __device__ __forceinline__ SharedRows(const Element* tile, int warp, int lane) : smem(tile) {
+    // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
+    const int row = warp * Traits::kRowsPerWarp + lane % 16;
+    for (int c = 0; c < Traits::kStepsPerSpan; ++c)
+      offset[c] = Traits::smem_offset(row, c * kMmaK + (lane / 16) * 8);
+  }
+  // Rows 16 mt + [0, 16) are whole swizzle groups below row 0: a constant step (kernel_traits.h).
+  __device__ __forceinline__ void get(int mt, int ds, uint32_t (&a)[4]) const {
+    simt::ldmatrix_x4(a, smem + offset[ds % Traits::kStepsPerSpan] +
+                             (ds / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
+                             mt * kMmaM * Traits::kHeadDim);
+  }
+};
+
 // This warp's 16 rows of a shared tile (the backward's and decode's rows, one m-tile per warp)
-// as mma A fragments, one per 16-wide slice of the head dim.
+// as mma A fragments, one per 16-wide slice of the head dim, to hold in registers.
 template <typename Traits>
 __device__ __forceinline__ void load_row_fragments(uint32_t (&frag)[Traits::kDSteps][4],
                                                    const typename Traits::Element* smem,
                                                    int warp, int lane) {
-  // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
-  const int row = warp * Traits::kRowsPerWarp + lane % 16;
-  for (int ds = 0; ds < Traits::kDSteps; ++ds) {
-    const int col = ds * kMmaK + (lane / 16) * 8;
-    simt::ldmatrix_x4(frag[ds], smem + Traits::smem_offset(row, col));
-  }
+  const SharedRows<Traits> rows(smem, warp, lane);
+  for (int ds = 0; ds < Traits::kDSteps; ++ds) rows.get(0, ds, frag[ds]);
 }
 
 // The A operand of a product over the head dim for one m-tile, held in registers for the whole
@@ -51,31 +70,20 @@ struct RegisterRows {
 // (ldmatrix) on every key tile; kernel_traits.h weighs registers against shared-memory bytes.
 template <typename Traits>
 struct QueryRows {
-  using Element = typename Traits::Element;
   static constexpr int kHeld = Traits::kQRegisterSteps > 0 ? Traits::kQRegisterSteps : 1;
   uint32_t frag[Traits::kMTiles][kHeld][4];
-  const Element* smem;  // this lane's ldmatrix address of m-tile 0, column 0, minus the swizzle
-  int offset[Traits::kStepsPerSpan];  // ...which these add, per 16-wide step of a swizzle span
+  SharedRows<Traits> shared;
 
-  __device__ __forceinline__ QueryRows(const Element* smem_q, int warp, int lane) : smem(smem_q) {
-    // ldmatrix.x4: lanes 0-15 address rows 0-15 at column 0, lanes 16-31 the same rows at column 8.
-    const int row = warp * Traits::kRowsPerWarp + lane % 16;
-    for (int c = 0; c < Traits::kStepsPerSpan; ++c)
-      offset[c] = Traits::smem_offset(row, c * kMmaK + (lane / 16) * 8);
+  __device__ __forceinline__ QueryRows(const typename Traits::Element* smem_q, int warp, int lane)
+      : shared(smem_q, warp, lane) {
     for (int mt = 0; mt < Traits::kMTiles; ++mt)
-      for (int ds = 0; ds < Traits::kQRegisterSteps; ++ds) load(mt, ds, frag[mt][ds]);
-  }
-  // Rows 16 mt + [0, 16) are whole swizzle groups below row 0: a constant step (kernel_traits.h).
-  __device__ __forceinline__ void load(int mt, int ds, uint32_t (&a)[4]) const {
-    simt::ldmatrix_x4(a, smem + offset[ds % Traits::kStepsPerSpan] +
-                             (ds / Traits::kStepsPerSpan) * Traits::kSwizzleSpan +
-                             mt * kMmaM * Traits::kHeadDim);
+      for (int ds = 0; ds < Traits::kQRegisterSteps; ++ds) shared.get(mt, ds, frag[mt][ds]);
   }
   __device__ __forceinline__ void get(int mt, int ds, uint32_t (&a)[4]) const {
     if (ds < Traits::kQRegisterSteps) {
       for (int i = 0; i < 4; ++i) a[i] = frag[mt][ds][i];
     } else {
-      load(mt, ds, a);
+      shared.get(mt, ds, a);
     }
   }
 };
@@ -112,13 +120,11 @@ __device__ __forceinline__ void qk_scores(float (&s)[kMTiles][kNTiles][4], const
   }
 }
 
-// One m-tile of A rows held in registers (fragments as load_row_fragments gives them).
-template <typename Traits, int kNTiles>
-__device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4],
-                                          const uint32_t (&a_frag)[Traits::kDSteps][4],
+// One m-tile of A rows (`rows`: RegisterRows or SharedRows).
+template <typename Traits, int kNTiles, typename Rows>
+__device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4], const Rows& rows,
                                           const typename Traits::Element* smem_k, int lane) {
-  qk_scores<Traits>(*reinterpret_cast<float(*)[1][kNTiles][4]>(&s), RegisterRows<Traits>{a_frag},
-                    smem_k, lane);
+  qk_scores<Traits>(*reinterpret_cast<float(*)[1][kNTiles][4]>(&s), rows, smem_k, lane);
 }
 
 // s[i][j] <- -inf where the rule hides key j from row i. Only for tiles on an edge of the rule,
