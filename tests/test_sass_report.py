@@ -189,11 +189,13 @@ def test_paged_row_loop_counts_the_rolled_body_once_per_row():
         "per_hmma_unmasked_issued": 6.88}
 
 
-def _row(kernel="forward", spill=0, unmasked=900, masked=1100, per_hmma=5.0, arch="sm_80"):
+def _row(kernel="forward", spill=0, unmasked=900, masked=1100, per_hmma=5.0, arch="sm_80",
+         bound=0.9):
     return {"kernel": kernel, "dtype": "bf16", "head_dim": 128, "arch": arch,
             "spill_store_bytes": spill, "spill_load_bytes": 0,
             "hot_loop": {"instructions_unmasked": unmasked, "instructions_masked": masked,
-                         "per_hmma_unmasked": per_hmma}}
+                         "per_hmma_unmasked": per_hmma},
+            "estimate": {"tensor_utilisation_bound": bound}}
 
 
 def test_check_flags_spills_and_regressions_over_ten_percent():
@@ -279,9 +281,10 @@ def test_committed_report_covers_every_instantiation():
     committed = committed_report()
     rows = {(r["kernel"], r["dtype"], r["head_dim"], r["arch"]): r for r in committed["kernels"]}
     # HMMA per warp per tile, from the traits' shapes (forward: two m-tiles per warp; decode: one
-    # m-tile, key tiles twice the forward's).
-    hmma = {"forward": 128, "dkdv": 128, "dq": 96, "decode": 128, "forward_paged": 128,
+    # m-tile, key tiles twice the forward's; dK/dV: four products of 16 keys x 64 queries x D).
+    hmma = {"forward": 128, "dq": 96, "decode": 128, "forward_paged": 128,
             "decode_paged": 128}
+    hmma_dkdv = {64: 128, 128: 256}
     kernels = {"forward": ("forward",), "backward": ("dkdv", "dq"), "decode": ("decode",),
                "forward_paged": ("forward_paged",), "decode_paged": ("decode_paged",)}
     for inst in build.instantiations():
@@ -289,7 +292,8 @@ def test_committed_report_covers_every_instantiation():
             for arch in build.ARCHS:
                 r = rows[(kernel, inst.dtype, inst.head_dim, arch)]
                 assert r["spill_store_bytes"] == r["spill_load_bytes"] == 0
-                assert r["hot_loop"]["hmma"] == hmma[kernel]
+                assert r["hot_loop"]["hmma"] == (hmma_dkdv[inst.head_dim] if kernel == "dkdv"
+                                                  else hmma[kernel])
                 loop = r["hot_loop"]
                 assert loop["instructions_unmasked"] < loop["instructions_masked"]
                 assert 0 < r["estimate"]["tensor_utilisation_bound"] <= 1
@@ -341,3 +345,20 @@ def test_the_unmasked_path_is_what_the_mask_branch_skips():
     assert "FSEL" not in c.by_mnemonic and "ISETP" not in c.by_mnemonic
     # Without mask functions nothing is masked-only.
     assert loops.count(fn, {}).instructions_unmasked == 17
+
+
+def test_check_holds_every_kernel_to_the_tensor_core_bound_on_sm80():
+    committed = {"kernels": [_row()]}
+    assert report.MIN_TENSOR_BOUND == 0.80
+    assert report.check({"kernels": [_row(kernel="dkdv", bound=0.8)]}, committed) == []
+    assert report.check({"kernels": [_row(kernel="dkdv", bound=0.799)]}, committed) == [
+        "dkdv bf16 D=128 sm_80: tensor-core bound 79.9%, at least 80% wanted"]
+    assert report.check({"kernels": [_row(bound=0.4, arch="sm_90")]}, committed) == []
+
+
+def test_the_committed_report_meets_the_tensor_core_bound():
+    with open(os.path.join(build.ROOT, "docs", "sass-report.json")) as f:
+        committed = json.load(f)
+    rows = [r for r in committed["kernels"] if r["arch"] == report.TARGET_ARCH and r.get("estimate")]
+    assert {r["kernel"] for r in rows} >= {"forward", "dkdv", "dq", "decode"}
+    assert report.check(committed, committed) == []

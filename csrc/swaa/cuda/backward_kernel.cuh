@@ -141,43 +141,17 @@ __device__ __forceinline__ void load_query_stage(const KVSmem<Traits>& sm, int s
   }
 }
 
-// This warp's K and V rows, the A operands of S^T = K Q^T and dP^T = V dO^T. Held: fragments
-// loaded once (hold(), when the block's K/V copies have landed). Not held (the registers go to
-// the dK/dV accumulators and a larger query tile): re-read from shared memory one 16-wide step
-// at a time, on every query tile.
-template <typename Traits, bool kHeld = Traits::kHoldKV>
-struct WarpKV;
-
+// This warp's K or V rows, the A operand of S^T = K Q^T or dP^T = V dO^T: kKVRegisterSteps
+// slices of the head dim held, the rest re-read on every query tile (kernel_traits.h).
 template <typename Traits>
-struct WarpKV<Traits, true> {
-  SharedRows<Traits> k_rows, v_rows;
-  uint32_t k[Traits::kDSteps][4], v[Traits::kDSteps][4];
-  __device__ __forceinline__ WarpKV(const KVSmem<Traits>& sm, int warp, int lane)
-      : k_rows(sm.k, warp, lane), v_rows(sm.v, warp, lane) {}
-  __device__ __forceinline__ void hold() {
-    for (int ds = 0; ds < Traits::kDSteps; ++ds) {
-      k_rows.get(0, ds, k[ds]);
-      v_rows.get(0, ds, v[ds]);
-    }
-  }
-  __device__ __forceinline__ RegisterRows<Traits> keys() const { return {k}; }
-  __device__ __forceinline__ RegisterRows<Traits> values() const { return {v}; }
-};
-
-template <typename Traits>
-struct WarpKV<Traits, false> {
-  SharedRows<Traits> k_rows, v_rows;
-  __device__ __forceinline__ WarpKV(const KVSmem<Traits>& sm, int warp, int lane)
-      : k_rows(sm.k, warp, lane), v_rows(sm.v, warp, lane) {}
-  __device__ __forceinline__ void hold() {}
-  __device__ __forceinline__ const SharedRows<Traits>& keys() const { return k_rows; }
-  __device__ __forceinline__ const SharedRows<Traits>& values() const { return v_rows; }
-};
+using KVRows = HeldRows<Traits, 1, Traits::kKVRegisterSteps>;
 
 // dV += P^T dO and dK += dS^T Q for this warp's 16 keys and one query stage.
 template <typename Traits>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
-                                          float (&dv)[Traits::kDTiles][4], const WarpKV<Traits>& kv,
+                                          float (&dv)[Traits::kDTiles][4],
+                                          const KVRows<Traits>& k_rows,
+                                          const KVRows<Traits>& v_rows,
                                           const KVSmem<Traits>& sm, int stage, const MaskRule& rule,
                                           bool masked, int64_t key0, int64_t m0, float scale_log2,
                                           int warp, int lane) {
@@ -190,8 +164,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[Traits::kDTiles][4],
   // S^T = K Q^T and dP^T = V dO^T: keys are the rows, so P^T and dS^T come out in accumulator
   // layout, which is the A operand of the two products below.
   float s[kQTiles][4], dp[kQTiles][4];
-  qk_scores<Traits>(s, kv.keys(), q, lane);
-  qk_scores<Traits>(dp, kv.values(), d_o, lane);
+  qk_scores<Traits>(s, k_rows, q, lane);
+  qk_scores<Traits>(dp, v_rows, d_o, lane);
   if (masked) apply_mask_transposed(s, rule, key0, m0, lane);
   softmax_backward(s, dp, scale_log2, [&](int nt, int e, float& l, float& d) {
     const int col = nt * kMmaN + Accumulator::col(lane, e);
@@ -238,11 +212,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   simt::cp_async_commit();
   CopyRing<Traits::kStages> ring;
   ring.start(n_visits, load_visit);
-  WarpKV<Traits> kv(sm, warp, lane);
-  if (Traits::kHoldKV && n_visits > 0) {
-    ring.wait_for_resident();  // K and V
-    kv.hold();
-  }
+  // Held K/V slices are read once their copies have landed (without visits they are never used).
+  if (Traits::kKVRegisterSteps > 0 && n_visits > 0) ring.wait_for_resident();
+  const KVRows<Traits> k_rows(sm.k, warp, lane), v_rows(sm.v, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t key0 = n0 + warp * Traits::kRowsPerWarp;
@@ -255,8 +227,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) dkdv_kernel(const Attention
   for (int t = 0; t < n_visits; ++t) {
     ring.next_tile(t, n_visits, load_visit);
     const int block = order.block(visit.t);
-    dkdv_tile<Traits>(dk, dv, kv, sm, ring.stage, rule, !warp_visibility.fully_visible(block),
-                      key0, int64_t(block) * kBlockM, scale_log2, warp, lane);
+    dkdv_tile<Traits>(dk, dv, k_rows, v_rows, sm, ring.stage, rule,
+                      !warp_visibility.fully_visible(block), key0, int64_t(block) * kBlockM,
+                      scale_log2, warp, lane);
     visit.advance(order.n_visits);
     ring.advance();
   }
@@ -313,10 +286,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
     delta[half] = row < m1 ? qh.delta[row] : 0.f;
   }
   ring.wait_for_resident();
-  uint32_t q_frag[Traits::kDSteps][4], do_frag[Traits::kDSteps][4];
-  load_row_fragments<Traits>(q_frag, smem_q, warp, lane);
-  load_row_fragments<Traits>(do_frag, smem_do, warp, lane);
-  const RegisterRows<Traits> q_rows{q_frag}, do_rows{do_frag};
+  const HeldRows<Traits> q_rows(smem_q, warp, lane), do_rows(smem_do, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   // Per warp: only its rows decide whether it masks (rows past len_q have P = 0). Tiles are

@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) forward_kernel(const Attent
   CopyRing<kStages> ring;
   ring.start(order.n_visits, load_kv);
   ring.wait_for_resident();
-  const QueryRows<Traits> q_rows(smem_q, warp, lane);
+  const HeldRows<Traits, Traits::kMTiles, Traits::kQRegisterSteps> q_rows(smem_q, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t warp_row0 = bp.m0 + warp * Traits::kRowsPerWarp;

@@ -201,16 +201,16 @@ struct DecodeTraits
 //   dQ:    one block = kBlockM query rows of one (batch, query head), like the forward; it streams
 //          K/V tiles of kBlockN keys and accumulates dQ += dS K in registers.
 // Per-thread fragment registers (float accumulators held across the loop, 4 per 8-wide n-tile):
-//   dK/dV: dK + dV = 2 * kHeadDim/8 * 4; S^T + dP^T = 2 * kBlockM/8 * 4; K and V row fragments
-//          held for the whole kernel (kHoldKV: 2 * kHeadDim/16 * 4), or re-read from shared
-//          memory one 16-wide step at a time (4) on every query tile.
-//     D=64,  8 warps, kBlockM=64, held:     64 + 64 + 32 = 160.
-//     D=128, 8 warps, kBlockM=64, streamed: 128 + 64 + 4 = 196 (holding both would pass the
-//     255-register cap).
+//   dK/dV: dK + dV = 2 * kHeadDim/8 * 4; S^T + dP^T = 2 * kBlockM/8 * 4; K and V rows: the
+//          first kKVRegisterSteps 16-wide slices held for the whole kernel (2 * 4 each), the
+//          rest re-read from shared memory one slice at a time (4) on every query tile.
+//     D=64,  8 warps, kBlockM=64, all 4 slices held: 64 + 64 + 32 = 160.
+//     D=128, 8 warps, kBlockM=64, 2 of 8 held:       128 + 64 + 16 + 4 = 212 (ptxas spills
+//     from 4 held: the 255-register cap).
 //   Shared-memory reads per warp and query tile: Q and dO twice each (the B operand of S^T and
 //   dP^T, then of dK and dV), 8 kBlockM kHeadDim bytes for 128 kBlockM kHeadDim FLOPs: 0.0625
-//   B/FLOP, A100's 128 B/clk over 2048 FLOP/clk. Streamed K and V add 64 kHeadDim bytes a tile,
-//   which the larger D=128 query tile halves per FLOP.
+//   B/FLOP, A100's 128 B/clk over 2048 FLOP/clk. K and V slices not held add 4 * 16 * 16 bytes
+//   each a tile, which the larger D=128 query tile halves per FLOP.
 //   dQ:    Q and dO fragments 2 * kHeadDim/16 * 4, dQ kHeadDim/8 * 4, S + dP 2 * kBlockN/8 * 4.
 //     D=64,  kBlockN=64: 32 + 32 + 64 = 128.             D=128, kBlockN=32: 64 + 64 + 32 = 160.
 // Shared memory (derived below; sm_80 164 KiB per SM, sm_90 228 KiB):
@@ -222,7 +222,7 @@ struct DecodeTraits
 // LSE and delta rows go through the ring with 4-byte cp.async copies (a 16-byte copy would need
 // len_q % 4 == 0).
 template <typename Element_, int kHeadDim_, int kNWarps_, int kBlockM_, int kStages_,
-          bool kHoldKV_>
+          int kKVRegisterSteps_>
 struct BackwardKVTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   using Base = TileTraits<Element_, kHeadDim_, kNWarps_>;
   using typename Base::Element;
@@ -233,7 +233,8 @@ struct BackwardKVTraitsBase : TileTraits<Element_, kHeadDim_, kNWarps_> {
   static_assert(kStages >= 2, "the cp.async ring needs a stage in flight and one in use");
   static constexpr int kQTiles = kBlockM / kMmaN;  // n-tiles of S^T (8 queries each)
   static_assert(kBlockM % (2 * kMmaN) == 0, "ldmatrix.x4 loads n-tiles in pairs");
-  static constexpr bool kHoldKV = kHoldKV_;  // K and V fragments in registers for the kernel
+  // 16-wide slices of the head dim of the warp's K and V rows held in registers for the kernel
+  static constexpr int kKVRegisterSteps = kKVRegisterSteps_;
 
   static constexpr int kSmemKElems = kBlockN * kHeadDim;  // K, and V
   static constexpr int kSmemQElems = kBlockM * kHeadDim;  // one Q (or dO) stage
@@ -275,11 +276,11 @@ struct BackwardQTraits;
 template <typename Element>
 struct BackwardKVTraits<Element, 64>
     : BackwardKVTraitsBase<Element, 64, /*kNWarps=*/8, /*kBlockM=*/64, /*kStages=*/2,
-                           /*kHoldKV=*/true> {};
+                           /*kKVRegisterSteps=*/4> {};
 template <typename Element>
 struct BackwardKVTraits<Element, 128>
     : BackwardKVTraitsBase<Element, 128, /*kNWarps=*/8, /*kBlockM=*/64, /*kStages=*/2,
-                           /*kHoldKV=*/false> {};
+                           /*kKVRegisterSteps=*/2> {};
 template <typename Element>
 struct BackwardQTraits<Element, 64>
     : BackwardQTraitsBase<Element, 64, /*kNWarps=*/4, /*kBlockN=*/64, /*kStages=*/2,

@@ -24,7 +24,6 @@ struct Accumulator {
 
 // This warp's rows of a shared tile as mma A fragments, read by ldmatrix on every get(): m-tile
 // mt is rows warp * kRowsPerWarp + 16 mt + [0, 16), step ds the head dim's 16-wide slice ds.
-// Costs one step's registers where held fragments cost kDSteps'.
 template <typename Traits>
 struct SharedRows {
   using Element = typename Traits::Element;
@@ -45,42 +44,24 @@ struct SharedRows {
   }
 };
 
-// This warp's 16 rows of a shared tile (the backward's and decode's rows, one m-tile per warp)
-// as mma A fragments, one per 16-wide slice of the head dim, to hold in registers.
-template <typename Traits>
-__device__ __forceinline__ void load_row_fragments(uint32_t (&frag)[Traits::kDSteps][4],
-                                                   const typename Traits::Element* smem,
-                                                   int warp, int lane) {
-  const SharedRows<Traits> rows(smem, warp, lane);
-  for (int ds = 0; ds < Traits::kDSteps; ++ds) rows.get(0, ds, frag[ds]);
-}
-
-// The A operand of a product over the head dim for one m-tile, held in registers for the whole
-// loop (the backward's K, V, Q and dO rows, decode's packed queries).
-template <typename Traits>
-struct RegisterRows {
-  const uint32_t (&frag)[Traits::kDSteps][4];
-  __device__ __forceinline__ void get(int /*mt*/, int ds, uint32_t (&a)[4]) const {
-    for (int i = 0; i < 4; ++i) a[i] = frag[ds][i];
-  }
-};
-
-// The forward's query rows: this warp's kMTiles m-tiles of the shared Q tile, the first
-// kQRegisterSteps 16-wide slices of the head dim loaded to registers once, the rest re-read
-// (ldmatrix) on every key tile; kernel_traits.h weighs registers against shared-memory bytes.
-template <typename Traits>
-struct QueryRows {
-  static constexpr int kHeld = Traits::kQRegisterSteps > 0 ? Traits::kQRegisterSteps : 1;
-  uint32_t frag[Traits::kMTiles][kHeld][4];
+// The A operand of products over the head dim: this warp's kMTiles m-tiles of a shared tile, the
+// first kHeldSteps 16-wide slices of the head dim loaded to registers once (construct it when
+// the tile has landed), the rest re-read by ldmatrix at every use. Each kernel's traits weigh the
+// registers against the shared-memory bytes (kernel_traits.h): the forward's Q, the backward's
+// K, V, Q and dO rows, decode's packed queries.
+template <typename Traits, int kMTiles = 1, int kHeldSteps = Traits::kDSteps>
+struct HeldRows {
+  static_assert(kHeldSteps >= 0 && kHeldSteps <= Traits::kDSteps);
+  uint32_t frag[kMTiles][kHeldSteps > 0 ? kHeldSteps : 1][4];
   SharedRows<Traits> shared;
 
-  __device__ __forceinline__ QueryRows(const typename Traits::Element* smem_q, int warp, int lane)
-      : shared(smem_q, warp, lane) {
-    for (int mt = 0; mt < Traits::kMTiles; ++mt)
-      for (int ds = 0; ds < Traits::kQRegisterSteps; ++ds) shared.get(mt, ds, frag[mt][ds]);
+  __device__ __forceinline__ HeldRows(const typename Traits::Element* tile, int warp, int lane)
+      : shared(tile, warp, lane) {
+    for (int mt = 0; mt < kMTiles; ++mt)
+      for (int ds = 0; ds < kHeldSteps; ++ds) shared.get(mt, ds, frag[mt][ds]);
   }
   __device__ __forceinline__ void get(int mt, int ds, uint32_t (&a)[4]) const {
-    if (ds < Traits::kQRegisterSteps) {
+    if (ds < kHeldSteps) {
       for (int i = 0; i < 4; ++i) a[i] = frag[mt][ds][i];
     } else {
       shared.get(mt, ds, a);
@@ -88,7 +69,7 @@ struct QueryRows {
   }
 };
 
-// s[mt] <- A[mt] K^T for kMTiles m-tiles of A rows (`rows`: RegisterRows or QueryRows) and one K
+// s[mt] <- A[mt] K^T for kMTiles m-tiles of A rows (`rows`: HeldRows or SharedRows) and one K
 // tile of 8 kNTiles rows (raw dot products, unscaled). Each K fragment feeds every m-tile. The
 // backward uses it for every product over the head dim (dO V^T, K Q^T, V dO^T).
 template <typename Traits, int kMTiles, int kNTiles, typename Rows>
@@ -120,7 +101,7 @@ __device__ __forceinline__ void qk_scores(float (&s)[kMTiles][kNTiles][4], const
   }
 }
 
-// One m-tile of A rows (`rows`: RegisterRows or SharedRows).
+// One m-tile of A rows.
 template <typename Traits, int kNTiles, typename Rows>
 __device__ __forceinline__ void qk_scores(float (&s)[kNTiles][4], const Rows& rows,
                                           const typename Traits::Element* smem_k, int lane) {
