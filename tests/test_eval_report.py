@@ -95,12 +95,18 @@ def test_summary_accuracy_intervals_and_paired_speedups():
     assert swa["decode_s_per_token"] == pytest.approx(0.3 * 4 / (3 * 4))
 
 
-def test_writers_produce_valid_json_markdown_and_png(tmp_path):
+def _written(path):
+    """The fixture's records, summary and meta, written to `path` as an evaluation writes them."""
     grid, records = _fixture()
     summary = summarize(records, [describe(e) for e in grid])
     meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "device": "cpu",
             "threads": 2}
-    write_json(tmp_path / "r.json", meta, summary, records)
+    write_json(path, meta, summary, records)
+    return grid, records, summary, meta
+
+
+def test_writers_produce_valid_json_markdown_and_png(tmp_path):
+    grid, records, summary, meta = _written(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(data["records"]) == 12 and [r["name"] for r in data["summary"]] == \
         ["fa", "fa_kernel", "swa@0.25"]
@@ -143,11 +149,7 @@ def test_mcnemar_exact_two_sided_binomial():
 
 
 def test_rerender_rebuilds_the_report_from_the_records(tmp_path, capsys):
-    grid, records = _fixture()
-    summary = summarize(records, [describe(e) for e in grid])
-    meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "device": "cpu",
-            "threads": 2}
-    write_json(tmp_path / "results.json", meta, summary, records)
+    grid, records, summary, meta = _written(tmp_path / "results.json")
     written = json.loads((tmp_path / "results.json").read_text())
     del written["paired"]  # as results written before the paired table existed
     (tmp_path / "results.json").write_text(json.dumps(written))
