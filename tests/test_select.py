@@ -279,8 +279,11 @@ def test_cli_writes_a_selection_that_adapt_and_the_vllm_plugin_take(model_dir, t
     result = _cli(model_dir, tmp_path / "out", tmp_path / "cache", "1/2")
     chosen = result["full_attention_layers"]
     assert len(chosen) == result["budget"]["layers"] == 2 and result["budget"]["of"] == 4
-    assert chosen == select.choose(result["scores"]["kl"], 2)
-    assert result["ranking"][:2] == sorted(chosen, key=lambda i: -result["scores"]["kl"][i])
+    # The default ranks by the answer's NLL rise.
+    assert result["metric"] == "nll_rise"
+    assert chosen == select.choose(result["scores"]["nll_rise"], 2)
+    assert result["ranking"][:2] == sorted(chosen,
+                                           key=lambda i: -result["scores"]["nll_rise"][i])
     assert set(result["scores"]["kl_by_family"]) == {"passkey", "kv_retrieval", "natural"}
     assert result["settings"]["window"] == round(900 / 8) and result["settings"]["examples"] == 3
     assert result["timing"]["measured_examples"] == 3
@@ -298,12 +301,12 @@ def test_cli_writes_a_selection_that_adapt_and_the_vllm_plugin_take(model_dir, t
     other = _cli(model_dir, tmp_path / "out1", tmp_path / "cache", "1")
     assert other["timing"]["measured_examples"] == 0 and other["timing"]["cached_examples"] == 3
     assert other["scores"] == result["scores"]
-    assert other["full_attention_layers"] == select.choose(result["scores"]["kl"], 1)
-    # Ranking by the NLL rise instead: the same cached forwards, the other column.
-    by_nll = _cli(model_dir, tmp_path / "out2", tmp_path / "cache", "1/2", "--metric", "nll_rise")
-    assert by_nll["timing"]["measured_examples"] == 0 and by_nll["metric"] == "nll_rise"
-    assert by_nll["full_attention_layers"] == select.choose(result["scores"]["nll_rise"], 2)
-    assert by_nll["ranking"][0] == max(range(4), key=lambda i: result["scores"]["nll_rise"][i])
+    assert other["full_attention_layers"] == select.choose(result["scores"]["nll_rise"], 1)
+    # Ranking by the KL instead: the same cached forwards, the other column.
+    by_kl = _cli(model_dir, tmp_path / "out2", tmp_path / "cache", "1/2", "--metric", "kl")
+    assert by_kl["timing"]["measured_examples"] == 0 and by_kl["metric"] == "kl"
+    assert by_kl["full_attention_layers"] == select.choose(result["scores"]["kl"], 2)
+    assert by_kl["ranking"][0] == max(range(4), key=lambda i: result["scores"]["kl"][i])
 
 
 def test_cli_refuses_a_budget_beyond_the_model_s_layers(model_dir, tmp_path):

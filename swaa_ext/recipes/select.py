@@ -2,12 +2,13 @@
 
     python -m swaa_ext.recipes.select --model smollm2 --budget 1/4 --out DIR
 
-Measures, on a small calibration set (calibration.py), how far the answer-token distributions
-move when each layer alone slides under the recipe (window, sinks, FA decode; layer_scores.py),
-and keeps full the `--budget` layers that move them most. Writes DIR/selection.json (its `config`
-is the SWAAConfig to adapt with, its `full_attention_layers` the chosen layers, with the
-per-layer scores and the settings) and DIR/layer_scores.png. Measurements are cached, so another
-budget is instant."""
+Measures, on a small calibration set (calibration.py), how much the gold answer's NLL rises
+(and how far the answer-token distributions move: the KL) when each layer alone slides under the
+recipe (window, sinks, FA decode; layer_scores.py), and keeps full the `--budget` layers that
+hurt most (`--metric`: the NLL rise by default, or the KL). Writes DIR/selection.json (its
+`config` is the SWAAConfig to adapt with, its `full_attention_layers` the chosen layers, with
+the per-layer scores and the settings) and DIR/layer_scores.png. Measurements are cached, so
+another budget or metric is instant."""
 
 from __future__ import annotations
 
@@ -131,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=_families, default=list(DEFAULT_FAMILIES),
                    help=f"calibration families, from {', '.join(FAMILIES)} "
                         f"(default: {','.join(DEFAULT_FAMILIES)})")
-    p.add_argument("--metric", choices=METRICS, default="kl",
-                   help="rank by the KL to full attention (default) or the answer NLL rise; both "
-                        "come from the same (cached) forwards")
+    p.add_argument("--metric", choices=METRICS, default="nll_rise",
+                   help="rank by the rise of the gold answer's NLL (default) or the KL to full "
+                        "attention; both come from the same (cached) forwards")
     p.add_argument("--samples", type=int, default=1,
                    help="examples per family (default: 1; each is about N / 2 forwards)")
     p.add_argument("--seed", type=int, default=1,
@@ -158,7 +159,7 @@ def _by_family(examples, scores, field: str) -> dict[str, list[float]]:
 
 
 def plot(path: Path, kl: list[float], nll_rise: list[float], chosen: list[int], title: str) -> None:
-    """Per-layer KL (the ranking) and NLL rise, the chosen layers highlighted."""
+    """Per-layer KL and NLL rise (either can rank), the chosen layers highlighted."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
