@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm)
   CopyRing<kStages> ring;
   ring.start(n_visits, load_kv);
   ring.wait_for_resident();
-  const HeldRows<Traits> q_rows(smem_q, warp, lane);  // every slice held: kQRegisterSteps
+  const HeldRows<Traits, Traits::kMTiles, Traits::kQRegisterSteps> q_rows(smem_q, warp, lane);
 
   const float scale_log2 = float(p.scale * kLog2e);
   const int64_t warp_row0 = db.row0 + warp * Traits::kRowsPerWarp;

@@ -202,15 +202,15 @@ struct DecodeTraits
 //          K/V tiles of kBlockN keys and accumulates dQ += dS K in registers.
 // Per-thread fragment registers (float accumulators held across the loop, 4 per 8-wide n-tile):
 //   dK/dV: dK + dV = 2 * kHeadDim/8 * 4; S^T + dP^T = 2 * kBlockM/8 * 4; K and V rows: the
-//          first kKVRegisterSteps 16-wide slices held for the whole kernel (2 * 4 each), the
-//          rest re-read from shared memory one slice at a time (4) on every query tile.
+//          first kKVRegisterSteps 16-wide slices held for the whole kernel (4 per slice of
+//          each), the rest re-read from shared memory one slice at a time (4) on every query tile.
 //     D=64,  8 warps, kBlockM=64, all 4 slices held: 64 + 64 + 32 = 160.
 //     D=128, 8 warps, kBlockM=64, 2 of 8 held:       128 + 64 + 16 + 4 = 212 (ptxas spills
 //     from 4 held: the 255-register cap).
 //   Shared-memory reads per warp and query tile: Q and dO twice each (the B operand of S^T and
 //   dP^T, then of dK and dV), 8 kBlockM kHeadDim bytes for 128 kBlockM kHeadDim FLOPs: 0.0625
-//   B/FLOP, A100's 128 B/clk over 2048 FLOP/clk. K and V slices not held add 4 * 16 * 16 bytes
-//   each a tile, which the larger D=128 query tile halves per FLOP.
+//   B/FLOP, A100's 128 B/clk over 2048 FLOP/clk. Each K or V slice not held adds 16 rows x 16
+//   columns (one ldmatrix.x4, 512 bytes) a tile, which the larger D=128 query tile halves per FLOP.
 //   dQ:    Q and dO fragments 2 * kHeadDim/16 * 4, dQ kHeadDim/8 * 4, S + dP 2 * kBlockN/8 * 4.
 //     D=64,  kBlockN=64: 32 + 32 + 64 = 128.             D=128, kBlockN=32: 64 + 64 + 32 = 160.
 // Shared memory (derived below; sm_80 164 KiB per SM, sm_90 228 KiB):
