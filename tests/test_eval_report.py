@@ -163,3 +163,29 @@ def test_rerender_rebuilds_the_report_from_the_records(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == table.strip()
     with pytest.raises(SystemExit, match="results.json not found"):
         report_main([str(tmp_path / "nope")])
+
+
+def test_an_evaluation_of_the_same_prompts_adds_its_configurations(tmp_path):
+    """`report DIR --add MORE`: MORE's configurations join DIR's as if run in one grid."""
+    grid, records = _fixture()
+    everything = summarize(records, [describe(e) for e in grid])
+    meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "lengths": [1000],
+            "command": "first"}
+    for name, configs in (("first", ["fa", "fa_kernel"]), ("more", ["swa@0.25"])):
+        (tmp_path / name).mkdir()
+        part = [r for r in records if r.config in configs]
+        write_json(tmp_path / name / "results.json", {**meta, "command": name},
+                   [row for row in everything if row["name"] in configs], part)
+    assert report_main([str(tmp_path / "first"), "--add", str(tmp_path / "more")]) == 0
+    merged = json.loads((tmp_path / "first" / "results.json").read_text())
+    assert merged["summary"] == json.loads(json.dumps(everything))
+    assert merged["paired"] == paired(records, [e.name for e in grid])
+    assert merged["meta"]["added"] == [{"command": "more", "total_s": None}]
+    assert "| fa | swa@0.25 | 4 | 3 | 0 | 0.25 |" in (tmp_path / "first" / "results.md").read_text()
+    # Adding it again repeats its configurations; other prompts are refused.
+    with pytest.raises(SystemExit, match="repeats configurations of .*: swa@0.25"):
+        report_main([str(tmp_path / "first"), "--add", str(tmp_path / "more")])
+    (tmp_path / "other").mkdir()
+    write_json(tmp_path / "other" / "results.json", {**meta, "seed": 1}, [], [])
+    with pytest.raises(SystemExit, match="evaluated other prompts than .*: seed differ"):
+        report_main([str(tmp_path / "first"), "--add", str(tmp_path / "other")])

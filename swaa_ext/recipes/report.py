@@ -5,6 +5,7 @@ plot (accuracy against prefill time).
 
     python -m swaa_ext.recipes.report DIR   # rewrite DIR/results.md (and the JSON's summary)
                                             # from DIR/results.json's records
+    python -m swaa_ext.recipes.report DIR --add MORE   # ... with MORE's configurations added
 """
 
 from __future__ import annotations
@@ -199,20 +200,45 @@ def plot(path: Path, summary: list[dict[str, Any]], title: str) -> None:
     plt.close(fig)
 
 
-def rerender(folder: Path) -> str:
-    """Rebuild an evaluation's summary, paired comparisons and results.md from the records in
-    folder/results.json (for results written before a table existed, or to check one)."""
+# The evaluation settings that fix its prompts: evaluations that agree on them ran the same
+# prompts, so their configurations can be reported (and paired) together.
+SAME_PROMPTS = ("model", "dtype", "tasks", "lengths", "depths", "samples", "seed", "digits",
+                "thinking", "answer_prefix", "chat_template", "prompt_tokens")
+
+
+def _load(folder: Path) -> dict[str, Any]:
     path = folder / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass the --out folder of an evaluation")
-    data = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def rerender(folder: Path, added: Sequence[Path] = ()) -> str:
+    """Rebuild an evaluation's summary, paired comparisons and results.md from the records in
+    folder/results.json (for results written before a table existed, or to check one). Each
+    folder in `added` is another evaluation of the same prompts (SAME_PROMPTS) with other
+    configurations: its records join folder's, its command is kept in meta["added"]."""
+    data = _load(folder)
+    meta, rows = data["meta"], list(data["summary"])
     records = [Record(**r) for r in data["records"]]
+    for other in added:
+        more = _load(other)
+        differ = [k for k in SAME_PROMPTS if more["meta"].get(k) != meta.get(k)]
+        if differ:
+            raise ValueError(f"{other} evaluated other prompts than {folder}: "
+                             f"{', '.join(differ)} differ")
+        clash = sorted({r["name"] for r in more["summary"]} & {r["name"] for r in rows})
+        if clash:
+            raise ValueError(f"{other} repeats configurations of {folder}: {', '.join(clash)}")
+        rows += more["summary"]
+        records += [Record(**r) for r in more["records"]]
+        meta.setdefault("added", []).append({"command": more["meta"].get("command"),
+                                             "total_s": more["meta"].get("total_s")})
     entry_fields = [f.name for f in dataclasses.fields(GridEntry)]
-    configs = [{k: row[k] for k in entry_fields if k in row} for row in data["summary"]]
-    summary = summarize(records, configs)
+    summary = summarize(records, [{k: row[k] for k in entry_fields if k in row} for row in rows])
     pairs = paired(records, [row["name"] for row in summary])
-    write_json(path, data["meta"], summary, records, pairs)
-    table = markdown(data["meta"], summary, pairs)
+    write_json(folder / "results.json", meta, summary, records, pairs)
+    table = markdown(meta, summary, pairs)
     (folder / "results.md").write_text(table)
     return table
 
@@ -221,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.report",
                                      description=rerender.__doc__)
     parser.add_argument("folder", type=Path, help="an evaluation's --out folder")
+    parser.add_argument("--add", type=Path, action="append", default=[], metavar="DIR",
+                        help="another evaluation of the same prompts whose configurations join "
+                             "folder's (repeatable)")
     args = parser.parse_args(argv)
     try:
-        print(rerender(args.folder))
-    except FileNotFoundError as e:
+        print(rerender(args.folder, args.add))
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
     return 0
 
