@@ -13,3 +13,12 @@ python -m swaa_ext.recipes.eval --model "$MODEL" --lengths 2048 \
   --tasks passkey,niah_multikey,library_notes \
   --configs fa,swa+sinks+fa_decode+odd,swa+sinks+fa_decode+every_4th,swa+sinks+fa_decode+layers:3.7.11.14.17.18.20,swa+sinks+fa_decode+layers:0.7.8.14.17.18.20 \
   --out "$OUT"
+# Added later: no full layer and the 1/8 selection (7, 14, 17: `select --budget 1/8`, from the
+# cache), evaluated on the same prompts and joined to the results above.
+python -m swaa_ext.recipes.eval --model "$MODEL" --lengths 2048 \
+  --window-fractions 0.125 --sinks 64 --samples 40 --threads 2 \
+  --tasks passkey,niah_multikey,library_notes \
+  --configs swa+sinks+fa_decode,swa+sinks+fa_decode+layers:7.14.17 \
+  --out "$OUT/more"
+python -m swaa_ext.recipes.report "$OUT" --add "$OUT/more"
+rm -r "$OUT/more"
