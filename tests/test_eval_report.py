@@ -189,3 +189,26 @@ def test_an_evaluation_of_the_same_prompts_adds_its_configurations(tmp_path):
     write_json(tmp_path / "other" / "results.json", {**meta, "seed": 1}, [], [])
     with pytest.raises(SystemExit, match="evaluated other prompts than .*: seed differ"):
         report_main([str(tmp_path / "first"), "--add", str(tmp_path / "other")])
+
+
+def test_thinking_runs_report_how_the_reasoning_blocks_ended():
+    grid, records = _fixture()
+    completions = ["<think>the key is 11111</think> It is 12345.", "<think>still going 12345",
+                   "The pass key is 12345.", "<think>a</think><think>b</think> 12345"]
+    for r in records:
+        r.completion = completions[r.index]
+        r.new_tokens = 10 * (r.index + 1)
+    summary = summarize(records, [describe(e) for e in grid])
+    assert summary[0]["reasoning"] == {"closed": 2, "unclosed": 1, "absent": 1,
+                                       "new_tokens_mean": 25.0}
+    meta = {"model": "m", "tasks": ["passkey"], "samples": 4, "seed": 0, "device": "cpu",
+            "threads": 2, "thinking": True, "thinking_budget": 1024, "answer_prefix": False}
+    table = markdown(meta, summary)
+    assert "thinking (budget 1024 tokens), no answer prefix" in table.splitlines()[0]
+    assert "**Reasoning blocks** (thinking prompts, budget 1024 tokens" in table
+    assert "| swa@0.25 | 2 | 1 | 1 | 25 |" in table
+    # Without thinking the style is stated and there is no reasoning table.
+    direct = markdown({**meta, "thinking": False, "thinking_budget": None,
+                       "answer_prefix": True}, summary)
+    assert "no thinking, answer prefix" in direct.splitlines()[0]
+    assert "Reasoning blocks" not in direct

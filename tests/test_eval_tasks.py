@@ -122,7 +122,15 @@ def test_thinking_prompt_without_native_support_asks_for_a_think_block():
                          style=PromptStyle(thinking=True, answer_prefix=True))
     assert COT_INSTRUCTION in sample.prompt
     assert sample.prompt.endswith("<|im_start|>assistant\n")  # reasoning comes before any answer
-    assert sample.max_new_tokens >= 256
+    plain = make_sample(TOKENIZER, "passkey", 400, 0.5)
+    # The thinking budget comes on top of what the answer itself may take.
+    assert sample.max_new_tokens == plain.max_new_tokens + PromptStyle.thinking_budget == \
+        plain.max_new_tokens + 1024
+    short = make_sample(TOKENIZER, "passkey", 400, 0.5,
+                        style=PromptStyle(thinking=True, thinking_budget=300))
+    assert short.max_new_tokens == plain.max_new_tokens + 300
+    with pytest.raises(ValueError, match="thinking_budget"):
+        PromptStyle(thinking=True, thinking_budget=0)
 
 
 def test_thinking_switch_goes_to_a_template_that_supports_it():

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", type=int, default=5, help="digits of numeric answers")
     p.add_argument("--thinking", action="store_true",
                    help="chain-of-thought prompting; the answer is read after </think>")
+    p.add_argument("--thinking-budget", type=int, default=PromptStyle.thinking_budget,
+                   help="with --thinking: new tokens the model may spend reasoning, on top of "
+                        "the task's answer allowance")
     p.add_argument("--answer-prefix", action="store_true",
                    help="start the answer for the model (RULER-style, e.g. 'The pass key is'); then "
                         "the first answer token comes from the last prompt token, which FA decode "
@@ -75,6 +78,8 @@ def _cpu_name() -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.samples < 1:
         raise SystemExit("--samples must be >= 1")
+    if args.thinking_budget < 1:
+        raise SystemExit("--thinking-budget must be >= 1")
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = load(args.model, DTYPES[args.dtype], args.device)
     load_s = time.perf_counter() - started
     style = PromptStyle(chat_template=not args.no_chat_template, thinking=args.thinking,
-                        answer_prefix=args.answer_prefix)
+                        answer_prefix=args.answer_prefix, thinking_budget=args.thinking_budget)
     samples = make_samples(tokenizer, args.tasks, args.lengths, args.depths, args.samples,
                            args.seed, TaskOptions(digits=args.digits), style)
     records = run_grid(model, tokenizer, samples, grid, style, progress=not args.quiet)
@@ -94,7 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "dtype": args.dtype, "tasks": args.tasks, "lengths": args.lengths,
         "depths": args.depths, "samples": args.samples, "seed": args.seed,
         "window_fractions": args.window_fractions, "sinks": args.sinks, "digits": args.digits,
-        "thinking": args.thinking, "answer_prefix": args.answer_prefix,
+        "thinking": args.thinking,
+        "thinking_budget": args.thinking_budget if args.thinking else None,
+        "answer_prefix": args.answer_prefix,
         "chat_template": not args.no_chat_template,
         "device": args.device if args.device != "cpu" else f"cpu ({_cpu_name()})",
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

@@ -20,6 +20,12 @@ class PromptStyle:
     # whole context under FA decode). With it, the first answer token is predicted by the last
     # prompt token, which always slides.
     answer_prefix: bool = False
+    # With thinking: new tokens the model may spend reasoning, on top of the task's answer allowance.
+    thinking_budget: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.thinking_budget < 1:
+            raise ValueError(f"thinking_budget must be >= 1 token, got {self.thinking_budget}")
 
 
 def uses_template(tokenizer: PreTrainedTokenizerBase, style: PromptStyle) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .grid import GridEntry
 from .runner import Record
-from .scoring import mcnemar_exact, wilson_interval
+from .scoring import THINK_CLOSE, THINK_OPEN, mcnemar_exact, wilson_interval
 
 BASELINES = ("fa", "fa_kernel")  # prefill speed-ups are reported against both
 
@@ -39,6 +39,17 @@ def _accuracy(records: Sequence[Record]) -> dict[str, Any]:
     return {"correct": k, "n": n, "accuracy": k / n, "ci95": [low, high],
             "well_formed": sum(formed) if formed else None,
             "form_rate": sum(formed) / len(formed) if formed else None}
+
+
+def _reasoning(records: Sequence[Record]) -> dict[str, Any]:
+    """How the completions used the reasoning block (read with thinking prompts): closed (the
+    answer is read after it), opened but never closed (no answer), or never opened (the whole
+    completion is read); and how many completions ran into the token budget."""
+    closed = sum(THINK_CLOSE in r.completion for r in records)
+    unclosed = sum(THINK_OPEN in r.completion and THINK_CLOSE not in r.completion
+                   for r in records)
+    return {"closed": closed, "unclosed": unclosed, "absent": len(records) - closed - unclosed,
+            "new_tokens_mean": statistics.fmean(r.new_tokens for r in records)}
 
 
 def _paired_speedup(records: Sequence[Record], baseline: Sequence[Record]) -> float | None:
@@ -79,6 +90,7 @@ def summarize(records: Sequence[Record], configs: Sequence[dict[str, Any]]) -> l
             "kv_cache_bytes_mean": statistics.fmean(r.kv_cache_bytes for r in rs),
             "prefill_speedup": {b: _paired_speedup(rs, by_config.get(b, [])) for b in BASELINES
                                 if b in by_config},
+            "reasoning": _reasoning(rs),
             "by_task": {t: _accuracy(g) for t, g in sorted(_grouped(rs, lambda r: r.task).items())},
             "by_length": {str(n): _accuracy(g) for n, g in
                           sorted(_grouped(rs, lambda r: r.target_tokens).items())},
@@ -146,6 +158,28 @@ def _paired_table(pairs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _reasoning_table(summary: list[dict[str, Any]], budget: int | None) -> list[str]:
+    lines = [f"\n**Reasoning blocks** (thinking prompts, budget {budget or '?'} tokens: the answer "
+             "is read after `</think>`; an unclosed block gives no answer; without a block the "
+             "whole completion is read)\n",
+             "| config | closed | unclosed | no block | mean new tokens |", "|---|---|---|---|---|"]
+    for row in summary:
+        r = row["reasoning"]
+        lines.append(f"| {row['name']} | {r['closed']} | {r['unclosed']} | {r['absent']} | "
+                     f"{r['new_tokens_mean']:.0f} |")
+    return lines
+
+
+def _style(meta: dict[str, Any]) -> str:
+    """The prompt style, stated beside every table of numbers."""
+    parts = [f"thinking (budget {meta.get('thinking_budget') or '?'} tokens)"
+             if meta.get("thinking") else "no thinking",
+             "answer prefix" if meta.get("answer_prefix") else "no answer prefix"]
+    if meta.get("chat_template") is False:
+        parts.append("no chat template")
+    return ", ".join(parts)
+
+
 def markdown(meta: dict[str, Any], summary: list[dict[str, Any]],
              pairs: list[dict[str, Any]] | None = None) -> str:
     lines = [
@@ -169,11 +203,13 @@ def markdown(meta: dict[str, Any], summary: list[dict[str, Any]],
     for field, title in (("by_task", "task"), ("by_length", "length (tokens)"),
                          ("by_depth", "needle depth")):
         lines += _breakdown(summary, field, title)
+    if meta.get("thinking"):
+        lines += _reasoning_table(summary, meta.get("thinking_budget"))
     if pairs:
         lines += _paired_table(pairs)
     header = (f"Model: {meta.get('model')} · tasks: {', '.join(meta.get('tasks', []))} · "
               f"{meta.get('samples')} samples per task and length · seed {meta.get('seed')} · "
-              f"{meta.get('device')}, {meta.get('threads')} threads")
+              f"{_style(meta)} · {meta.get('device')}, {meta.get('threads')} threads")
     return header + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -200,13 +236,14 @@ def plot(path: Path, summary: list[dict[str, Any]], title: str) -> None:
     plt.close(fig)
 
 
-# The evaluation settings that fix its prompts: evaluations that agree on them ran the same
-# prompts, so their configurations can be reported (and paired) together.
+# The evaluation settings that fix its prompts and their generation budget: evaluations that agree
+# on them ran the same prompts, so their configurations can be reported (and paired) together.
 SAME_PROMPTS = ("model", "dtype", "tasks", "lengths", "depths", "samples", "seed", "digits",
-                "thinking", "answer_prefix", "chat_template", "prompt_tokens")
+                "thinking", "thinking_budget", "answer_prefix", "chat_template", "prompt_tokens")
 
 
-def _load(folder: Path) -> dict[str, Any]:
+def load_results(folder: Path) -> dict[str, Any]:
+    """An evaluation's results.json (meta, summary, paired, records), from its --out folder."""
     path = folder / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass the --out folder of an evaluation")
@@ -218,11 +255,11 @@ def rerender(folder: Path, added: Sequence[Path] = ()) -> str:
     folder/results.json (for results written before a table existed, or to check one). Each
     folder in `added` is another evaluation of the same prompts (SAME_PROMPTS) with other
     configurations: its records join folder's, its command is kept in meta["added"]."""
-    data = _load(folder)
+    data = load_results(folder)
     meta, rows = data["meta"], list(data["summary"])
     records = [Record(**r) for r in data["records"]]
     for other in added:
-        more = _load(other)
+        more = load_results(other)
         differ = [k for k in SAME_PROMPTS if more["meta"].get(k) != meta.get(k)]
         if differ:
             raise ValueError(f"{other} evaluated other prompts than {folder}: "

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--temperature", type=float, default=0.7,
                    help="the teacher's sampling temperature for samples past the first")
     d.add_argument("--thinking", action="store_true", help="chain-of-thought prompts and answers")
+    d.add_argument("--thinking-budget", type=int, default=PromptStyle.thinking_budget,
+                   help="with --thinking: new tokens the teacher and the evaluated model may "
+                        "spend reasoning")
     d.add_argument("--answer-prefix", action="store_true",
                    help="start the answer for the model (RULER-style); used for evaluation too")
     t = p.add_argument_group("training")
@@ -154,11 +157,14 @@ def settle(args: argparse.Namespace) -> argparse.Namespace:
     if args.teacher_samples > 1 and args.temperature <= 0:
         raise SystemExit("--teacher-samples > 1 needs --temperature > 0 (greedy answers would "
                          "all be the same)")
+    if args.thinking_budget < 1:
+        raise SystemExit(f"--thinking-budget must be >= 1, got {args.thinking_budget}")
     if args.lr is None:
         args.lr = 1e-5 if args.full else 1e-4
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.style = PromptStyle(thinking=args.thinking, answer_prefix=args.answer_prefix)
+    args.style = PromptStyle(thinking=args.thinking, answer_prefix=args.answer_prefix,
+                             thinking_budget=args.thinking_budget)
     args.train_window = max(1, round(args.window_fraction * args.eval_length))
     args.command = f"{build_parser().prog} {shlex.join(sys.argv[1:])}"
     return args
@@ -277,8 +283,9 @@ def _eval_settings(args: argparse.Namespace) -> dict:
     return {"model": args.model, "dtype": args.dtype, "tasks": list(args.eval_tasks),
             "length": args.eval_length, "samples": args.eval_samples, "seed": args.eval_seed,
             "window_fraction": args.window_fraction, "sinks": args.sinks,
-            "thinking": args.thinking, "answer_prefix": args.answer_prefix,
-            "recipes": list(evaluating.eval_recipes(args.train_recipe))}
+            "thinking": args.thinking,
+            "thinking_budget": args.thinking_budget if args.thinking else None,
+            "answer_prefix": args.answer_prefix, "recipes": list(evaluating.eval_recipes(args.train_recipe))}
 
 
 def step_evaluate(args: argparse.Namespace) -> str:
