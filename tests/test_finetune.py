@@ -415,6 +415,60 @@ def test_runs_of_several_seeds_pool_into_paired_tests(tmp_path):
         experiment.main([str(tmp_path), "--out", str(tmp_path / "out")])
 
 
+def test_separate_evaluations_pair_as_before_and_after(tmp_path):
+    """experiment --before/--after: harness evaluations of the original and of a fine-tuned
+    model on the same prompts pair like a run's, over the recipes both ran; other prompts are
+    refused."""
+    from swaa_ext.recipes.finetune import experiment
+
+    def evaluation(folder, model, outcomes, **changed):
+        meta = {"model": model, "dtype": "float32", "tasks": ["passkey", "held"],
+                "lengths": [64], "depths": [0.5], "samples": 4, "seed": 0, "digits": 5,
+                "thinking": False, "thinking_budget": None, "answer_prefix": False,
+                "chat_template": True, "prompt_tokens": [64], "window_fractions": [0.25],
+                "sinks": 2, "command": f"eval {model}", **changed}
+        records = [{"config": c, "task": t, "index": i, "correct": bool(ok)}
+                   for (c, t), oks in outcomes.items() for i, ok in enumerate(oks)]
+        names = list(dict.fromkeys(c for c, _ in outcomes))
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(
+            {"meta": meta, "summary": [{"name": n} for n in names], "records": records}))
+        return folder
+
+    before = evaluation(tmp_path / "before", "base", {
+        ("fa", "passkey"): [1, 1, 0, 0], ("swa", "passkey"): [1, 0, 0, 0],
+        ("fa", "held"): [1, 0, 0, 0], ("swa", "held"): [0, 0, 0, 0],
+        ("only_before", "passkey"): [1, 1, 1, 1], ("only_before", "held"): [1, 1, 1, 1]})
+    after = evaluation(tmp_path / "after", "tuned", {
+        ("fa", "passkey"): [1, 1, 1, 0], ("swa", "passkey"): [1, 1, 1, 0],
+        ("fa", "held"): [1, 1, 0, 0], ("swa", "held"): [1, 0, 0, 0],
+        ("only_after", "passkey"): [0, 0, 0, 0], ("only_after", "held"): [0, 0, 0, 0]})
+    out = tmp_path / "out"
+    assert experiment.main(["--before", str(before), "--after", str(after), "--trained-tasks",
+                            "passkey", "--out", str(out)]) == 0
+    rows = {(r["group"], r["recipe"]): r
+            for r in json.loads((out / "experiment.json").read_text())["rows"]}
+    assert {recipe for _, recipe in rows} == {"fa", "swa"}  # the recipes both ran
+    swa = rows[("passkey", "swa")]
+    assert swa["before"] == 0.25 and swa["after"] == 0.75 and swa["in_training"]
+    assert swa["pairs"] == {"both": 1, "only_before": 0, "only_after": 2, "neither": 1}
+    assert swa["after_vs_tuned_fa"] == 1.0
+    held = rows[("held", "swa")]
+    assert not held["in_training"] and held["pairs"]["only_after"] == 1
+    assert held["after_vs_tuned_fa"] == 0.5
+    table = (out / "experiment.md").read_text()
+    assert "- before: `eval base`" in table and "- `eval tuned`" in table
+    other = evaluation(tmp_path / "other", "tuned", {("fa", "passkey"): [1, 1, 1, 1]}, seed=3)
+    with pytest.raises(SystemExit, match="other prompts.*seed differ"):
+        experiment.main(["--before", str(before), "--after", str(other), "--trained-tasks",
+                         "passkey", "--out", str(out)])
+    with pytest.raises(SystemExit):  # --before needs --trained-tasks
+        experiment.main(["--before", str(before), "--after", str(after), "--out", str(out)])
+    with pytest.raises(SystemExit):  # not both kinds
+        experiment.main([str(tmp_path), "--before", str(before), "--after", str(after),
+                         "--trained-tasks", "passkey", "--out", str(out)])
+
+
 def test_warmup_is_a_fraction_of_the_steps(tmp_path):
     """5 % of 100 steps on this transformers (4.57 has warmup_ratio; 5 reads warmup_steps < 1
     as the fraction): also run by `make test-hf-tf457`."""

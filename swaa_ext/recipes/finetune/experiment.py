@@ -12,6 +12,13 @@ and the exact McNemar test of after against before on the discordant pairs (righ
 right only before): two-sided binomial p with n = discordant pairs, k = the smaller count.
 A run whose evaluation settings differ from the first run's is an error: pooled pairs must be
 the same prompts. Writes DIR/experiment.json and DIR/experiment.md.
+
+    python -m swaa_ext.recipes.finetune.experiment --before EVAL --after EVAL [EVAL ...] \
+        --trained-tasks passkey,niah_multivalue,... --out DIR
+
+pairs evaluations made apart from a fine-tuning run (`python -m swaa_ext.recipes.eval` folders):
+the original model's (--before) and each fine-tuned model's (--after) on the same prompts (the
+same tasks, lengths, seed, samples and prompt style; one length), over the recipes they all ran.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..report import SAME_PROMPTS, load_results
 from ..scoring import mcnemar_exact
 
 ALL = "all"
@@ -42,6 +50,39 @@ def load_run(folder: Path) -> dict:
     run = {name: json.loads(p.read_text()) for name, p in paths.items()}
     run["folder"] = str(folder)
     return run
+
+
+def load_evaluations(before: Path, afters: Sequence[Path], trained: Sequence[str]) -> list[dict]:
+    """Harness evaluations of the original model (before) and of fine-tuned ones (afters) as
+    runs for `pool`: one per after, over the recipes every evaluation ran."""
+    first = load_results(before)
+    evaluations = [(folder, load_results(folder)) for folder in afters]
+    for folder, data in evaluations:
+        differ = [k for k in SAME_PROMPTS if k != "model"
+                  and data["meta"].get(k) != first["meta"].get(k)]
+        if differ:
+            raise ValueError(f"{folder} evaluated other prompts than {before}: "
+                             f"{', '.join(differ)} differ")
+    if len(first["meta"]["lengths"]) != 1 or len(first["meta"]["window_fractions"]) != 1:
+        raise ValueError(f"{before}: pairing needs an evaluation of one length and one window")
+    recipes = [row["name"] for row in first["summary"]
+               if all(row["name"] in {r["name"] for r in data["summary"]}
+                      for _, data in evaluations)]
+    if "fa" not in recipes:
+        raise ValueError("every evaluation must have run fa (after is compared with it)")
+
+    def shared(data: dict) -> dict:
+        return {"records": [r for r in data["records"] if r["config"] in recipes],
+                "settings": {k: first["meta"].get(k) for k in SAME_PROMPTS if k != "model"}}
+
+    meta = first["meta"]
+    return [{"folder": str(folder), "eval_before": shared(first), "eval_after": shared(data),
+             "before_after": {"meta": {
+                 "model": meta["model"], "seed": meta["seed"], "length": meta["lengths"][0],
+                 "window_fraction": meta["window_fractions"][0], "sinks": meta["sinks"],
+                 "train_tasks": list(trained), "command": data["meta"].get("command"),
+                 "before_command": meta.get("command")}}}
+            for folder, data in evaluations]
 
 
 def pool(runs: Sequence[dict]) -> list[dict]:
@@ -104,6 +145,8 @@ def markdown(rows: Sequence[dict], runs: Sequence[dict]) -> str:
                      f"{r['pairs']['only_before']} / {r['pairs']['only_after']} | "
                      f"{r['p_mcnemar']:.3g} |")
     lines += ["", "Commands:", ""]
+    if meta.get("before_command"):  # an evaluation of the original model, apart from the runs
+        lines.append(f"- before: `{meta['before_command']}`")
     lines += [f"- `{run['before_after']['meta'].get('command', '?')}`" for run in runs]
     return "\n".join(lines) + "\n"
 
@@ -112,13 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m swaa_ext.recipes.finetune.experiment",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="+", type=Path, help="finished fine-tuning run folders")
+    ap.add_argument("runs", nargs="*", type=Path, help="finished fine-tuning run folders")
+    ap.add_argument("--before", type=Path, help="an evaluation of the original model")
+    ap.add_argument("--after", type=Path, nargs="+", default=[],
+                    help="evaluations of fine-tuned models on the same prompts")
+    ap.add_argument("--trained-tasks", type=lambda t: [x for x in t.split(",") if x],
+                    help="with --before: the task families the models were trained on")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if bool(args.runs) == bool(args.before or args.after):
+        ap.error("give fine-tuning run folders, or --before and --after evaluations")
+    if args.before and not (args.after and args.trained_tasks is not None):
+        ap.error("--before needs --after and --trained-tasks")
     try:
-        runs = [load_run(folder) for folder in args.runs]
+        runs = (load_evaluations(args.before, args.after, args.trained_tasks) if args.before
+                else [load_run(folder) for folder in args.runs])
         rows = pool(runs)
-    except ValueError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "experiment.json").write_text(json.dumps(
