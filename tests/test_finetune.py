@@ -607,7 +607,8 @@ def test_cli_arguments_are_checked():
     with pytest.raises(SystemExit, match="--teacher-samples must be >= 1"):
         settle(parser.parse_args(["--teacher-samples", "0"]))
     quick = settle(parser.parse_args(["--quick"]))
-    assert quick.eval_length == 512 and quick.train_window == 64 and quick.eval_samples == 8
+    assert quick.eval_length == 512 and quick.train_window == 64 and quick.eval_samples == 6
+    assert quick.distill_samples == 80 and quick.epochs == 3.0  # enough steps to change the model
     full = settle(parser.parse_args([]))
     assert full.eval_length == 2048 and full.train_window == 256 and full.eval_samples >= 50
     for held_out in ("niah_multikey", "library_notes"):
@@ -623,7 +624,7 @@ def test_cli_arguments_are_checked():
     with pytest.raises(SystemExit, match="drop --train-tasks$"):
         settle(parser.parse_args(["--prompts-file", "p.jsonl", "--train-tasks", "passkey"]))
     from_file = settle(parser.parse_args(["--prompts-file", "p.jsonl", "--quick"]))
-    assert from_file.filler == "mixed" and from_file.distill_samples == 32
+    assert from_file.filler == "mixed" and from_file.distill_samples == 80
 
 
 def test_before_after_tables_from_the_harness_summary():
