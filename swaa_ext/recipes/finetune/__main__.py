@@ -287,7 +287,8 @@ def _eval_settings(args: argparse.Namespace) -> dict:
             "window_fraction": args.window_fraction, "sinks": args.sinks,
             "thinking": args.thinking,
             "thinking_budget": args.thinking_budget if args.thinking else None,
-            "answer_prefix": args.answer_prefix, "recipes": list(evaluating.eval_recipes(args.train_recipe))}
+            "answer_prefix": args.answer_prefix,
+            "recipes": list(evaluating.eval_recipes(args.train_recipe))}
 
 
 def step_evaluate(args: argparse.Namespace) -> str:
