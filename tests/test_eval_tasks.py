@@ -141,6 +141,12 @@ def test_thinking_switch_goes_to_a_template_that_supports_it():
     assert "<think>\n\n</think>" in off.prompt  # thinking disabled through the template
 
 
+def test_eval_refuses_a_thinking_budget_below_one_token():
+    from swaa_ext.recipes.eval import build_parser, run
+    with pytest.raises(SystemExit, match="--thinking-budget must be >= 1"):
+        run(build_parser().parse_args(["--thinking", "--thinking-budget", "0"]))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="task"):
         make_sample(TOKENIZER, "nope", 300, 0.5)

@@ -604,6 +604,10 @@ def test_cli_arguments_are_checked():
         settle(parser.parse_args(["--train-tasks", "passkey,nope"]))
     with pytest.raises(SystemExit, match="needs --temperature > 0"):
         settle(parser.parse_args(["--teacher-samples", "3", "--temperature", "0"]))
+    with pytest.raises(SystemExit, match="--thinking-budget must be >= 1, got 0"):
+        settle(parser.parse_args(["--thinking", "--thinking-budget", "0"]))
+    assert settle(parser.parse_args(["--thinking", "--thinking-budget", "300"])) \
+        .style.thinking_budget == 300
     with pytest.raises(SystemExit, match="--teacher-samples must be >= 1"):
         settle(parser.parse_args(["--teacher-samples", "0"]))
     quick = settle(parser.parse_args(["--quick"]))
