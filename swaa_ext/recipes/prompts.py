@@ -27,6 +27,12 @@ class PromptStyle:
         if self.thinking_budget < 1:
             raise ValueError(f"thinking_budget must be >= 1 token, got {self.thinking_budget}")
 
+    @property
+    def prefixed(self) -> bool:
+        """Whether the prompt ends with the answer prefix: never after thinking, which comes
+        first (the model then writes the lead-in itself)."""
+        return self.answer_prefix and not self.thinking
+
 
 def uses_template(tokenizer: PreTrainedTokenizerBase, style: PromptStyle) -> bool:
     return style.chat_template and bool(getattr(tokenizer, "chat_template", None))
@@ -49,7 +55,7 @@ def render(tokenizer: PreTrainedTokenizerBase, style: PromptStyle, user: str,
                                              add_generation_prompt=True, **extra)
     else:
         text = f"{user}\n"
-    return text + answer_prefix if style.answer_prefix and not style.thinking else text
+    return text + answer_prefix if style.prefixed else text
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, style: PromptStyle, text: str) -> list[int]:

@@ -44,7 +44,7 @@ def _accuracy(records: Sequence[Record]) -> dict[str, Any]:
 def _reasoning(records: Sequence[Record]) -> dict[str, Any]:
     """How the completions used the reasoning block (read with thinking prompts): closed (the
     answer is read after it), opened but never closed (no answer), or never opened (the whole
-    completion is read); and how many completions ran into the token budget."""
+    completion is read); and the mean number of new tokens."""
     closed = sum(THINK_CLOSE in r.completion for r in records)
     unclosed = sum(THINK_OPEN in r.completion and THINK_CLOSE not in r.completion
                    for r in records)

@@ -235,10 +235,8 @@ def make_sample(tokenizer: PreTrainedTokenizerBase, task: str, target_tokens: in
     spec = TASKS[task](sample_rng(seed, task, target_tokens, index), depth, options)
     tol = max(8, target_tokens // 50) if tolerance is None else tolerance
     fitted = fit(spec.layout, tokenizer, style, target_tokens, tol)
-    # The model writes the lead-in itself unless the prompt ends with it (thinking comes first,
-    # so a thinking prompt never does).
-    prefixed = style.answer_prefix and not style.thinking
-    new_tokens = spec.max_new_tokens + (0 if prefixed else LEAD_IN_TOKENS)
+    # The model writes the lead-in itself unless the prompt ends with it.
+    new_tokens = spec.max_new_tokens + (0 if style.prefixed else LEAD_IN_TOKENS)
     new_tokens += style.thinking_budget if style.thinking else 0
     return Sample(task, index, target_tokens, depth, fitted.needle_depth, fitted.prompt,
                   fitted.n_tokens, spec.answers, spec.pattern, spec.exclude, new_tokens)
